@@ -1,0 +1,86 @@
+"""The ``"torch"`` backend: PyTorch ops on the folded weights, NHWC (channels_last) end to end.
+
+On the CPU in fp32 the convolutions call oneDNN directly with weights packed once into its
+blocked layout and ReLU fused into the conv (``mkldnn._convolution_pointwise``, the op inductor's
+CPU freezing path uses); elsewhere ``F.conv2d`` (cuDNN on GPU) with bias, then an in-place ReLU.
+oneDNN and cuDNN cannot write into a channel slice of a larger tensor, so this backend builds each
+HG-Block's concat with one ``torch.cat``; the Triton and CUDA backends write the slices in place.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..folding import FoldedBlock, FoldedConv, FoldedNet
+
+
+def _onednn_pointwise_available() -> bool:
+    return (torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
+
+
+class TorchBackend:
+    name = "torch"
+
+    @staticmethod
+    def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+        if device.type not in ("cpu", "cuda"):
+            return f"device type {device.type!r} is not supported (cpu or cuda)"
+        return None
+
+    def __init__(self, net: FoldedNet, dtype: torch.dtype, device: torch.device):
+        self.net = net
+        self.use_onednn = device.type == "cpu" and dtype == torch.float32 and _onednn_pointwise_available()
+        # Packed once, with the first input's shape as oneDNN's layout hint: the packed layout stays
+        # valid for every other shape (oneDNN reorders if it must), so the cache is bounded.
+        self._packed: Dict[int, torch.Tensor] = {}
+
+    def _packed_weight(self, conv: FoldedConv, x: torch.Tensor) -> torch.Tensor:
+        key = id(conv)
+        packed = self._packed.get(key)
+        if packed is None:
+            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                conv.weight.to_mkldnn(), [conv.padding] * 2, [conv.stride] * 2, [1, 1], conv.groups,
+                list(x.shape))
+            self._packed[key] = packed
+        return packed
+
+    def conv(self, conv: FoldedConv, x: torch.Tensor) -> torch.Tensor:
+        if self.use_onednn:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed_weight(conv, x), conv.bias, [conv.padding] * 2, [conv.stride] * 2,
+                [1, 1], conv.groups, "relu" if conv.relu else "none", [], "")
+        y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, 1, conv.groups)
+        return y.relu_() if conv.relu else y
+
+    def block(self, block: FoldedBlock, x: torch.Tensor) -> torch.Tensor:
+        pieces = [x]
+        y = x
+        for layer in block.layers:
+            y = self.conv(layer, y)
+            pieces.append(y)
+        y = self.conv(block.aggregation, torch.cat(pieces, dim=1))
+        gate = torch.sigmoid(F.linear(y.mean((2, 3)), block.ese_weight, block.ese_bias))
+        y = y.mul_(gate[:, :, None, None])
+        return y.add_(x) if block.identity else y
+
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)
+        for conv in self.net.stem:
+            x = self.conv(conv, x)
+        x = F.max_pool2d(x, 3, 2, 1)
+        features = []
+        for stage in self.net.stages:
+            if stage.downsample is not None:
+                x = self.conv(stage.downsample, x)
+            for block in stage.blocks:
+                x = self.block(block, x)
+            features.append(x)
+        return features
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(F.linear(x.mean((2, 3)), self.net.last_conv_weight))
+        return F.linear(hidden, self.net.fc_weight, self.net.fc_bias)

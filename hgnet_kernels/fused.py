@@ -1,0 +1,128 @@
+"""``FusedPPHGNet``: an inference-only PP-HGNet with BN folded and fused kernels behind it."""
+from __future__ import annotations
+
+from typing import List, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from .backends import backend_class, resolve_backend
+from .folding import FoldedNet, fold_model
+from .models.pphgnet import MIN_INPUT_SIZE, PPHGNet
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _as_pphgnet(model: nn.Module) -> PPHGNet:
+    if isinstance(model, PPHGNet):
+        return model
+    if type(model).__name__ == "HighPerfGpuNet":  # timm's hgnet_*; converted without importing timm
+        from .weights import load_model
+        if getattr(model, "stem", None) is None or type(model.stem).__name__ != "StemV1":
+            raise TypeError("only PP-HGNet (v1: timm hgnet_tiny/small/base) is supported, "
+                            "not PP-HGNetV2 (hgnetv2_*)")
+        if model.training:
+            raise ValueError("FusedPPHGNet folds BatchNorm running statistics, so the model must be in "
+                             "eval mode; call model.eval() first")
+        converted = load_model(model)
+        return converted.to(next(model.parameters()).dtype)
+    raise TypeError(f"FusedPPHGNet takes a hgnet_kernels PPHGNet or a timm hgnet_* model, got "
+                    f"{type(model).__name__}")
+
+
+class FusedPPHGNet(nn.Module):
+    """Inference-only PP-HGNet: BN folded into the convs (in fp32), NHWC kernels behind one API.
+
+    Args:
+        model: an eval-mode ``hgnet_kernels.PPHGNet`` or timm ``hgnet_tiny/small/base`` model.
+            It is read once; later changes to it do not affect this module.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (the fastest that can run on the
+            model's device: triton on CUDA, torch on the CPU).
+        dtype: compute dtype (float32, float16 or bfloat16); default: the model's dtype, or
+            float32 for a float64 model.
+        **options: backend options (e.g. ``cuda_graph=True`` for triton on CUDA).
+
+    ``forward(x)`` returns logits and ``forward_features(x)`` the four stage maps (strides 4, 8,
+    16, 32, NCHW shape in channels_last memory), both in the compute dtype. Inputs are NCHW
+    floating-point tensors of any strides, at least 32×32, on the module's device; they are cast
+    to the compute dtype. No autograd graph is ever built: this module is for inference only.
+    """
+
+    def __init__(self, model: nn.Module, backend: str = "auto", dtype: Optional[torch.dtype] = None,
+                 **options):
+        super().__init__()
+        eager = _as_pphgnet(model)
+        if eager.training:
+            raise ValueError("FusedPPHGNet folds BatchNorm running statistics, so the model must be in "
+                             "eval mode; call model.eval() first")
+        if dtype is None:
+            dtype = eager.fc.weight.dtype
+            dtype = torch.float32 if dtype == torch.float64 else dtype
+        if dtype not in _SUPPORTED_DTYPES:
+            raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}, got {dtype}")
+        self.dtype = dtype
+        self.config = eager.config
+        self.num_classes = eager.num_classes
+        self.requested_backend = backend
+        self.options = options
+        self.net: FoldedNet = fold_model(eager, dtype).to(eager.fc.weight.device)
+        self._backend = None
+        self._build_backend()
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.fc_weight.device
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    def _build_backend(self) -> None:
+        name = resolve_backend(self.requested_backend, self.device, self.dtype)
+        self._backend = backend_class(name)(self.net, dtype=self.dtype, device=self.device, **self.options)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        moved_dtype = self.net.fc_weight.dtype
+        if moved_dtype not in _SUPPORTED_DTYPES:
+            raise ValueError(f"FusedPPHGNet computes in {_SUPPORTED_DTYPES}; cannot convert to {moved_dtype}")
+        self.dtype = moved_dtype
+        self._build_backend()  # packed weights and kernels are per device and dtype
+        return self
+
+    def extra_repr(self) -> str:
+        return f"model={self.config.name}, backend={self.backend}, dtype={self.dtype}, device={self.device}"
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Validate an input batch and return it in the compute dtype (raises before any kernel)."""
+        if not torch.is_tensor(x):
+            raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"expected an NCHW tensor of rank 4, got shape {tuple(x.shape)}"
+                             + ("; add the batch dimension with x.unsqueeze(0)" if x.dim() == 3 else ""))
+        if x.shape[1] != 3:
+            hint = "; for NHWC data use x.permute(0, 3, 1, 2)" if x.shape[-1] == 3 else ""
+            raise ValueError(f"expected an NCHW tensor with 3 channels, got {x.shape[1]} channels "
+                             f"(shape {tuple(x.shape)}){hint}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a floating-point NCHW tensor, got {x.dtype}; call .float() "
+                            "(and normalise the image) first")
+        if x.device != self.device:
+            raise ValueError(f"input is on {x.device} but the model is on {self.device}; "
+                             f"call x.to('{self.device}')")
+        if min(x.shape[2], x.shape[3]) < MIN_INPUT_SIZE:
+            raise ValueError(f"PP-HGNet downsamples by 32: the input must be at least "
+                             f"{MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {x.shape[2]}×{x.shape[3]}")
+        return x.to(self.dtype)
+
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.check_input(x)
+        with torch.no_grad():
+            return self._backend.forward_features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.check_input(x)
+        with torch.no_grad():
+            if x.shape[0] == 0:
+                return torch.empty(0, self.num_classes, dtype=self.dtype, device=self.device)
+            return self._backend.head(self._backend.forward_features(x)[-1])

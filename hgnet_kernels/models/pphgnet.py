@@ -1,0 +1,202 @@
+"""Eager PyTorch reference of PP-HGNet (PaddleClas ``legendary_models/pp_hgnet.py``).
+
+Module and parameter names follow PaddleClas, so an official ``.pdparams`` maps onto this model
+key for key (only BN statistics are renamed and ``fc.weight`` is transposed). This model is the
+single reference every fused backend is checked against.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    in_channels: int
+    mid_channels: int
+    out_channels: int
+    block_num: int
+    downsample: bool
+
+
+@dataclass(frozen=True)
+class PPHGNetConfig:
+    name: str
+    stem_channels: Tuple[int, ...]
+    stages: Tuple[StageConfig, ...]
+    layer_num: int
+    dropout_prob: float
+    class_expand: int = 2048
+
+
+CONFIGS = {
+    "tiny": PPHGNetConfig(
+        "tiny", (48, 48, 96),
+        (StageConfig(96, 96, 224, 1, False), StageConfig(224, 128, 448, 1, True),
+         StageConfig(448, 160, 512, 2, True), StageConfig(512, 192, 768, 1, True)),
+        layer_num=5, dropout_prob=0.0),
+    "small": PPHGNetConfig(
+        "small", (64, 64, 128),
+        (StageConfig(128, 128, 256, 1, False), StageConfig(256, 160, 512, 1, True),
+         StageConfig(512, 192, 768, 2, True), StageConfig(768, 224, 1024, 1, True)),
+        layer_num=6, dropout_prob=0.0),
+    "base": PPHGNetConfig(
+        "base", (96, 96, 160),
+        (StageConfig(160, 192, 320, 1, False), StageConfig(320, 224, 640, 2, True),
+         StageConfig(640, 256, 960, 3, True), StageConfig(960, 288, 1280, 2, True)),
+        layer_num=7, dropout_prob=0.2),
+}
+
+# The stem divides by 4 and three LDS downsamples by 2 more each; below this the last stage is empty.
+MIN_INPUT_SIZE = 32
+
+
+class ConvBNAct(nn.Module):
+    """conv (no bias, padding k//2) → BatchNorm → optional ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 groups: int = 1, use_act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                              padding=(kernel_size - 1) // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.use_act = use_act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return torch.relu(x) if self.use_act else x
+
+
+class ESEModule(nn.Module):
+    """Effective squeeze-excitation: x * sigmoid(conv1x1(mean_hw(x)) + b)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.conv(x.mean((2, 3), keepdim=True)))
+        return x * gate
+
+
+class HGBlock(nn.Module):
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, layer_num: int,
+                 identity: bool):
+        super().__init__()
+        self.identity = identity
+        self.layers = nn.ModuleList(
+            ConvBNAct(in_channels if i == 0 else mid_channels, mid_channels, 3)
+            for i in range(layer_num))
+        self.aggregation_conv = ConvBNAct(in_channels + layer_num * mid_channels, out_channels, 1)
+        self.att = ESEModule(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [x]
+        y = x
+        for layer in self.layers:
+            y = layer(y)
+            outputs.append(y)
+        y = self.att(self.aggregation_conv(torch.cat(outputs, dim=1)))
+        return y + x if self.identity else y
+
+
+class HGStage(nn.Module):
+    def __init__(self, cfg: StageConfig, layer_num: int):
+        super().__init__()
+        # LDS: a learnable depthwise stride-2 downsample with BN and no activation.
+        self.downsample = (ConvBNAct(cfg.in_channels, cfg.in_channels, 3, 2,
+                                     groups=cfg.in_channels, use_act=False)
+                           if cfg.downsample else None)
+        self.blocks = nn.Sequential(*[
+            HGBlock(cfg.in_channels if i == 0 else cfg.out_channels, cfg.mid_channels,
+                    cfg.out_channels, layer_num, identity=i > 0)
+            for i in range(cfg.block_num)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return self.blocks(x)
+
+
+class PPHGNet(nn.Module):
+    """PP-HGNet classifier: stem → 4 HG stages → avgpool → 1×1 conv → ReLU → dropout → FC.
+
+    Args:
+        config: one of ``CONFIGS`` (or ``"tiny"``, ``"small"``, ``"base"``).
+        num_classes: size of the FC output.
+    """
+
+    def __init__(self, config: PPHGNetConfig | str = "tiny", num_classes: int = 1000):
+        super().__init__()
+        if isinstance(config, str):
+            if config not in CONFIGS:
+                raise ValueError(f"unknown PP-HGNet size {config!r}; expected one of {sorted(CONFIGS)}")
+            config = CONFIGS[config]
+        self.config = config
+        self.num_classes = num_classes
+        stem = (3,) + tuple(config.stem_channels)
+        self.stem = nn.Sequential(*[
+            ConvBNAct(stem[i], stem[i + 1], 3, stride=2 if i == 0 else 1)
+            for i in range(len(stem) - 1)])
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.stages = nn.ModuleList(HGStage(s, config.layer_num) for s in config.stages)
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.last_conv = nn.Conv2d(config.stages[-1].out_channels, config.class_expand, 1, bias=False)
+        # Paddle's downscale_in_infer dropout scales by (1 - p) at inference; the Paddle importer
+        # folds that factor into fc.weight so this dropout is the usual identity in eval mode.
+        self.dropout = nn.Dropout(config.dropout_prob)
+        self.fc = nn.Linear(config.class_expand, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # PaddleClas: KaimingNormal (fan_in) for every conv, BN to identity, zero FC bias.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The four stage outputs, at strides 4, 8, 16 and 32."""
+        x = self.pool(self.stem(x))
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.last_conv(self.avg_pool(x)))
+        return self.fc(torch.flatten(self.dropout(x), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x)[-1])
+
+
+def _build(size: str, weights: Optional[str], num_classes: int) -> PPHGNet:
+    model = PPHGNet(size, num_classes=num_classes)
+    if weights is not None:
+        from ..weights import load_weights
+        load_weights(model, weights)
+    return model.eval()
+
+
+def pphgnet_tiny(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
+    """PPHGNet_tiny (4.54 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
+    return _build("tiny", weights, num_classes)
+
+
+def pphgnet_small(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
+    """PPHGNet_small (8.53 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
+    return _build("small", weights, num_classes)
+
+
+def pphgnet_base(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
+    """PPHGNet_base (25.14 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
+    return _build("base", weights, num_classes)
