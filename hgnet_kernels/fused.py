@@ -68,6 +68,8 @@ class FusedPPHGNet(nn.Module):
         self.net: FoldedNet = fold_model(eager, dtype).to(eager.fc.weight.device)
         self._backend = None
         self._build_backend()
+        # Backends cache derived weights (packed layouts, casts): rebuild them after a load.
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._build_backend())
 
     @property
     def device(self) -> torch.device:

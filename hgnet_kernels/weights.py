@@ -20,7 +20,7 @@ import io
 import os
 import pickle
 import re
-import zipfile
+import warnings
 from typing import Dict, Mapping, Union
 
 import numpy as np
@@ -114,7 +114,9 @@ def read_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
             except Exception as e:  # noqa: BLE001
                 errors.append(f"as Paddle .pdparams: {e}")
             try:
-                return dict(_unwrap(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)))
+                with warnings.catch_warnings():  # torch warns about pickle protocols it then rejects
+                    warnings.simplefilter("ignore")
+                    return dict(_unwrap(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)))
             except Exception as e:  # noqa: BLE001
                 errors.append(f"torch.load: {e}")
     detail = "; ".join(errors) if errors else "unrecognised header bytes " + repr(data[:8])
@@ -179,12 +181,10 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     if missing or unexpected or problems:
         lines = [f"cannot load {source} into {type(model).__name__} (model left unchanged):"]
         if missing:
-            lines.append(f"  {len(missing)} missing: " + ", ".join(missing[:20]) + (" …" if len(missing) > 20 else ""))
+            lines.append(f"  {len(missing)} missing: " + ", ".join(missing))
         if unexpected:
-            lines.append(f"  {len(unexpected)} unexpected: " + ", ".join(unexpected[:20]) + (" …" if len(unexpected) > 20 else ""))
-        lines.extend("  " + p for p in problems[:40])
-        if len(problems) > 40:
-            lines.append(f"  … and {len(problems) - 40} more mismatches")
+            lines.append(f"  {len(unexpected)} unexpected: " + ", ".join(unexpected))
+        lines.extend("  " + p for p in problems)
         if problems and any("shape" in p for p in problems):
             lines.append("  (a shape mismatch usually means the checkpoint is for another model size "
                          "or num_classes: tiny / small / base)")

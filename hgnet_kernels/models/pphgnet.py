@@ -179,6 +179,26 @@ class PPHGNet(nn.Module):
         return self.forward_head(self.forward_features(x)[-1])
 
 
+def randomize_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BN random running statistics and affine terms, and every bias random values.
+
+    Freshly initialised BNs are identities, which would let a broken BN fold pass unnoticed;
+    tests and ``verify`` on random weights use this to make folding and bias epilogues matter.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return model.eval()
+
+
 def _build(size: str, weights: Optional[str], num_classes: int) -> PPHGNet:
     model = PPHGNet(size, num_classes=num_classes)
     if weights is not None:

@@ -1,0 +1,235 @@
+"""``python -m hgnet_kernels bench``: end-to-end latency of every method, side by side.
+
+Methods are timed in interleaved rounds (each round times every method once over ``--iters``
+calls), so slow drift of a noisy machine hits all of them alike; the reported figure is the median
+over rounds of the per-call mean. Every method's logits are checked against a float64 eager
+reference in the same run: a fast wrong answer is reported as wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from . import FusedPPHGNet, PPHGNet, __version__
+from .backends import BACKENDS, unavailable_reason
+from .models import randomize_statistics
+from .numerics import relative_error, tolerance
+from .verify import DTYPES
+
+# The seed's table: PaddleClas, V100, TensorRT, FP32, batch 1 (shared/reference/PP-HGNet.md).
+SEED_V100_TRT_FP32_B1_MS = {"tiny": 1.77, "small": 2.52, "base": 5.97}
+SEED_GMACS = {"tiny": 4.54, "small": 8.53, "base": 25.14}
+
+
+@dataclass
+class Row:
+    model: str
+    batch: int
+    size: int
+    dtype: str
+    method: str
+    latency_ms: Optional[float] = None
+    images_per_s: Optional[float] = None
+    speedup_vs_eager: Optional[float] = None
+    speedup_vs_best_compile: Optional[float] = None
+    rel_err: Optional[float] = None
+    tolerance: Optional[float] = None
+    correct: Optional[bool] = None
+    peak_mem_mb: Optional[float] = None
+    seed_v100_trt_ms: Optional[float] = None
+    note: str = ""
+    round_ms: List[float] = field(default_factory=list)
+
+
+def machine_info(device: torch.device) -> Dict[str, str]:
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "hgnet_kernels": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_threads": str(torch.get_num_threads()), "device": str(device)}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = str(torch.version.cuda)
+    return info
+
+
+def _methods(eager: PPHGNet, dtype: torch.dtype, device: torch.device, args) -> Dict[str, Callable]:
+    methods: Dict[str, Callable] = {"eager": eager}
+    eager_cl = copy.deepcopy(eager).to(memory_format=torch.channels_last)
+    methods["eager_channels_last"] = lambda x: eager_cl(x.contiguous(memory_format=torch.channels_last))
+    modes = ["default"] + (["max-autotune", "reduce-overhead"] if device.type == "cuda" else [])
+    for mode in modes if args.compile else []:
+        methods[f"compile_{mode}"] = torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode)
+    for backend in BACKENDS:
+        if backend not in args.backends or unavailable_reason(backend, device, dtype):
+            continue
+        methods[f"fused_{backend}"] = FusedPPHGNet(eager, backend=backend, dtype=dtype)
+        if device.type == "cuda" and backend != "torch":
+            methods[f"fused_{backend}_cudagraph"] = FusedPPHGNet(eager, backend=backend, dtype=dtype, cuda_graph=True)
+    return methods
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, args, progress=None) -> List[Row]:
+    dtype = DTYPES[dtype_name]
+    torch.manual_seed(0)
+    eager = randomize_statistics(PPHGNet(size)).to(device)
+    reference = copy.deepcopy(eager).double()
+    eager = eager.to(dtype)
+    gen = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(batch, 3, args.size, args.size, generator=gen).to(device) for _ in range(2)]
+    with torch.no_grad():
+        expected = reference(inputs[0].double())
+    methods = _methods(eager, dtype, device, args)
+    rows: Dict[str, Row] = {}
+    eager_err = None
+    for name, fn in methods.items():
+        row = rows[name] = Row(size, batch, args.size, dtype_name, name)
+        if dtype == torch.float32 and batch == 1 and device.type == "cuda":
+            row.seed_v100_trt_ms = SEED_V100_TRT_FP32_B1_MS[size]
+        try:
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = fn(inputs[0].to(dtype))  # first call: compiles / tunes / packs
+                _sync(device)
+            if name.startswith("compile"):
+                row.note = f"first call {time.perf_counter() - start:.1f}s"
+            row.rel_err = relative_error(out, expected)
+            if name == "eager":
+                eager_err = row.rel_err
+        except Exception as e:  # noqa: BLE001 - a failing method is reported, not fatal
+            row.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    for row in rows.values():
+        if row.rel_err is not None:
+            row.tolerance = tolerance(dtype, eager_err)
+            row.correct = row.rel_err <= row.tolerance
+    live = {n: f for n, f in methods.items() if rows[n].rel_err is not None}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with torch.no_grad():
+        for r in range(args.rounds):
+            for name, fn in live.items():
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                _sync(device)
+                start = time.perf_counter()
+                for i in range(args.iters):
+                    fn(inputs[i % len(inputs)].to(dtype))
+                _sync(device)
+                rows[name].round_ms.append((time.perf_counter() - start) * 1e3 / args.iters)
+                if device.type == "cuda":
+                    rows[name].peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
+            if progress:
+                progress()
+    for row in rows.values():
+        if row.round_ms:
+            row.latency_ms = statistics.median(row.round_ms)
+            row.images_per_s = batch * 1e3 / row.latency_ms
+    eager_ms = rows["eager"].latency_ms
+    compiled = [r.latency_ms for n, r in rows.items() if n.startswith("compile") and r.latency_ms]
+    for row in rows.values():
+        if row.latency_ms:
+            row.speedup_vs_eager = eager_ms / row.latency_ms if eager_ms else None
+            row.speedup_vs_best_compile = min(compiled) / row.latency_ms if compiled else None
+    return list(rows.values())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", choices=["tiny", "small", "base"], default=["tiny", "small", "base"])
+    parser.add_argument("--batches", nargs="+", type=int, default=None,
+                        help="default: 1 8 64 256 on a GPU, 1 8 on the CPU")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
+                        help="default: float32 float16 bfloat16 on a GPU, float32 on the CPU")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--iters", type=int, default=3, help="calls per method per round")
+    parser.add_argument("--out", default=None, help="output folder (default: $OUT or bench/results)")
+    parser.add_argument("--tag", default=None, help="file name stem (default: <device>-<date>)")
+
+
+def _print_table(rows: List[Row], info: Dict[str, str]) -> None:
+    header = ["model", "batch", "dtype", "method", "ms", "img/s", "vs eager", "vs compile", "rel err", "ok", "note"]
+    body = [[r.model, r.batch, r.dtype, r.method,
+             f"{r.latency_ms:.2f}" if r.latency_ms else "-", f"{r.images_per_s:.1f}" if r.images_per_s else "-",
+             f"{r.speedup_vs_eager:.2f}×" if r.speedup_vs_eager else "-",
+             f"{r.speedup_vs_best_compile:.2f}×" if r.speedup_vs_best_compile else "-",
+             f"{r.rel_err:.1e}" if r.rel_err is not None else "-",
+             {True: "yes", False: "WRONG", None: "-"}[r.correct],
+             (f"V100 TRT {r.seed_v100_trt_ms} ms; " if r.seed_v100_trt_ms else "") + r.note] for r in rows]
+    from .verify import _table
+    _table(f"PP-HGNet end to end on {info.get('gpu') or info.get('cpu', info['device'])} "
+           f"(torch {info['torch']})", header, body)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_gpu = device.type == "cuda"
+    batches = args.batches or ([1, 8, 64, 256] if on_gpu else [1, 8])
+    dtypes = args.dtypes or (["float32", "float16", "bfloat16"] if on_gpu else ["float32"])
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    info = machine_info(device)
+    cases = [(m, b, d) for m in args.models for b in batches for d in dtypes]
+    rows: List[Row] = []
+    try:
+        from tqdm import tqdm
+        bar = tqdm(total=len(cases) * args.rounds, desc="bench", unit="round", file=sys.stderr)
+    except ImportError:
+        bar = None
+    for model, batch, dtype in cases:
+        if bar:
+            bar.set_postfix_str(f"{model} b{batch} {dtype}")
+        rows += bench_case(model, batch, dtype, device, args, progress=(lambda: bar.update(1)) if bar else None)
+    if bar:
+        bar.close()
+    out_dir = args.out or os.environ.get("OUT") or os.path.join("bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    stem = args.tag or f"{'gpu' if on_gpu else 'cpu'}-{info['date'][:10]}"
+    with open(os.path.join(out_dir, stem + ".json"), "w") as f:
+        json.dump({"machine": info, "args": {k: v for k, v in vars(args).items() if k != "func"},
+                   "rows": [asdict(r) for r in rows]}, f, indent=1)
+    with open(os.path.join(out_dir, stem + ".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k in asdict(rows[0]) if k != "round_ms"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: v for k, v in asdict(r).items() if k != "round_ms"})
+    try:
+        from .plot import plot_rows
+        plot_rows(rows, info, os.path.join(out_dir, stem + ".png"))
+    except ImportError:
+        print("matplotlib not installed: no plot written", file=sys.stderr)
+    _print_table(rows, info)
+    print(f"wrote {os.path.join(out_dir, stem)}.{{json,csv,png}}")
+    wrong = [r for r in rows if r.correct is False]
+    for r in wrong:
+        print(f"WRONG: {r.model} b{r.batch} {r.dtype} {r.method}: rel err {r.rel_err:.2e} > {r.tolerance:.2e}",
+              file=sys.stderr)
+    return 1 if wrong else 0

@@ -1,0 +1,94 @@
+"""``python -m hgnet_kernels verify``: fuse a model, check it against eager, time both."""
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import sys
+
+import torch
+
+from . import FusedPPHGNet, PPHGNet
+from .models import randomize_statistics
+from .numerics import max_abs_error, relative_error, tolerance
+from .timing import median_latency_ms
+from .weights import load_weights
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=["tiny", "small", "base"], default="tiny")
+    parser.add_argument("--weights", default=None,
+                        help="a .pdparams, timm or hgnet_kernels checkpoint (default: random weights "
+                             "with random BN statistics)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--backend", default="auto", help="auto, torch or triton")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--iters", type=int, default=10, help="timed calls per method")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _table(title, header, rows) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
+        return
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h, justify="right")
+    for r in rows:
+        table.add_row(*map(str, r))
+    Console(width=max(140, shutil.get_terminal_size().columns)).print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[args.dtype]
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(args.seed)
+    eager = PPHGNet(args.model).eval()
+    if args.weights:
+        load_weights(eager, args.weights)
+    else:
+        randomize_statistics(eager, seed=args.seed)
+    reference = copy.deepcopy(eager).double().to(device)
+    eager = eager.to(device=device, dtype=dtype)
+    fused = FusedPPHGNet(eager, backend=args.backend, dtype=dtype)
+
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    inputs = [torch.randn(args.batch, 3, args.size, args.size, generator=gen).to(device) for _ in range(3)]
+    x = inputs[0]
+    with torch.no_grad():
+        expected = reference(x.double())
+        eager_out = eager(x.to(dtype))
+        fused_out = fused(x)
+    eager_err = relative_error(eager_out, expected)
+    fused_err = relative_error(fused_out, expected)
+    allowed = tolerance(dtype, eager_err)
+    ok = fused_err <= allowed and torch.isfinite(fused_out).all().item()
+
+    eager_ms = median_latency_ms(lambda t: eager(t.to(dtype)), inputs, iters=args.iters)
+    fused_ms = median_latency_ms(fused, inputs, iters=args.iters)
+    title = (f"PPHGNet_{args.model}  {args.batch}×3×{args.size}×{args.size}  {args.dtype} on {device}"
+             f"  backend={fused.backend}" + ("" if args.weights else "  (random weights)"))
+    _table(title, ["method", "max abs err", "rel err vs fp64", "median ms", "speedup"], [
+        ["eager (NCHW)", f"{max_abs_error(eager_out, expected):.3e}", f"{eager_err:.3e}", f"{eager_ms:.2f}", "1.00×"],
+        [f"FusedPPHGNet[{fused.backend}]", f"{max_abs_error(fused_out, expected):.3e}", f"{fused_err:.3e}",
+         f"{fused_ms:.2f}", f"{eager_ms / fused_ms:.2f}×"],
+    ])
+    if ok:
+        print(f"OK: fused relative error {fused_err:.3e} <= tolerance {allowed:.3e}")
+        return 0
+    print(f"MISMATCH: fused relative error {fused_err:.3e} > tolerance {allowed:.3e} "
+          f"(2× eager's own error at {args.dtype}, floor 1e-5)", file=sys.stderr)
+    return 1

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+import hgnet_kernels as hk
+from hgnet_kernels.weights import to_hgnet_kernels_keys
+
+from helpers import randomize, rel_err
+
+timm = pytest.importorskip("timm", reason="timm is a dev dependency: pip install -e '.[dev]'")
+
+SIZES = ["tiny", "small", "base"]
+BUILDERS = {"tiny": hk.pphgnet_tiny, "small": hk.pphgnet_small, "base": hk.pphgnet_base}
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_parameters_and_shapes_match_timm(size):
+    ours = hk.PPHGNet(size)
+    theirs = timm.create_model(f"hgnet_{size}", pretrained=False)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    mapped = to_hgnet_kernels_keys(theirs.state_dict(), ours.config.dropout_prob)
+    ours_sd = ours.state_dict()
+    assert set(mapped) == set(ours_sd)
+    for key, value in ours_sd.items():
+        assert value.shape == mapped[key].shape, key
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_logits_match_timm_with_its_random_weights(size):
+    theirs = randomize(timm.create_model(f"hgnet_{size}", pretrained=False), seed=1)
+    ours = hk.load_weights(hk.PPHGNet(size), theirs).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = theirs(x)
+        assert rel_err(ours(x), expected) <= 1e-5
+        for a, b in zip(ours.forward_features(x), theirs.forward_intermediates(x, intermediates_only=True)):
+            assert a.shape == b.shape and rel_err(a, b) <= 1e-5
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_forward_features_strides(size):
+    model = BUILDERS[size]()
+    cfg = hk.CONFIGS[size]
+    with torch.no_grad():
+        feats = model.forward_features(torch.randn(1, 3, 96, 64))
+    assert [tuple(f.shape) for f in feats] == [
+        (1, s.out_channels, 96 // stride, 64 // stride) for s, stride in zip(cfg.stages, (4, 8, 16, 32))]
+
+
+def test_constructor_is_eval_with_configurable_classes():
+    model = hk.pphgnet_tiny(num_classes=10)
+    assert not model.training
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_paddle_init_is_kaiming_normal_fan_in():
+    torch.manual_seed(3)
+    conv = hk.PPHGNet("tiny").stages[3].blocks[0].aggregation_conv.conv
+    fan_in = conv.weight[0].numel()
+    assert abs(conv.weight.std().item() / (2.0 / fan_in) ** 0.5 - 1) < 0.05
+
+
+def test_unknown_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown PP-HGNet size 'huge'"):
+        hk.PPHGNet("huge")

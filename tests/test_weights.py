@@ -1,0 +1,171 @@
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hgnet_kernels as hk
+from hgnet_kernels.weights import CheckpointError, read_checkpoint
+
+from helpers import randomize, rel_err
+
+KEYS_FILE = Path(__file__).with_name("data") / "paddle_pphgnet_tiny_keys.txt"
+
+
+def paddle_state_dict(model: hk.PPHGNet) -> dict:
+    """What paddle.save(model.state_dict()) of PaddleClas's PPHGNet writes, built from our model."""
+    p = model.config.dropout_prob
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        key = key.replace("bn.running_mean", "bn._mean").replace("bn.running_var", "bn._variance")
+        array = value.detach().numpy().astype(np.float32)
+        if key == "fc.weight":  # Paddle: [in, out], and its dropout scales by (1-p) in inference
+            array = np.ascontiguousarray(array.T / (1.0 - p))
+        out[key] = array
+    out["StructuredToParameterName@@"] = {k: f"param_{i}" for i, k in enumerate(out)}
+    return out
+
+
+def write_pdparams(path, state):
+    with open(path, "wb") as f:
+        pickle.dump(state, f, protocol=4)
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module, rtol=0.0):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=rtol, atol=0, msg=k)
+
+
+def test_paddle_layout_matches_real_paddle_key_list():
+    expected = {}
+    for line in KEYS_FILE.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, dtype, shape = line.split(" ", 2)
+            expected[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    written = {k: v.shape for k, v in paddle_state_dict(hk.PPHGNet("tiny")).items()
+               if k != "StructuredToParameterName@@"}
+    assert written == expected
+
+
+@pytest.mark.parametrize("size", ["tiny", "base"])
+def test_pdparams_round_trip(tmp_path, size):
+    source = randomize(hk.PPHGNet(size), seed=2)
+    path = tmp_path / "model.pdparams"
+    write_pdparams(path, paddle_state_dict(source))
+    loaded = hk.PPHGNet(size)
+    hk.load_weights(loaded, path)
+    assert_same_weights(loaded.eval(), source, rtol=1e-6)
+    # Paddle's eval logits include its (1 - p) dropout scale; our loader folds it into fc.
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = source.forward_features(x)[-1]
+        hidden = torch.relu(source.last_conv(source.avg_pool(feats))).flatten(1)
+        paddle_fc = torch.from_numpy(paddle_state_dict(source)["fc.weight"])
+        paddle_logits = (1 - source.config.dropout_prob) * hidden @ paddle_fc + source.fc.bias
+        assert rel_err(loaded(x), paddle_logits) <= 1e-5
+
+
+def test_format_is_detected_from_content_not_suffix(tmp_path):
+    source = randomize(hk.PPHGNet("tiny"), seed=3)
+    path = tmp_path / "weights.pt"  # a Paddle pickle behind a torch suffix
+    write_pdparams(path, paddle_state_dict(source))
+    assert_same_weights(hk.pphgnet_tiny(weights=str(path)), source, rtol=1e-6)
+
+
+def test_paddle_reader_refuses_arbitrary_objects(tmp_path):
+    path = tmp_path / "evil.pdparams"
+    with open(path, "wb") as f:
+        pickle.dump({"stem.0.conv.weight": Path("x")}, f, protocol=4)
+    with pytest.raises(CheckpointError, match="cannot read"):
+        read_checkpoint(path)
+
+
+def test_our_torch_save_and_safetensors(tmp_path):
+    source = randomize(hk.PPHGNet("tiny"), seed=4)
+    torch.save(source.state_dict(), tmp_path / "ours.pth")
+    torch.save({"epoch": 3, "state_dict": source.state_dict()}, tmp_path / "wrapped.ckpt")
+    assert_same_weights(hk.pphgnet_tiny(weights=tmp_path / "ours.pth"), source)
+    assert_same_weights(hk.pphgnet_tiny(weights=tmp_path / "wrapped.ckpt"), source)
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    safetensors_torch.save_file({k: v.contiguous() for k, v in source.state_dict().items()},
+                                str(tmp_path / "ours.safetensors"))
+    assert_same_weights(hk.pphgnet_tiny(weights=tmp_path / "ours.safetensors"), source)
+
+
+def test_timm_state_dict_file_and_module(tmp_path):
+    timm = pytest.importorskip("timm")
+    theirs = randomize(timm.create_model("hgnet_small", pretrained=False), seed=5)
+    torch.save(theirs.state_dict(), tmp_path / "timm.pth")
+    from_file = hk.pphgnet_small(weights=tmp_path / "timm.pth")
+    from_module = hk.load_weights(hk.PPHGNet("small"), theirs).eval()
+    assert_same_weights(from_file, from_module)
+    assert from_file.stem[0].conv.weight.data_ptr() != theirs.stem.stem[0].conv.weight.data_ptr()
+    torch.testing.assert_close(from_file.stages[1].blocks[0].att.conv.bias,
+                               theirs.stages[1].blocks[0].aggregation[1].conv.bias)
+
+
+def test_load_model_infers_size_and_classes(tmp_path):
+    source = randomize(hk.PPHGNet("small", num_classes=7), seed=6)
+    write_pdparams(tmp_path / "s.pdparams", paddle_state_dict(source))
+    model = hk.load_model(tmp_path / "s.pdparams")
+    assert model.config.name == "small" and model.num_classes == 7
+    assert_same_weights(model, source, rtol=1e-6)
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_untouched(model, before):
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed after a failed load"
+
+
+def test_wrong_model_size_lists_every_problem_and_leaves_model_untouched(tmp_path):
+    torch.save(hk.PPHGNet("small").state_dict(), tmp_path / "small.pth")
+    model = hk.PPHGNet("tiny")
+    before = snapshot(model)
+    with pytest.raises(CheckpointError) as info:
+        hk.load_weights(model, tmp_path / "small.pth")
+    msg = str(info.value)
+    assert "unexpected" in msg and "stem.0.conv.weight: shape (64, 3, 3, 3)" in msg
+    assert "another model size" in msg
+    assert_untouched(model, before)
+
+
+def test_missing_and_nan_entries_are_reported_together(tmp_path):
+    state = hk.PPHGNet("tiny").state_dict()
+    del state["fc.bias"]
+    state["stem.1.conv.weight"] = state["stem.1.conv.weight"].clone()
+    state["stem.1.conv.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "bad.pth")
+    model = hk.PPHGNet("tiny")
+    before = snapshot(model)
+    with pytest.raises(CheckpointError) as info:
+        hk.load_weights(model, tmp_path / "bad.pth")
+    assert "1 missing: fc.bias" in str(info.value) and "stem.1.conv.weight: contains NaN" in str(info.value)
+    assert_untouched(model, before)
+
+
+def test_truncated_and_unknown_files(tmp_path):
+    torch.save(hk.PPHGNet("tiny").state_dict(), tmp_path / "full.pth")
+    data = (tmp_path / "full.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "noise.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "tiny.bin").write_bytes(b"abc")
+    for name in ("cut.pth", "noise.bin", "tiny.bin"):
+        model = hk.PPHGNet("tiny")
+        before = snapshot(model)
+        with pytest.raises(CheckpointError, match="cannot read|not a checkpoint"):
+            hk.load_weights(model, tmp_path / name)
+        assert_untouched(model, before)
+
+
+def test_missing_file_says_no_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        hk.pphgnet_tiny(weights=tmp_path / "nope.pdparams")
