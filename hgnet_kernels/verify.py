@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _table(title, header, rows) -> None:
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
     except ImportError:
         print(title)
@@ -42,11 +43,11 @@ def _table(title, header, rows) -> None:
         for r in [header, *rows]:
             print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
         return
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for h in header:
-        table.add_column(h, justify="right")
+        table.add_column(escape(h), justify="right")
     for r in rows:
-        table.add_row(*map(str, r))
+        table.add_row(*(escape(str(c)) for c in r))
     Console(width=max(140, shutil.get_terminal_size().columns)).print(table)
 
 
