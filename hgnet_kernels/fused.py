@@ -127,4 +127,4 @@ class FusedPPHGNet(nn.Module):
         with torch.no_grad():
             if x.shape[0] == 0:
                 return torch.empty(0, self.num_classes, dtype=self.dtype, device=self.device)
-            return self._backend.head(self._backend.forward_features(x)[-1])
+            return self._backend.logits(x)

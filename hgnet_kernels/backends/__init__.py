@@ -1,7 +1,8 @@
 """Backends that execute a ``FoldedNet``; each one lives in its own module and imports lazily.
 
 A backend is a class with ``name``, ``__init__(net, dtype, device, **options)`` and
-``forward_features(x) -> list of 4 stage maps`` (x: NCHW float in the compute dtype, any strides).
+``forward_features(x) -> list of 4 stage maps`` and ``logits(x)`` (x: NCHW, compute dtype, any
+strides).
 ``unavailable_reason(device, dtype)`` says why it cannot run there, or returns None.
 """
 from __future__ import annotations

@@ -81,6 +81,11 @@ class TorchBackend:
             features.append(x)
         return features
 
-    def head(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(F.linear(x.mean((2, 3)), self.net.last_conv_weight))
-        return F.linear(hidden, self.net.fc_weight, self.net.fc_bias)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return head(self.net, self.forward_features(x)[-1])
+
+
+def head(net: FoldedNet, x: torch.Tensor) -> torch.Tensor:
+    """avgpool → 1×1 conv (no bias) → ReLU → (eval dropout: identity) → FC."""
+    hidden = torch.relu(F.linear(x.mean((2, 3)), net.last_conv_weight))
+    return F.linear(hidden, net.fc_weight, net.fc_bias)

@@ -1,0 +1,62 @@
+"""Helpers shared by the Triton launchers: interpreter detection, tensor checks, dot precision."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def upcast_dot(dtype: torch.dtype) -> bool:
+    # The interpreter's bf16 tl.dot returns garbage; its fp32 dot is exact, so upcast there.
+    return interpreting() and dtype != torch.float32
+
+
+def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """Triton ``input_precision`` for fp32 operands: "ieee" unless TF32 was asked for."""
+    return "tf32" if (allow_tf32 and dtype == torch.float32 and not interpreting()) else "ieee"
+
+
+def check_activation(name: str, t: torch.Tensor, channels: int | None = None) -> None:
+    if not torch.is_tensor(t) or t.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D (N, C, H, W) tensor, got "
+                         f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name}: dtype {t.dtype} is not supported; use one of {SUPPORTED_DTYPES}")
+    if channels is not None and t.shape[1] != channels:
+        raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]} (shape {tuple(t.shape)})")
+
+
+def check_same_device(**tensors: torch.Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"all tensors must be on one device, got {devices}")
+    device = next(iter(devices.values()))
+    if device.type != "cuda" and not interpreting():
+        raise RuntimeError(f"Triton kernels need CUDA tensors (got {device}); on the CPU set "
+                           "TRITON_INTERPRET=1 before importing Triton to use its interpreter")
+
+
+def round_bf16_by_hand(dtype: torch.dtype) -> bool:
+    # The interpreter casts fp32 → bf16 by truncation; GPUs round to nearest even.
+    return interpreting() and dtype == torch.bfloat16
+
+
+import triton  # noqa: E402  (after the pure-Python helpers, which tests use without Triton)
+import triton.language as tl  # noqa: E402
+
+
+@triton.jit
+def cast_for_store(x, dst_ptr, ROUND_BF16: tl.constexpr):
+    """fp32 → the destination's dtype, rounding to nearest even also under the interpreter."""
+    if ROUND_BF16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(dst_ptr.dtype.element_ty)

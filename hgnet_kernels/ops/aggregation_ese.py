@@ -1,0 +1,39 @@
+"""HG-Block aggregation: the 1×1 conv over the whole block buffer + folded BN + ReLU, with the
+ESE global-mean partial sums produced by the same epilogue.
+
+Math, for a block buffer X holding [input, layer_1, …, layer_L] along channels::
+
+    y[n, co, h, w]  = relu( b[co] + Σ_ci X[n, ci, h, w] · W[ci, co] )
+    psum[n, t, co]  = Σ_{(h, w) in pixel tile t} y[n, co, h, w]        (fp32, before rounding y)
+
+``psum`` has one row per pixel tile of each image, written by exactly one program, so the later
+reduction (``ese_gate``) is deterministic: no float atomics, bitwise-equal results run to run.
+The kernel is ``conv_bn_act``'s with the partial-sum epilogue switched on.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from .conv_bn_act import conv_bn_act_reference, launch_conv
+
+
+def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
+                    out: Optional[torch.Tensor] = None, allow_tf32: bool = False,
+                    config: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(y, psum)``: y (N, C_out, H, W) and psum (N, tiles, C_out) fp32.
+
+    ``packed_weight`` is (1, 1, C_total, C_out) from ``pack_conv_weight``; ``x`` any strides.
+    """
+    if packed_weight.shape[:2] != (1, 1):
+        raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
+    y, psum = launch_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config)
+    return y, psum
+
+
+def aggregation_ese_reference(x: torch.Tensor, packed_weight: torch.Tensor,
+                              bias: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(y, per-image channel sums of y)``: the sums are what the partial sums add up to."""
+    y = conv_bn_act_reference(x, packed_weight, bias, 1, True)
+    return y, y.sum((2, 3))

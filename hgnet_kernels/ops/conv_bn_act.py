@@ -1,0 +1,177 @@
+"""Fused convolution + folded BatchNorm + optional ReLU, as an implicit GEMM over NHWC.
+
+Math, per image n, output pixel (oh, ow) and output channel co::
+
+    y[n, co, oh, ow] = act( b[co] + Σ_{kh, kw, ci} x[n, ci, oh·s − p + kh, ow·s − p + kw] · W[kh, kw, ci, co] )
+
+with zero padding p = k // 2, W the BN-folded weight packed as (KH, KW, C_in, C_out) and b the folded
+bias. The GEMM is M = Ho·Wo pixels (per image) × N = C_out × K = KH·KW·C_in, accumulated in fp32.
+
+Every tensor is addressed through its four strides, so:
+
+* the input may be the user's NCHW tensor (the stem reads it without a layout copy), or a channel
+  slice of an HG-Block's NHWC buffer (channel stride 1, pixel stride = the buffer's width);
+* the output may be a channel slice of a larger NHWC buffer: each HG-Block layer writes straight
+  into its slot, so the block's concatenation is never materialised.
+
+With ``partial_sums=True`` the epilogue also stores, per (image, pixel tile, channel), the fp32 sum
+of the activated outputs of the tile — the ESE global-mean partials, reduced later in a fixed
+order by ``ese_gate`` (deterministic, no atomics).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from .. import configs
+from ._common import (cast_for_store, check_activation, check_same_device, dot_precision, interpreting,
+                      round_bf16_by_hand, upcast_dot)
+
+
+@triton.jit
+def conv_bn_act_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr, psum_ptr,
+    H, W, C_in, Ho, Wo, C_out, tiles_hw,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    STRIDE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    RELU: tl.constexpr, PARTIAL_SUMS: tl.constexpr, UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n = pid // tiles_hw
+    tile = pid % tiles_hw
+    offs_m = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    m_ok = offs_m < Ho * Wo
+    co_ok = offs_co < C_out
+    oh = offs_m // Wo
+    ow = offs_m % Wo
+    n64 = n.to(tl.int64)
+    x_img = x_ptr + n64 * sxn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kh in tl.static_range(KH):
+        ih = oh * STRIDE - (KH // 2) + kh
+        h_ok = m_ok & (ih >= 0) & (ih < H)
+        for kw in tl.static_range(KW):
+            iw = ow * STRIDE - (KW // 2) + kw
+            row_ok = h_ok & (iw >= 0) & (iw < W)
+            row_off = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
+            w_tap = w_ptr + (kh * KW + kw) * C_in * C_out
+            for c0 in range(0, C_in, BLOCK_K):
+                c = c0 + offs_k
+                c_ok = c < C_in
+                a = tl.load(x_img + row_off[:, None] + c.to(tl.int64)[None, :] * sxc,
+                            mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+                b = tl.load(w_tap + c[:, None] * C_out + offs_co[None, :],
+                            mask=c_ok[:, None] & co_ok[None, :], other=0.0)
+                if UPCAST:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    y_off = (n64 * syn + oh.to(tl.int64)[:, None] * syh + ow.to(tl.int64)[:, None] * syw
+             + offs_co.to(tl.int64)[None, :] * syc)
+    tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=m_ok[:, None] & co_ok[None, :])
+    if PARTIAL_SUMS:
+        tile_sum = tl.sum(tl.where(m_ok[:, None], acc, 0.0), axis=0)
+        tl.store(psum_ptr + (n64 * tiles_hw + tile) * C_out + offs_co, tile_sum, mask=co_ok)
+
+
+def pack_conv_weight(weight: torch.Tensor) -> torch.Tensor:
+    """OIHW → (KH, KW, C_in, C_out), the layout the kernel streams along C_out."""
+    return weight.permute(2, 3, 1, 0).contiguous()
+
+
+def output_size(size: int, kernel: int, stride: int) -> int:
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+@functools.lru_cache(maxsize=4096)
+def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
+                device: torch.device) -> dict:
+    """Tile sizes: the tuned entry for this shape and GPU arch if there is one, else a heuristic."""
+    if interpreting():
+        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, num_warps=4, num_stages=1)
+    key = f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{str(dtype).split('.')[-1]}"
+    tuned = configs.lookup("conv_bn_act", key, device)
+    if tuned:
+        return dict(tuned)
+    small_k = 16 if c_in <= 16 else (32 if dtype == torch.float32 else 64)
+    return dict(BLOCK_M=128 if hw_out >= 4096 else 64, BLOCK_N=128 if c_out >= 128 else 64,
+                BLOCK_K=small_k, num_warps=4, num_stages=3)
+
+
+def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int, relu: bool,
+                out: Optional[torch.Tensor], partial_sums: bool, allow_tf32: bool,
+                config: Optional[dict] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Check, allocate and launch; shared by ``conv_bn_act`` and ``aggregation_ese``."""
+    check_activation("x", x)
+    if packed_weight.dim() != 4 or packed_weight.shape[0] != packed_weight.shape[1] or \
+            packed_weight.shape[0] not in (1, 3):
+        raise ValueError(f"packed_weight: expected (k, k, C_in, C_out) with k 1 or 3, got {tuple(packed_weight.shape)}"
+                         "; pack OIHW weights with pack_conv_weight()")
+    kernel, _, c_in, c_out = packed_weight.shape
+    check_activation("x", x, channels=c_in)
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    if bias.shape != (c_out,):
+        raise ValueError(f"bias: expected shape ({c_out},), got {tuple(bias.shape)}")
+    if packed_weight.dtype != x.dtype or not packed_weight.is_contiguous():
+        raise TypeError(f"packed_weight must be contiguous and {x.dtype}, got {packed_weight.dtype}")
+    n, _, h, w = x.shape
+    ho, wo = output_size(h, kernel, stride), output_size(w, kernel, stride)
+    if out is None:
+        out = torch.empty((n, c_out, ho, wo), device=x.device, dtype=x.dtype,
+                          memory_format=torch.channels_last)
+    elif out.shape != (n, c_out, ho, wo) or out.dtype != x.dtype:
+        raise ValueError(f"out: expected {(n, c_out, ho, wo)} {x.dtype}, got {tuple(out.shape)} {out.dtype}")
+    check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
+    cfg = dict(config or conv_config(ho * wo, c_in, c_out, kernel, stride, x.dtype, x.device))
+    block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    tiles_hw = triton.cdiv(ho * wo, block_m)
+    psum = (torch.empty((n, tiles_hw, c_out), device=x.device, dtype=torch.float32)
+            if partial_sums else out)  # an unused pointer when partial sums are off
+    if n == 0:
+        return out, psum if partial_sums else None
+    grid = (n * tiles_hw, triton.cdiv(c_out, block_n))
+    conv_bn_act_kernel[grid](
+        x, packed_weight, bias, out, psum,
+        h, w, c_in, ho, wo, c_out, tiles_hw,
+        *x.stride(), *out.stride(),
+        STRIDE=stride, KH=kernel, KW=kernel, RELU=relu, PARTIAL_SUMS=partial_sums,
+        UPCAST=upcast_dot(x.dtype), ROUND_BF16=round_bf16_by_hand(x.dtype), INPUT_PRECISION=dot_precision(x.dtype, allow_tf32),
+        **cfg)
+    return out, psum if partial_sums else None
+
+
+def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
+                relu: bool = True, out: Optional[torch.Tensor] = None, allow_tf32: bool = False,
+                config: Optional[dict] = None) -> torch.Tensor:
+    """``act(conv(x, W) + b)`` for 1×1 / 3×3 kernels, stride 1 or 2, padding k // 2.
+
+    Args:
+        x: (N, C_in, H, W), any strides (NCHW, channels_last, or a channel slice of a buffer).
+        packed_weight: (k, k, C_in, C_out) from ``pack_conv_weight``, same dtype as ``x``.
+        bias: (C_out,), any float dtype (read as fp32).
+        out: optional (N, C_out, Ho, Wo) destination, any strides (e.g. a buffer's channel slice);
+            allocated channels_last when omitted.
+    """
+    return launch_conv(x, packed_weight, bias, stride, relu, out, False, allow_tf32, config)[0]
+
+
+def conv_bn_act_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
+                          relu: bool = True) -> torch.Tensor:
+    """PyTorch reference of ``conv_bn_act`` (computed in x's dtype)."""
+    weight = packed_weight.permute(3, 2, 0, 1).to(x.dtype)
+    y = F.conv2d(x, weight, bias.to(x.dtype), stride, packed_weight.shape[0] // 2)
+    return torch.relu(y) if relu else y

@@ -1,0 +1,96 @@
+"""Depthwise 3×3 convolution + folded BatchNorm, no activation: PP-HGNet's LDS downsample.
+
+Math, per image n, channel c, output pixel (oh, ow), with stride s (2 in PP-HGNet) and padding 1::
+
+    y[n, c, oh, ow] = b[c] + Σ_{kh, kw} x[n, c, oh·s − 1 + kh, ow·s − 1 + kw] · W[kh, kw, c]
+
+An implicit GEMM is the wrong shape for groups = C (K would be 9), so each program owns a tile of
+pixels × channels and accumulates the nine taps in fp32, loading channels contiguously (NHWC).
+The output may be any strided view: the backend passes slot 0 of the next HG-Block's buffer.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ._common import cast_for_store, check_activation, check_same_device, interpreting, round_bf16_by_hand
+from .conv_bn_act import output_size
+
+
+@triton.jit
+def depthwise_conv_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    H, W, C, Ho, Wo, tiles_hw,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    STRIDE: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n = pid // tiles_hw
+    offs_p = (pid % tiles_hw) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p_ok = offs_p < Ho * Wo
+    c_ok = offs_c < C
+    oh = offs_p // Wo
+    ow = offs_p % Wo
+    n64 = n.to(tl.int64)
+    c64 = offs_c.to(tl.int64)
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for kh in tl.static_range(3):
+        ih = oh * STRIDE - 1 + kh
+        for kw in tl.static_range(3):
+            iw = ow * STRIDE - 1 + kw
+            ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            x = tl.load(x_ptr + n64 * sxn + (ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None]
+                        + c64[None, :] * sxc, mask=ok[:, None] & c_ok[None, :], other=0.0)
+            wt = tl.load(w_ptr + (kh * 3 + kw) * C + offs_c, mask=c_ok, other=0.0)
+            acc += x.to(tl.float32) * wt.to(tl.float32)[None, :]
+    acc += tl.load(b_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    y_off = n64 * syn + (oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
+    tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=p_ok[:, None] & c_ok[None, :])
+
+
+def pack_depthwise_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(C, 1, 3, 3) → (3, 3, C): the nine taps, channels contiguous."""
+    return weight[:, 0].permute(1, 2, 0).contiguous()
+
+
+def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 2,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``conv(x, W, groups=C) + b`` with a 3×3 kernel, padding 1, stride 1 or 2.
+
+    Args:
+        x: (N, C, H, W), any strides. packed_weight: (3, 3, C) from ``pack_depthwise_weight``.
+        bias: (C,). out: optional (N, C, Ho, Wo) destination of any strides.
+    """
+    check_activation("x", x)
+    n, c, h, w = x.shape
+    if packed_weight.shape != (3, 3, c):
+        raise ValueError(f"packed_weight: expected (3, 3, {c}), got {tuple(packed_weight.shape)}")
+    if bias.shape != (c,):
+        raise ValueError(f"bias: expected ({c},), got {tuple(bias.shape)}")
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    ho, wo = output_size(h, 3, stride), output_size(w, 3, stride)
+    if out is None:
+        out = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    elif out.shape != (n, c, ho, wo) or out.dtype != x.dtype:
+        raise ValueError(f"out: expected {(n, c, ho, wo)} {x.dtype}, got {tuple(out.shape)} {out.dtype}")
+    check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
+    block_p, block_c = (128, 128) if interpreting() else (32, 64)
+    tiles_hw = triton.cdiv(ho * wo, block_p)
+    if n > 0:
+        depthwise_conv_kernel[(n * tiles_hw, triton.cdiv(c, block_c))](
+            x, packed_weight, bias, out, h, w, c, ho, wo, tiles_hw, *x.stride(), *out.stride(),
+            STRIDE=stride, ROUND_BF16=round_bf16_by_hand(x.dtype), BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    return out
+
+
+def depthwise_conv_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
+                             stride: int = 2) -> torch.Tensor:
+    weight = packed_weight.permute(2, 0, 1).unsqueeze(1).to(x.dtype)
+    return F.conv2d(x, weight, bias.to(x.dtype), stride, 1, 1, x.shape[1])

@@ -1,0 +1,74 @@
+"""ESE gate: reduce the aggregation's partial sums to the global mean, then 1×1 conv + sigmoid.
+
+Math, per image n and output channel co (C channels, H·W pixels)::
+
+    mean[n, ci]  = (Σ_t psum[n, t, ci]) / (H·W)
+    gate[n, co]  = sigmoid( b[co] + Σ_ci W[co, ci] · mean[n, ci] )
+
+A GEMV per image. Each program owns a block of output channels and walks the input channels and
+tiles in a fixed order (deterministic). The gate is fp32.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import check_same_device, interpreting
+
+
+@triton.jit
+def ese_gate_kernel(
+    psum_ptr, w_ptr, b_ptr, gate_ptr,
+    T, C, inv_hw,
+    BLOCK_T: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
+):
+    n = tl.program_id(0).to(tl.int64)
+    offs_co = tl.program_id(1) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    co_ok = offs_co < C
+    acc = tl.zeros((BLOCK_CO,), dtype=tl.float32)
+    for ci0 in range(0, C, BLOCK_CI):
+        offs_ci = ci0 + tl.arange(0, BLOCK_CI)
+        ci_ok = offs_ci < C
+        total = tl.zeros((BLOCK_CI,), dtype=tl.float32)
+        for t0 in range(0, T, BLOCK_T):
+            offs_t = t0 + tl.arange(0, BLOCK_T)
+            part = tl.load(psum_ptr + (n * T + offs_t[:, None]) * C + offs_ci[None, :],
+                           mask=(offs_t < T)[:, None] & ci_ok[None, :], other=0.0)
+            total += tl.sum(part, axis=0)
+        wt = tl.load(w_ptr + offs_co[:, None] * C + offs_ci[None, :],
+                     mask=co_ok[:, None] & ci_ok[None, :], other=0.0).to(tl.float32)
+        acc += tl.sum(wt * (total * inv_hw)[None, :], axis=1)
+    acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)
+    tl.store(gate_ptr + n * C + offs_co, tl.sigmoid(acc), mask=co_ok)
+
+
+def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
+    """Gate (N, C) fp32 from partial sums (N, T, C) fp32 of an H·W = ``hw`` map.
+
+    ``weight`` is the ESE 1×1 conv as (C_out, C_in) = (C, C); ``bias`` (C,).
+    """
+    if psum.dim() != 3 or psum.dtype != torch.float32 or not psum.is_contiguous():
+        raise ValueError(f"psum: expected a contiguous fp32 (N, tiles, C) tensor, got "
+                         f"{tuple(psum.shape)} {psum.dtype}")
+    n, t, c = psum.shape
+    if weight.shape != (c, c) or not weight.is_contiguous():
+        raise ValueError(f"weight: expected a contiguous ({c}, {c}) tensor, got {tuple(weight.shape)}")
+    if bias.shape != (c,):
+        raise ValueError(f"bias: expected ({c},), got {tuple(bias.shape)}")
+    if hw <= 0:
+        raise ValueError(f"hw must be positive, got {hw}")
+    check_same_device(psum=psum, weight=weight, bias=bias)
+    gate = torch.empty((n, c), device=psum.device, dtype=torch.float32)
+    block_co, block_ci, block_t = (128, 128, 64) if interpreting() else (32, 64, 16)
+    if n > 0:
+        ese_gate_kernel[(n, triton.cdiv(c, block_co))](
+            psum, weight, bias, gate, t, c, 1.0 / hw,
+            BLOCK_T=block_t, BLOCK_CO=block_co, BLOCK_CI=block_ci, num_warps=4)
+    return gate
+
+
+def ese_gate_reference(channel_sums: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
+    """The same gate from per-image channel sums (N, C) — equal to ``psum.sum(1)``."""
+    mean = channel_sums / hw
+    return torch.sigmoid(mean @ weight.to(mean.dtype).t() + bias.to(mean.dtype))

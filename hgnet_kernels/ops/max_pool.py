@@ -1,0 +1,72 @@
+"""3×3 stride-2 max pooling with padding 1 (the stem's pool), NHWC in, any strided view out.
+
+    y[n, c, oh, ow] = max_{kh, kw} x[n, c, 2·oh − 1 + kh, 2·ow − 1 + kw]    (padding is −∞)
+
+It exists so the stem's output lands directly in slot 0 of the first HG-Block's buffer.
+NaN propagates as in PyTorch: a window containing NaN yields NaN.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ._common import check_activation, check_same_device, interpreting
+from .conv_bn_act import output_size
+
+
+@triton.jit
+def max_pool_kernel(
+    x_ptr, y_ptr, H, W, C, Ho, Wo, tiles_hw,
+    sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n = pid // tiles_hw
+    offs_p = (pid % tiles_hw) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p_ok = offs_p < Ho * Wo
+    c_ok = offs_c < C
+    oh = offs_p // Wo
+    ow = offs_p % Wo
+    n64 = n.to(tl.int64)
+    c64 = offs_c.to(tl.int64)
+    best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
+    for kh in tl.static_range(3):
+        ih = oh * 2 - 1 + kh
+        for kw in tl.static_range(3):
+            iw = ow * 2 - 1 + kw
+            ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            x = tl.load(x_ptr + n64 * sxn + (ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None]
+                        + c64[None, :] * sxc, mask=ok[:, None] & c_ok[None, :], other=float("-inf"))
+            x = x.to(tl.float32)
+            # NaN wins and then stays: NaN > v and v > NaN are both false.
+            best = tl.where((x > best) | (x != x), x, best)
+    y_off = n64 * syn + (oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
+    tl.store(y_ptr + y_off, best.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
+
+
+def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """3×3 / stride 2 / padding 1 max pool of (N, C, H, W) ``x`` into ``out`` (any strides)."""
+    check_activation("x", x)
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, 3, 2), output_size(w, 3, 2)
+    if out is None:
+        out = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    elif out.shape != (n, c, ho, wo) or out.dtype != x.dtype:
+        raise ValueError(f"out: expected {(n, c, ho, wo)} {x.dtype}, got {tuple(out.shape)} {out.dtype}")
+    check_same_device(x=x, out=out)
+    block_p, block_c = (128, 128) if interpreting() else (32, 64)
+    tiles_hw = triton.cdiv(ho * wo, block_p)
+    if n > 0:
+        max_pool_kernel[(n * tiles_hw, triton.cdiv(c, block_c))](
+            x, out, h, w, c, ho, wo, tiles_hw, *x.stride(), *out.stride(),
+            BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    return out
+
+
+def max_pool_reference(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 3, 2, 1)

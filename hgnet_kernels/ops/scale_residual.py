@@ -1,0 +1,78 @@
+"""ESE scale and residual in one pass, written into its destination.
+
+Math::
+
+    out[n, c, h, w] = y[n, c, h, w] · gate[n, c]  (+ identity[n, c, h, w])
+
+``out`` is any strided view: slot 0 of the next HG-Block's buffer, or the stage output.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import cast_for_store, check_activation, check_same_device, interpreting, round_bf16_by_hand
+
+
+@triton.jit
+def scale_residual_kernel(
+    y_ptr, gate_ptr, id_ptr, out_ptr,
+    C, H, W, tiles_hw,
+    syn, syc, syh, syw,
+    sin, sic, sih, siw,
+    son, soc, soh, sow,
+    RESIDUAL: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n = pid // tiles_hw
+    offs_p = (pid % tiles_hw) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p_ok = offs_p < H * W
+    c_ok = offs_c < C
+    mask = p_ok[:, None] & c_ok[None, :]
+    h = (offs_p // W).to(tl.int64)
+    w = (offs_p % W).to(tl.int64)
+    n64 = n.to(tl.int64)
+    c64 = offs_c.to(tl.int64)
+    y = tl.load(y_ptr + n64 * syn + (h * syh + w * syw)[:, None] + c64[None, :] * syc, mask=mask, other=0.0)
+    g = tl.load(gate_ptr + n64 * C + offs_c, mask=c_ok, other=0.0)
+    out = y.to(tl.float32) * g[None, :]
+    if RESIDUAL:
+        ident = tl.load(id_ptr + n64 * sin + (h * sih + w * siw)[:, None] + c64[None, :] * sic,
+                        mask=mask, other=0.0)
+        out += ident.to(tl.float32)
+    tl.store(out_ptr + n64 * son + (h * soh + w * sow)[:, None] + c64[None, :] * soc,
+             cast_for_store(out, out_ptr, ROUND_BF16), mask=mask)
+
+
+def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``y * gate[:, :, None, None] (+ identity)``; y, identity, out (N, C, H, W) of any strides,
+    gate (N, C) fp32."""
+    check_activation("y", y)
+    n, c, h, w = y.shape
+    if gate.shape != (n, c) or gate.dtype != torch.float32 or not gate.is_contiguous():
+        raise ValueError(f"gate: expected a contiguous fp32 ({n}, {c}) tensor, got {tuple(gate.shape)} {gate.dtype}")
+    if identity is not None and (identity.shape != y.shape or identity.dtype != y.dtype):
+        raise ValueError(f"identity: expected {tuple(y.shape)} {y.dtype}, got {tuple(identity.shape)} {identity.dtype}")
+    if out is None:
+        out = torch.empty_like(y, memory_format=torch.channels_last)
+    elif out.shape != y.shape or out.dtype != y.dtype:
+        raise ValueError(f"out: expected {tuple(y.shape)} {y.dtype}, got {tuple(out.shape)} {out.dtype}")
+    check_same_device(y=y, gate=gate, out=out, **({"identity": identity} if identity is not None else {}))
+    block_p, block_c = (128, 128) if interpreting() else (32, 64)
+    tiles_hw = triton.cdiv(h * w, block_p)
+    ident = identity if identity is not None else y
+    if n > 0:
+        scale_residual_kernel[(n * tiles_hw, triton.cdiv(c, block_c))](
+            y, gate, ident, out, c, h, w, tiles_hw, *y.stride(), *ident.stride(), *out.stride(),
+            RESIDUAL=identity is not None, ROUND_BF16=round_bf16_by_hand(y.dtype), BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    return out
+
+
+def scale_residual_reference(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+    out = y * gate.to(y.dtype)[:, :, None, None]
+    return out + identity if identity is not None else out
