@@ -48,3 +48,8 @@ def test_module_entry_point_and_cheap_import():
     help_text = subprocess.run([sys.executable, "-m", "hgnet_kernels", "verify", "--help"],
                                check=True, capture_output=True, text=True).stdout
     assert "--backend" in help_text and "--weights" in help_text
+
+
+def test_verify_triton_backend_on_the_interpreter(capsys):
+    assert main(["verify", "--backend", "triton", "--size", "32", "--batch", "2"]) == 0
+    assert "FusedPPHGNet[triton]" in capsys.readouterr().out

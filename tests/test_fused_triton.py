@@ -1,0 +1,81 @@
+"""FusedPPHGNet(backend="triton") end to end against float64 eager (CPU: Triton's interpreter)."""
+import copy
+
+import pytest
+import torch
+
+import hgnet_kernels as hk
+from hgnet_kernels.backends import BackendUnavailable, unavailable_reason
+from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
+
+from helpers import float64_reference, randomize
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_against_eager(model, x, dtype, **options):
+    fused = hk.FusedPPHGNet(model.to(DEVICE), backend="triton", dtype=dtype, **options)
+    x = x.to(DEVICE)
+    with torch.no_grad():
+        ref = float64_reference(model)
+        expected_feats = ref.forward_features(x.double())
+        expected = ref.forward_head(expected_feats[-1])
+        eager = copy.deepcopy(model).to(dtype)(x.to(dtype))
+    allowed = FP32_REL_TOL if dtype == torch.float32 else tolerance(dtype, relative_error(eager, expected))
+    logits = fused(x)
+    assert logits.dtype == dtype and logits.shape == expected.shape
+    assert relative_error(logits, expected) <= allowed
+    for got, want in zip(fused.forward_features(x), expected_feats):
+        assert got.shape == want.shape
+        assert relative_error(got, want) <= max(allowed, FP32_REL_TOL)
+    return fused, logits
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 65, 97)])
+def test_tiny_fp32(shape):
+    check_against_eager(randomize(hk.PPHGNet("tiny"), seed=11), torch.randn(shape), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_tiny_low_precision(dtype):
+    check_against_eager(randomize(hk.PPHGNet("tiny"), seed=12), torch.randn(1, 3, 64, 64), dtype)
+
+
+def test_deterministic_bitwise():
+    fused = hk.FusedPPHGNet(randomize(hk.PPHGNet("tiny"), seed=13).to(DEVICE), backend="triton")
+    x = torch.randn(2, 3, 64, 64, device=DEVICE)
+    assert torch.equal(fused(x), fused(x))
+
+
+def test_cuda_graph_needs_cuda():
+    if DEVICE == "cuda":
+        pytest.skip("this checks the CPU error; the GPU tests cover cuda_graph=True")
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        hk.FusedPPHGNet(hk.pphgnet_tiny(), backend="triton", cuda_graph=True)
+
+
+def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    reason = unavailable_reason("triton", torch.device("cpu"), torch.float32)
+    assert "need a CUDA GPU" in reason and "TRITON_INTERPRET=1" in reason
+    with pytest.raises(BackendUnavailable, match="TRITON_INTERPRET=1"):
+        hk.FusedPPHGNet(hk.pphgnet_tiny(), backend="triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("size", ["tiny", "small", "base"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_real_size_on_gpu(size, dtype):
+    check_against_eager(randomize(hk.PPHGNet(size), seed=14), torch.randn(8, 3, 224, 224), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_cuda_graph_replay_matches_plain_launches(dtype):
+    model = randomize(hk.PPHGNet("tiny"), seed=15).cuda()
+    plain = hk.FusedPPHGNet(model, backend="triton", dtype=dtype)
+    graphed = hk.FusedPPHGNet(model, backend="triton", dtype=dtype, cuda_graph=True, max_graphs=2)
+    for shape in [(1, 3, 224, 224), (4, 3, 224, 224), (1, 3, 256, 192), (1, 3, 224, 224)]:
+        x = torch.randn(shape, device="cuda")
+        assert torch.equal(graphed(x), plain(x))
+    assert len(graphed._backend._graphs) == 2

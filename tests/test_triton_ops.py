@@ -1,0 +1,180 @@
+"""Every Triton op against a float64 PyTorch reference (CPU: Triton's interpreter)."""
+import pytest
+import torch
+
+from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
+from hgnet_kernels.ops.aggregation_ese import aggregation_ese, aggregation_ese_reference
+from hgnet_kernels.ops.conv_bn_act import conv_bn_act, conv_bn_act_reference, pack_conv_weight
+from hgnet_kernels.ops.depthwise_conv import depthwise_conv, depthwise_conv_reference, pack_depthwise_weight
+from hgnet_kernels.ops.ese_gate import ese_gate, ese_gate_reference
+from hgnet_kernels.ops.max_pool import max_pool, max_pool_reference
+from hgnet_kernels.ops.scale_residual import scale_residual, scale_residual_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def assert_close_to_reference(got, low_precision_eager, exact, dtype):
+    """fp32: rel. error ≤ 1e-5; fp16/bf16: ≤ 2× eager PyTorch's own error at that dtype."""
+    if dtype == torch.float32:
+        assert relative_error(got, exact) <= FP32_REL_TOL
+    else:
+        eager_err = relative_error(low_precision_eager, exact)
+        assert relative_error(got, exact) <= tolerance(dtype, eager_err), (relative_error(got, exact), eager_err)
+
+
+def buffer_slice(n, c, h, w, offset, extra, dtype, fill=float("nan")):
+    """A channel slice [offset, offset + c) of a larger NaN-poisoned channels_last buffer."""
+    buf = torch.full((n, c + extra, h, w), fill, dtype=dtype, device=DEVICE).contiguous(
+        memory_format=torch.channels_last)
+    return buf, buf[:, offset:offset + c]
+
+
+def assert_only_slice_written(buf, offset, c):
+    outside = torch.cat([buf[:, :offset], buf[:, offset + c:]], dim=1)
+    assert torch.isnan(outside).all(), "the kernel wrote outside its channel slice"
+
+
+def low_precision_reference(fn, dtype, *tensors, **kw):
+    """Eager PyTorch at ``dtype`` (on the CPU, fp16 convs run in fp32 and round, as CPUs lack them)."""
+    try:
+        return fn(*[t.to(dtype) for t in tensors], **kw)
+    except RuntimeError:
+        return fn(*[t.float() for t in tensors], **kw).to(dtype)
+
+
+CONV_CASES = [  # n, c_in, c_out, k, stride, h, w, input layout
+    (1, 3, 48, 3, 2, 33, 31, "nchw"),
+    (3, 17, 160, 3, 1, 7, 9, "slice"),
+    (1, 160, 17, 1, 1, 9, 7, "slice"),
+    (3, 160, 33, 3, 2, 33, 31, "channels_last"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_conv_bn_act(case, dtype):
+    n, c_in, c_out, k, stride, h, w, layout = case
+    x64 = torch.randn(n, c_in, h, w, dtype=torch.float64, device=DEVICE)
+    w64 = torch.randn(c_out, c_in, k, k, dtype=torch.float64, device=DEVICE) / (c_in * k * k) ** 0.5
+    b64 = torch.randn(c_out, dtype=torch.float64, device=DEVICE)
+    if layout == "slice":
+        in_buf, x = buffer_slice(n, c_in, h, w, 5, 11, dtype)
+        x.copy_(x64)
+    elif layout == "channels_last":
+        x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
+    else:
+        x = x64.to(dtype)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    out_buf, out = buffer_slice(n, c_out, ho, wo, 7, 9, dtype)
+    result = conv_bn_act(x, pack_conv_weight(w64.to(dtype)), b64.to(dtype), stride, relu=True, out=out)
+    assert result.data_ptr() == out.data_ptr()
+    assert not torch.isnan(out).any(), "unwritten output elements"
+    assert_only_slice_written(out_buf, 7, c_out)
+    exact = conv_bn_act_reference(x.double(), pack_conv_weight(w64), b64.to(dtype).double(), stride)
+    eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64,
+                                    stride=stride) if dtype != torch.float32 else None
+    assert_close_to_reference(out, eager, exact, dtype)
+
+
+def test_conv_without_relu_keeps_negatives():
+    x = torch.randn(1, 17, 9, 7, device=DEVICE)
+    w = pack_conv_weight(torch.randn(19, 17, 3, 3, device=DEVICE))
+    b = torch.randn(19, device=DEVICE)
+    y = conv_bn_act(x, w, b, 1, relu=False)
+    assert (y < 0).any()
+    assert relative_error(y, conv_bn_act_reference(x.double(), w.double(), b.double(), 1, relu=False)) <= 1e-5
+
+
+def test_conv_rejects_bad_arguments():
+    x = torch.randn(1, 16, 8, 8, device=DEVICE)
+    w = pack_conv_weight(torch.randn(8, 16, 3, 3, device=DEVICE))
+    with pytest.raises(ValueError, match="expected 16 channels, got 15"):
+        conv_bn_act(x[:, :15], w, torch.zeros(8, device=DEVICE))
+    with pytest.raises(ValueError, match="pack_conv_weight"):
+        conv_bn_act(x, torch.randn(8, 16, 3, 3, device=DEVICE), torch.zeros(8, device=DEVICE))
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        conv_bn_act(x, w, torch.zeros(8, device=DEVICE), stride=3)
+    with pytest.raises(ValueError, match="out: expected"):
+        conv_bn_act(x, w, torch.zeros(8, device=DEVICE), out=torch.empty(1, 8, 4, 4, device=DEVICE))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n,c,h,w", [(1, 17, 33, 31), (3, 160, 7, 9)])
+def test_depthwise_conv_into_buffer_slot(n, c, h, w, dtype):
+    x64 = torch.randn(n, c, h, w, dtype=torch.float64, device=DEVICE)
+    w64 = torch.randn(c, 1, 3, 3, dtype=torch.float64, device=DEVICE) / 3
+    b64 = torch.randn(c, dtype=torch.float64, device=DEVICE)
+    x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
+    out_buf, out = buffer_slice(n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1, 0, 13, dtype)
+    depthwise_conv(x, pack_depthwise_weight(w64.to(dtype)), b64.to(dtype), 2, out=out)
+    assert not torch.isnan(out).any()
+    assert_only_slice_written(out_buf, 0, c)
+    exact = depthwise_conv_reference(x.double(), pack_depthwise_weight(w64.to(dtype).double()), b64.to(dtype).double())
+    eager = low_precision_reference(depthwise_conv_reference, dtype, x, pack_depthwise_weight(w64), b64) \
+        if dtype != torch.float32 else None
+    assert_close_to_reference(out, eager, exact, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n,c,h,w", [(1, 17, 33, 31), (3, 160, 7, 9)])
+def test_max_pool_into_buffer_slot(n, c, h, w, dtype):
+    x = torch.randn(n, c, h, w, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
+    out_buf, out = buffer_slice(n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1, 0, 5, dtype)
+    max_pool(x, out=out)
+    assert_only_slice_written(out_buf, 0, c)
+    assert torch.equal(out, max_pool_reference(x.float()).to(dtype))  # max is exact
+
+
+def test_max_pool_propagates_nan():
+    x = torch.randn(1, 3, 9, 9, device=DEVICE)
+    x[0, 1, 4, 4] = float("nan")
+    torch.testing.assert_close(max_pool(x), max_pool_reference(x), equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n,c_total,c_out,h,w", [(1, 194, 17, 33, 31), (3, 51, 160, 7, 9)])
+def test_aggregation_ese_partial_sums(n, c_total, c_out, h, w, dtype):
+    x64 = torch.randn(n, c_total, h, w, dtype=torch.float64, device=DEVICE).abs()
+    w64 = torch.randn(c_out, c_total, 1, 1, dtype=torch.float64, device=DEVICE) / c_total ** 0.5
+    b64 = torch.randn(c_out, dtype=torch.float64, device=DEVICE)
+    x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
+    packed = pack_conv_weight(w64.to(dtype))
+    y, psum = aggregation_ese(x, packed, b64.to(dtype))
+    assert psum.dtype == torch.float32 and psum.shape[0] == n and psum.shape[2] == c_out
+    exact_y, exact_sums = aggregation_ese_reference(x.double(), packed.double(), b64.to(dtype).double())
+    eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64) \
+        if dtype != torch.float32 else None
+    assert_close_to_reference(y, eager, exact_y, dtype)
+    # The partial sums add the fp32 accumulators (before rounding y to dtype).
+    assert relative_error(psum.sum(1), exact_sums) <= (1e-5 if dtype == torch.float32 else 1e-2)
+    y2, psum2 = aggregation_ese(x, packed, b64.to(dtype))
+    assert torch.equal(y, y2) and torch.equal(psum, psum2), "not deterministic"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n,tiles,c", [(1, 3, 17), (3, 70, 160)])
+def test_ese_gate(n, tiles, c, dtype):
+    psum = torch.randn(n, tiles, c, device=DEVICE) * 10
+    weight = (torch.randn(c, c, device=DEVICE) / c ** 0.5).to(dtype)
+    bias = torch.randn(c, device=DEVICE).to(dtype)
+    gate = ese_gate(psum, weight, bias, hw=tiles * 13)
+    expected = ese_gate_reference(psum.double().sum(1), weight.double(), bias.double(), tiles * 13)
+    assert gate.dtype == torch.float32
+    assert relative_error(gate, expected) <= 1e-5  # fp32 math on dtype weights
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("residual", [False, True])
+def test_scale_residual_into_slot(dtype, residual):
+    n, c, h, w = 3, 160, 7, 9
+    y = torch.randn(n, c, h, w, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
+    gate = torch.rand(n, c, device=DEVICE)
+    id_buf, identity = buffer_slice(n, c, h, w, 0, 17, dtype)
+    identity.copy_(torch.randn(n, c, h, w))
+    out_buf, out = buffer_slice(n, c, h, w, 0, 33, dtype)
+    scale_residual(y, gate, identity if residual else None, out=out)
+    assert_only_slice_written(out_buf, 0, c)
+    exact = scale_residual_reference(y.double(), gate.double(), identity.double() if residual else None)
+    eager = scale_residual_reference(y, gate, identity if residual else None) if dtype != torch.float32 else None
+    assert_close_to_reference(out, eager, exact, dtype)
