@@ -78,8 +78,11 @@ def _methods(eager: PPHGNet, dtype: torch.dtype, device: torch.device, args) -> 
     methods: Dict[str, Callable] = {"eager": eager}
     eager_cl = copy.deepcopy(eager).to(memory_format=torch.channels_last)
     methods["eager_channels_last"] = lambda x: eager_cl(x.contiguous(memory_format=torch.channels_last))
-    modes = ["default"] + (["max-autotune", "reduce-overhead"] if device.type == "cuda" else [])
+    modes = args.compile_modes or (["default", "max-autotune", "reduce-overhead"] if device.type == "cuda"
+                                   else ["default"])
     for mode in modes if args.compile else []:
+        if time.perf_counter() - args.started > args.compile_budget:
+            continue  # time-boxed: compiling stops once the budget is spent (noted in the output)
         methods[f"compile_{mode}"] = torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode)
     for backend in BACKENDS:
         if backend not in args.backends or unavailable_reason(backend, device, dtype):
@@ -169,6 +172,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
+    parser.add_argument("--compile-modes", nargs="+", default=None,
+                        choices=["default", "max-autotune", "reduce-overhead"],
+                        help="default: all three on a GPU, default on the CPU")
+    parser.add_argument("--compile-budget", type=float, default=float("inf"),
+                        help="seconds from the start after which no new torch.compile method is added")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iters", type=int, default=3, help="calls per method per round")
     parser.add_argument("--out", default=None, help="output folder (default: $OUT or bench/results)")
@@ -197,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     info = machine_info(device)
+    args.started = time.perf_counter()
     cases = [(m, b, d) for m in args.models for b in batches for d in dtypes]
     rows: List[Row] = []
     try:
@@ -214,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(out_dir, exist_ok=True)
     stem = args.tag or f"{'gpu' if on_gpu else 'cpu'}-{info['date'][:10]}"
     with open(os.path.join(out_dir, stem + ".json"), "w") as f:
-        json.dump({"machine": info, "args": {k: v for k, v in vars(args).items() if k != "func"},
+        json.dump({"machine": info, "args": {k: v for k, v in vars(args).items() if k != "started"},
                    "rows": [asdict(r) for r in rows]}, f, indent=1)
     with open(os.path.join(out_dir, stem + ".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[k for k in asdict(rows[0]) if k != "round_ms"])

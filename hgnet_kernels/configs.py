@@ -40,3 +40,16 @@ def lookup(op: str, key: str, device: torch.device) -> Optional[Dict[str, int]]:
     if arch is None:
         return None
     return _load(arch).get(op, {}).get(key)
+
+
+def device_peaks(device: torch.device) -> Optional[Dict[str, float]]:
+    """Data-sheet peak FLOP/s per dtype and bandwidth of a known GPU (None: unknown, e.g. a CPU)."""
+    if device.type != "cuda":
+        return None
+    with open(os.path.join(CONFIG_DIR, "devices.json")) as f:
+        table = json.load(f)
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in table.items():  # most specific names first in the file
+        if not key.startswith("_") and key in name:
+            return peaks
+    return None

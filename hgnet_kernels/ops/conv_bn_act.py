@@ -96,14 +96,18 @@ def output_size(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
+def conv_config_key(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype) -> str:
+    """The shape key of a tuned config (``hgnet_kernels/configs/triton_<arch>.json``)."""
+    return f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{str(dtype).split('.')[-1]}"
+
+
 @functools.lru_cache(maxsize=4096)
 def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
                 device: torch.device) -> dict:
     """Tile sizes: the tuned entry for this shape and GPU arch if there is one, else a heuristic."""
     if interpreting():
         return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, num_warps=4, num_stages=1)
-    key = f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{str(dtype).split('.')[-1]}"
-    tuned = configs.lookup("conv_bn_act", key, device)
+    tuned = configs.lookup("conv_bn_act", conv_config_key(hw_out, c_in, c_out, kernel, stride, dtype), device)
     if tuned:
         return dict(tuned)
     small_k = 16 if c_in <= 16 else (32 if dtype == torch.float32 else 64)
