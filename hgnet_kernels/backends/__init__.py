@@ -15,10 +15,11 @@ import torch
 BACKENDS = {
     "torch": "hgnet_kernels.backends.torch_backend:TorchBackend",
     "triton": "hgnet_kernels.backends.triton_backend:TritonBackend",
+    "cuda": "hgnet_kernels.backends.cuda_backend:CudaBackend",
 }
 
 # "auto" tries these in order; the first that can run on the device wins.
-AUTO_ORDER = {"cuda": ("triton", "torch"), "cpu": ("torch",)}
+AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("torch",)}
 
 
 class BackendUnavailable(RuntimeError):

@@ -5,9 +5,6 @@ import os
 
 import torch
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 def interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -21,16 +18,6 @@ def upcast_dot(dtype: torch.dtype) -> bool:
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
     """Triton ``input_precision`` for fp32 operands: "ieee" unless TF32 was asked for."""
     return "tf32" if (allow_tf32 and dtype == torch.float32 and not interpreting()) else "ieee"
-
-
-def check_activation(name: str, t: torch.Tensor, channels: int | None = None) -> None:
-    if not torch.is_tensor(t) or t.dim() != 4:
-        raise ValueError(f"{name}: expected a 4-D (N, C, H, W) tensor, got "
-                         f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name}: dtype {t.dtype} is not supported; use one of {SUPPORTED_DTYPES}")
-    if channels is not None and t.shape[1] != channels:
-        raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]} (shape {tuple(t.shape)})")
 
 
 def check_same_device(**tensors: torch.Tensor) -> None:

@@ -29,8 +29,8 @@ import triton
 import triton.language as tl
 
 from .. import configs
-from ._common import (cast_for_store, check_activation, check_same_device, dot_precision, interpreting,
-                      round_bf16_by_hand, upcast_dot)
+from ._common import cast_for_store, check_same_device, dot_precision, interpreting, round_bf16_by_hand, upcast_dot
+from .checks import conv_psum, output_size, pack_conv_weight, prepare_conv, psum_rows  # noqa: F401
 
 
 @triton.jit
@@ -87,15 +87,6 @@ def conv_bn_act_kernel(
         tl.store(psum_ptr + (n64 * tiles_hw + tile) * C_out + offs_co, tile_sum, mask=co_ok)
 
 
-def pack_conv_weight(weight: torch.Tensor) -> torch.Tensor:
-    """OIHW → (KH, KW, C_in, C_out), the layout the kernel streams along C_out."""
-    return weight.permute(2, 3, 1, 0).contiguous()
-
-
-def output_size(size: int, kernel: int, stride: int) -> int:
-    return (size + 2 * (kernel // 2) - kernel) // stride + 1
-
-
 def conv_config_key(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype) -> str:
     """The shape key of a tuned config (``hgnet_kernels/configs/triton_<arch>.json``)."""
     return f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{str(dtype).split('.')[-1]}"
@@ -119,32 +110,15 @@ def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
                 out: Optional[torch.Tensor], partial_sums: bool, allow_tf32: bool,
                 config: Optional[dict] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Check, allocate and launch; shared by ``conv_bn_act`` and ``aggregation_ese``."""
-    check_activation("x", x)
-    if packed_weight.dim() != 4 or packed_weight.shape[0] != packed_weight.shape[1] or \
-            packed_weight.shape[0] not in (1, 3):
-        raise ValueError(f"packed_weight: expected (k, k, C_in, C_out) with k 1 or 3, got {tuple(packed_weight.shape)}"
-                         "; pack OIHW weights with pack_conv_weight()")
+    out = prepare_conv(x, packed_weight, bias, stride, out)
     kernel, _, c_in, c_out = packed_weight.shape
-    check_activation("x", x, channels=c_in)
-    if stride not in (1, 2):
-        raise ValueError(f"stride must be 1 or 2, got {stride}")
-    if bias.shape != (c_out,):
-        raise ValueError(f"bias: expected shape ({c_out},), got {tuple(bias.shape)}")
-    if packed_weight.dtype != x.dtype or not packed_weight.is_contiguous():
-        raise TypeError(f"packed_weight must be contiguous and {x.dtype}, got {packed_weight.dtype}")
     n, _, h, w = x.shape
-    ho, wo = output_size(h, kernel, stride), output_size(w, kernel, stride)
-    if out is None:
-        out = torch.empty((n, c_out, ho, wo), device=x.device, dtype=x.dtype,
-                          memory_format=torch.channels_last)
-    elif out.shape != (n, c_out, ho, wo) or out.dtype != x.dtype:
-        raise ValueError(f"out: expected {(n, c_out, ho, wo)} {x.dtype}, got {tuple(out.shape)} {out.dtype}")
+    ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
     cfg = dict(config or conv_config(ho * wo, c_in, c_out, kernel, stride, x.dtype, x.device))
     block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    tiles_hw = triton.cdiv(ho * wo, block_m)
-    psum = (torch.empty((n, tiles_hw, c_out), device=x.device, dtype=torch.float32)
-            if partial_sums else out)  # an unused pointer when partial sums are off
+    tiles_hw = psum_rows(ho * wo, block_m)
+    psum = conv_psum(x, out, block_m) if partial_sums else out  # an unused pointer when off
     if n == 0:
         return out, psum if partial_sums else None
     grid = (n * tiles_hw, triton.cdiv(c_out, block_n))

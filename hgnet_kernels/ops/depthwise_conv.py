@@ -17,8 +17,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import cast_for_store, check_activation, check_same_device, interpreting, round_bf16_by_hand
-from .conv_bn_act import output_size
+from ._common import cast_for_store, check_same_device, interpreting, round_bf16_by_hand
+from .checks import pack_depthwise_weight, prepare_depthwise  # noqa: F401
 
 
 @triton.jit
@@ -54,11 +54,6 @@ def depthwise_conv_kernel(
     tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=p_ok[:, None] & c_ok[None, :])
 
 
-def pack_depthwise_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(C, 1, 3, 3) → (3, 3, C): the nine taps, channels contiguous."""
-    return weight[:, 0].permute(1, 2, 0).contiguous()
-
-
 def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 2,
                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``conv(x, W, groups=C) + b`` with a 3×3 kernel, padding 1, stride 1 or 2.
@@ -67,19 +62,9 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
         x: (N, C, H, W), any strides. packed_weight: (3, 3, C) from ``pack_depthwise_weight``.
         bias: (C,). out: optional (N, C, Ho, Wo) destination of any strides.
     """
-    check_activation("x", x)
+    out = prepare_depthwise(x, packed_weight, bias, stride, out)
     n, c, h, w = x.shape
-    if packed_weight.shape != (3, 3, c):
-        raise ValueError(f"packed_weight: expected (3, 3, {c}), got {tuple(packed_weight.shape)}")
-    if bias.shape != (c,):
-        raise ValueError(f"bias: expected ({c},), got {tuple(bias.shape)}")
-    if stride not in (1, 2):
-        raise ValueError(f"stride must be 1 or 2, got {stride}")
-    ho, wo = output_size(h, 3, stride), output_size(w, 3, stride)
-    if out is None:
-        out = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    elif out.shape != (n, c, ho, wo) or out.dtype != x.dtype:
-        raise ValueError(f"out: expected {(n, c, ho, wo)} {x.dtype}, got {tuple(out.shape)} {out.dtype}")
+    ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
     block_p, block_c = (128, 128) if interpreting() else (32, 64)
     tiles_hw = triton.cdiv(ho * wo, block_p)

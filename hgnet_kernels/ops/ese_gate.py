@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from ._common import check_same_device, interpreting
+from .checks import prepare_ese_gate
 
 
 @triton.jit
@@ -48,18 +49,9 @@ def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: i
 
     ``weight`` is the ESE 1×1 conv as (C_out, C_in) = (C, C); ``bias`` (C,).
     """
-    if psum.dim() != 3 or psum.dtype != torch.float32 or not psum.is_contiguous():
-        raise ValueError(f"psum: expected a contiguous fp32 (N, tiles, C) tensor, got "
-                         f"{tuple(psum.shape)} {psum.dtype}")
+    gate = prepare_ese_gate(psum, weight, bias, hw)
     n, t, c = psum.shape
-    if weight.shape != (c, c) or not weight.is_contiguous():
-        raise ValueError(f"weight: expected a contiguous ({c}, {c}) tensor, got {tuple(weight.shape)}")
-    if bias.shape != (c,):
-        raise ValueError(f"bias: expected ({c},), got {tuple(bias.shape)}")
-    if hw <= 0:
-        raise ValueError(f"hw must be positive, got {hw}")
     check_same_device(psum=psum, weight=weight, bias=bias)
-    gate = torch.empty((n, c), device=psum.device, dtype=torch.float32)
     block_co, block_ci, block_t = (128, 128, 64) if interpreting() else (32, 64, 16)
     if n > 0:
         ese_gate_kernel[(n, triton.cdiv(c, block_co))](

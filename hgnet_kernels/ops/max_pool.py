@@ -14,8 +14,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import check_activation, check_same_device, interpreting
-from .conv_bn_act import output_size
+from ._common import check_same_device, interpreting
+from .checks import prepare_max_pool
 
 
 @triton.jit
@@ -51,13 +51,9 @@ def max_pool_kernel(
 
 def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """3×3 / stride 2 / padding 1 max pool of (N, C, H, W) ``x`` into ``out`` (any strides)."""
-    check_activation("x", x)
+    out = prepare_max_pool(x, out)
     n, c, h, w = x.shape
-    ho, wo = output_size(h, 3, 2), output_size(w, 3, 2)
-    if out is None:
-        out = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    elif out.shape != (n, c, ho, wo) or out.dtype != x.dtype:
-        raise ValueError(f"out: expected {(n, c, ho, wo)} {x.dtype}, got {tuple(out.shape)} {out.dtype}")
+    ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, out=out)
     block_p, block_c = (128, 128) if interpreting() else (32, 64)
     tiles_hw = triton.cdiv(ho * wo, block_p)

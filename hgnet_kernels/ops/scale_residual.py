@@ -14,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import cast_for_store, check_activation, check_same_device, interpreting, round_bf16_by_hand
+from ._common import cast_for_store, check_same_device, interpreting, round_bf16_by_hand
+from .checks import prepare_scale_residual
 
 
 @triton.jit
@@ -52,16 +53,8 @@ def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch
                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``y * gate[:, :, None, None] (+ identity)``; y, identity, out (N, C, H, W) of any strides,
     gate (N, C) fp32."""
-    check_activation("y", y)
+    out = prepare_scale_residual(y, gate, identity, out)
     n, c, h, w = y.shape
-    if gate.shape != (n, c) or gate.dtype != torch.float32 or not gate.is_contiguous():
-        raise ValueError(f"gate: expected a contiguous fp32 ({n}, {c}) tensor, got {tuple(gate.shape)} {gate.dtype}")
-    if identity is not None and (identity.shape != y.shape or identity.dtype != y.dtype):
-        raise ValueError(f"identity: expected {tuple(y.shape)} {y.dtype}, got {tuple(identity.shape)} {identity.dtype}")
-    if out is None:
-        out = torch.empty_like(y, memory_format=torch.channels_last)
-    elif out.shape != y.shape or out.dtype != y.dtype:
-        raise ValueError(f"out: expected {tuple(y.shape)} {y.dtype}, got {tuple(out.shape)} {out.dtype}")
     check_same_device(y=y, gate=gate, out=out, **({"identity": identity} if identity is not None else {}))
     block_p, block_c = (128, 128) if interpreting() else (32, 64)
     tiles_hw = triton.cdiv(h * w, block_p)

@@ -1,0 +1,247 @@
+// conv_bn_act.cu — fused conv + folded BN + optional ReLU as an implicit GEMM over NHWC, the CUDA
+// twin of hgnet_kernels/ops/conv_bn_act.py (same math, same arguments):
+//
+//   y[n,co,oh,ow] = act(b[co] + Σ_{kh,kw,ci} x[n,ci,oh·s−k/2+kh,ow·s−k/2+kw] · W[kh,kw,ci,co])
+//
+// with optional ESE partial sums psum[n,tile,co] = Σ_{pixels of tile} y (fp32, one writer per
+// entry: deterministic). x and y are any-strided views (channel slices of a block buffer included).
+// Two paths: SIMT fp32-accumulating (every dtype; 16-byte float4 loads when the input is fp32 with
+// contiguous, 4-aligned channels), and tensor cores through WMMA for fp16 (sm_75+) and bf16 (sm_80+).
+#include <type_traits>
+
+#include "ops.h"
+
+namespace hgk {
+namespace {
+
+constexpr int kSimtBM = 64, kSimtBN = 64, kSimtBK = 16, kSimtThreads = 256;
+
+// Sums the activated tile's columns in a fixed order and writes one psum row (deterministic).
+__device__ __forceinline__ void tile_column_sums(const float* tile, int ld, int rows_valid, int cols, int64_t row0_n,
+                                                 int tile_index, int tiles, int64_t c_out, int64_t co0, float* psum) {
+  for (int col = threadIdx.x; col < cols; col += blockDim.x) {
+    if (co0 + col >= c_out) continue;
+    float s = 0.f;
+    for (int r = 0; r < rows_valid; ++r) s += tile[r * ld + col];
+    psum[(row0_n * tiles + tile_index) * c_out + co0 + col] = s;
+  }
+}
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const T* __restrict__ w,
+                                                        const T* __restrict__ bias, float* psum, int kernel,
+                                                        int stride, bool relu, int tiles) {
+  __shared__ float As[kSimtBK][kSimtBM + 4];
+  __shared__ float Bs[kSimtBK][kSimtBN];
+  __shared__ float Cs[kSimtBM][kSimtBN + 1];
+  const int tid = threadIdx.x;
+  const int64_t n = blockIdx.x / tiles;
+  const int tile = static_cast<int>(blockIdx.x % tiles);
+  const int64_t hw_out = y.h * y.w;
+  const int64_t m0 = static_cast<int64_t>(tile) * kSimtBM;
+  const int64_t co0 = static_cast<int64_t>(blockIdx.y) * kSimtBN;
+  const int64_t c_in = x.c, c_out = y.c;
+  const int pad = kernel / 2;
+  const T* xp = static_cast<const T*>(x.data);
+  const int tx = tid % 16, ty = tid / 16;
+  float acc[4][4] = {};
+
+  for (int kh = 0; kh < kernel; ++kh) {
+    for (int kw = 0; kw < kernel; ++kw) {
+      const T* w_tap = w + static_cast<int64_t>(kh * kernel + kw) * c_in * c_out;
+      for (int64_t c0 = 0; c0 < c_in; c0 += kSimtBK) {
+        if (VEC) {  // one float4 (4 channels) per thread: 64 rows × 4 quads
+          const int row = tid / 4, quad = tid % 4;
+          const int64_t m = m0 + row;
+          const int64_t c = c0 + quad * 4;
+          float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+          if (m < hw_out && c < c_in) {
+            const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+            if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w)
+              v = *reinterpret_cast<const float4*>(xp + offset(x, n, c, ih, iw));
+          }
+          As[quad * 4 + 0][row] = v.x;
+          As[quad * 4 + 1][row] = v.y;
+          As[quad * 4 + 2][row] = v.z;
+          As[quad * 4 + 3][row] = v.w;
+        } else {
+          for (int e = tid; e < kSimtBM * kSimtBK; e += kSimtThreads) {
+            const int row = e / kSimtBK, k = e % kSimtBK;
+            const int64_t m = m0 + row, c = c0 + k;
+            float v = 0.f;
+            if (m < hw_out && c < c_in) {
+              const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+              if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) v = to_float(xp[offset(x, n, c, ih, iw)]);
+            }
+            As[k][row] = v;
+          }
+        }
+        for (int e = tid; e < kSimtBK * kSimtBN; e += kSimtThreads) {
+          const int k = e / kSimtBN, col = e % kSimtBN;
+          const int64_t c = c0 + k, co = co0 + col;
+          Bs[k][col] = (c < c_in && co < c_out) ? to_float(w_tap[c * c_out + co]) : 0.f;
+        }
+        __syncthreads();
+        for (int k = 0; k < kSimtBK; ++k) {
+          float a[4], b[4];
+          for (int i = 0; i < 4; ++i) a[i] = As[k][ty * 4 + i];
+          for (int j = 0; j < 4; ++j) b[j] = Bs[k][tx * 4 + j];
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+      }
+    }
+  }
+  T* yp = static_cast<T*>(y.data);
+  for (int i = 0; i < 4; ++i) {
+    const int row = ty * 4 + i;
+    const int64_t m = m0 + row;
+    for (int j = 0; j < 4; ++j) {
+      const int col = tx * 4 + j;
+      const int64_t co = co0 + col;
+      float v = 0.f;
+      if (m < hw_out && co < c_out) {
+        v = acc[i][j] + to_float(bias[co]);
+        if (relu) v = fmaxf(v, 0.f);
+        yp[offset(y, n, co, m / y.w, m % y.w)] = from_float<T>(v);
+      }
+      Cs[row][col] = v;
+    }
+  }
+  if (psum != nullptr) {
+    __syncthreads();
+    const int rows_valid = static_cast<int>(hw_out - m0 < kSimtBM ? hw_out - m0 : kSimtBM);
+    tile_column_sums(&Cs[0][0], kSimtBN + 1, rows_valid, kSimtBN, n, tile, tiles, c_out, co0, psum);
+  }
+}
+
+constexpr int kMmaBM = 64, kMmaBN = 64, kMmaBK = 32, kMmaThreads = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const T* __restrict__ w,
+                                                        const T* __restrict__ bias, float* psum, int kernel,
+                                                        int stride, bool relu, int tiles) {
+#if defined(HGK_EMULATE) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+  constexpr bool kSupported = true;
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  constexpr bool kSupported = std::is_same<T, __half>::value;  // bf16 WMMA needs sm_80
+#else
+  constexpr bool kSupported = false;  // host pass, or an arch without tensor cores
+#endif
+  if constexpr (kSupported) {
+  using namespace nvcuda;
+  __shared__ __align__(32) T As[kMmaBM][kMmaBK + 8];
+  __shared__ __align__(32) T Bs[kMmaBK][kMmaBN + 8];
+  __shared__ __align__(32) float Cs[kMmaBM][kMmaBN + 4];
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int warp_m = warp / 2, warp_n = warp % 2;  // 2×2 warps, each a 32×32 sub-tile
+  const int64_t n = blockIdx.x / tiles;
+  const int tile = static_cast<int>(blockIdx.x % tiles);
+  const int64_t hw_out = y.h * y.w;
+  const int64_t m0 = static_cast<int64_t>(tile) * kMmaBM;
+  const int64_t co0 = static_cast<int64_t>(blockIdx.y) * kMmaBN;
+  const int64_t c_in = x.c, c_out = y.c;
+  const int pad = kernel / 2;
+  const T* xp = static_cast<const T*>(x.data);
+  const T zero = from_float<T>(0.f);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+
+  for (int kh = 0; kh < kernel; ++kh) {
+    for (int kw = 0; kw < kernel; ++kw) {
+      const T* w_tap = w + static_cast<int64_t>(kh * kernel + kw) * c_in * c_out;
+      for (int64_t c0 = 0; c0 < c_in; c0 += kMmaBK) {
+        for (int e = tid; e < kMmaBM * kMmaBK; e += kMmaThreads) {
+          const int row = e / kMmaBK, k = e % kMmaBK;
+          const int64_t m = m0 + row, c = c0 + k;
+          T v = zero;
+          if (m < hw_out && c < c_in) {
+            const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+            if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) v = xp[offset(x, n, c, ih, iw)];
+          }
+          As[row][k] = v;
+        }
+        for (int e = tid; e < kMmaBK * kMmaBN; e += kMmaThreads) {
+          const int k = e / kMmaBN, col = e % kMmaBN;
+          const int64_t c = c0 + k, co = co0 + col;
+          Bs[k][col] = (c < c_in && co < c_out) ? w_tap[c * c_out + co] : zero;
+        }
+        __syncthreads();
+        for (int kk = 0; kk < kMmaBK; kk += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a[2];
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b[2];
+          for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[warp_m * 32 + i * 16][kk], kMmaBK + 8);
+          for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[kk][warp_n * 32 + j * 16], kMmaBN + 8);
+          for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();
+      }
+    }
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&Cs[warp_m * 32 + i * 16][warp_n * 32 + j * 16], acc[i][j], kMmaBN + 4,
+                              wmma::mem_row_major);
+  __syncthreads();
+  T* yp = static_cast<T*>(y.data);
+  for (int e = tid; e < kMmaBM * kMmaBN; e += kMmaThreads) {
+    const int row = e / kMmaBN, col = e % kMmaBN;
+    const int64_t m = m0 + row, co = co0 + col;
+    float v = 0.f;
+    if (m < hw_out && co < c_out) {
+      v = Cs[row][col] + to_float(bias[co]);
+      if (relu) v = fmaxf(v, 0.f);
+      yp[offset(y, n, co, m / y.w, m % y.w)] = from_float<T>(v);
+    }
+    Cs[row][col] = v;
+  }
+  if (psum != nullptr) {
+    __syncthreads();
+    const int rows_valid = static_cast<int>(hw_out - m0 < kMmaBM ? hw_out - m0 : kMmaBM);
+    tile_column_sums(&Cs[0][0], kMmaBN + 4, rows_valid, kMmaBN, n, tile, tiles, c_out, co0, psum);
+  }
+  }
+}
+
+bool use_wmma(DType dtype, int arch) {
+  return (dtype == DType::f16 && arch >= 75) || (dtype == DType::bf16 && arch >= 80);
+}
+
+}  // namespace
+
+int conv_tile_rows(DType dtype, int arch) { return use_wmma(dtype, arch) ? kMmaBM : kSimtBM; }
+
+void conv_bn_act(const ConvArgs& a, cudaStream_t stream) {
+  const int64_t hw_out = a.y.h * a.y.w;
+  const int rows = conv_tile_rows(a.dtype, a.arch);
+  const int tiles = static_cast<int>(cdiv(hw_out, rows));
+  if (a.x.n == 0 || hw_out == 0) return;
+  const dim3 grid(static_cast<unsigned>(a.x.n * tiles), static_cast<unsigned>(cdiv(a.y.c, 64)));
+  dispatch(a.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T* w = static_cast<const T*>(a.weight);
+    const T* b = static_cast<const T*>(a.bias);
+    if constexpr (!std::is_same<T, float>::value) {
+      if (use_wmma(a.dtype, a.arch)) {
+        HGK_LAUNCH(conv_wmma_kernel<T>, grid, dim3(kMmaThreads), 0, stream, a.x, a.y, w, b, a.psum, a.kernel,
+                   a.stride, a.relu, tiles);
+        return;
+      }
+    }
+    // float4 loads need fp32, unit channel stride and every other stride, the base and C_in
+    // multiples of 4 elements (16 bytes); otherwise the scalar path.
+    const bool vec = a.dtype == DType::f32 && a.x.sc == 1 && a.x.c % 4 == 0 && a.x.sn % 4 == 0 &&
+                     a.x.sh % 4 == 0 && a.x.sw % 4 == 0 && reinterpret_cast<uintptr_t>(a.x.data) % 16 == 0;
+    if (vec)
+      HGK_LAUNCH((conv_simt_kernel<T, true>), grid, dim3(kSimtThreads), 0, stream, a.x, a.y, w, b, a.psum,
+                 a.kernel, a.stride, a.relu, tiles);
+    else
+      HGK_LAUNCH((conv_simt_kernel<T, false>), grid, dim3(kSimtThreads), 0, stream, a.x, a.y, w, b, a.psum,
+                 a.kernel, a.stride, a.relu, tiles);
+  });
+}
+
+}  // namespace hgk

@@ -1,0 +1,106 @@
+"""Finding the CUDA toolchain and describing the extension build; shared by setup.py and the JIT
+loader. Never hard-codes a machine's paths: the toolkit root is what nvcc itself reports, and the
+extra headers are those the pip ``nvidia`` packages ship.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from typing import List, Optional
+
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+KERNEL_SOURCES = ["conv_bn_act.cu", "depthwise_conv.cu", "max_pool.cu", "ese_gate.cu", "scale_residual.cu"]
+DEFAULT_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"  # nvcc 13 has no sm_70
+ARCH_ENV = "HGNET_KERNELS_CUDA_ARCHS"
+
+
+def csrc_dir() -> str:
+    if not os.path.isdir(CSRC):
+        raise FileNotFoundError(f"the CUDA sources are not at {CSRC}: install hgnet_kernels from a source "
+                                "checkout (pip install -e .) to build the extension")
+    return CSRC
+
+
+def source_hash(extra: str = "") -> str:
+    """Hash of every file under csrc/ (and ``extra``): a change to any of them means a rebuild."""
+    h = hashlib.sha256(extra.encode())
+    for path in sorted(glob.glob(os.path.join(csrc_dir(), "**", "*"), recursive=True)):
+        if os.path.isfile(path):
+            h.update(os.path.relpath(path, CSRC).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def find_nvcc() -> Optional[str]:
+    return shutil.which("nvcc")
+
+
+def cuda_home() -> Optional[str]:
+    """The real toolkit root: CUDA_HOME if set, else the TOP that ``nvcc --dryrun`` reports (nvcc may
+    be a wrapper script outside the toolkit, where torch's own guess would fail)."""
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    nvcc = find_nvcc()
+    if nvcc is None:
+        return None
+    try:
+        report = subprocess.run([nvcc, "-v", "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                                capture_output=True, text=True, timeout=60).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"^#\$ TOP=(.+)$", report, re.MULTILINE)
+    return os.path.realpath(os.path.join(match.group(1).strip(), "..")) if match else None
+
+
+def extra_include_dirs() -> List[str]:
+    """Headers torch's CUDA headers include but a minimal toolkit may lack (cusparse.h, …)."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    dirs = []
+    for root in getattr(nvidia, "__path__", []):
+        dirs += sorted(glob.glob(os.path.join(root, "cu*", "include")))
+        dirs += sorted(glob.glob(os.path.join(root, "*", "include")))
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def arch_list() -> str:
+    return os.environ.get(ARCH_ENV, DEFAULT_ARCHS)
+
+
+def nvcc_arch_flags(archs: str) -> List[str]:
+    flags = []
+    for arch in archs.replace(",", ";").split(";"):
+        arch = arch.strip()
+        if not arch:
+            continue
+        ptx = arch.endswith("+PTX")
+        num = arch.replace("+PTX", "").replace(".", "")
+        flags.append(f"-gencode=arch=compute_{num},code=sm_{num}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
+    return flags
+
+
+NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-Xptxas=-v", "-lineinfo"]
+
+
+def can_build_extension() -> Optional[str]:
+    """None when a torch CUDA extension can be built here, else the reason it cannot."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build; a CUDA build of torch is needed"
+    if find_nvcc() is None:
+        return "nvcc is not on the PATH (install the CUDA toolkit)"
+    if cuda_home() is None:
+        return "cannot locate the CUDA toolkit root behind nvcc; set CUDA_HOME"
+    return None

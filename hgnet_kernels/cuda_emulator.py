@@ -1,0 +1,53 @@
+"""The CUDA kernels compiled for the CPU: g++ builds csrc/*.cu with ``-DHGK_EMULATE`` against
+``csrc/emulator/cuda_emu.h`` (the CUDA execution model on the CPU: fibers for threads, real
+``__syncthreads`` barriers, per-block shared memory, host WMMA), and ctypes calls the same host
+launchers the torch extension calls. Built once per source hash into the cache directory.
+It exists to check the CUDA source's numerics where no GPU is: it is slow.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+
+from . import cuda_build
+from .cuda_ext import cache_dir
+
+EMULATED_ARCH = 90  # the arch the emulated launchers see: fp16/bf16 take the WMMA path
+
+
+def compiler() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        raise RuntimeError("the CUDA emulator needs a C++17 compiler (g++); install one or set CXX")
+    return cxx
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> ctypes.CDLL:
+    csrc = cuda_build.csrc_dir()
+    path = os.path.join(cache_dir(), f"cuda-emulator-{cuda_build.source_hash('emulator')}.so")
+    if not os.path.exists(path):
+        os.makedirs(cache_dir(), exist_ok=True)
+        sources = [os.path.join(csrc, s) for s in cuda_build.KERNEL_SOURCES]
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache_dir())
+        os.close(fd)
+        cmd = [compiler(), "-O2", "-std=c++17", "-DHGK_EMULATE", "-fPIC", "-shared", "-I", csrc,
+               "-x", "c++", *sources, "-x", "none", os.path.join(csrc, "emulator", "emu_api.cpp"), "-o", tmp]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            os.unlink(tmp)
+            raise RuntimeError("building the CUDA emulator failed:\n" + " ".join(cmd) + "\n" + result.stderr[-4000:])
+        os.replace(tmp, path)  # atomic: a concurrent build never sees half a library
+    lib = ctypes.CDLL(path)
+    lib.hgk_emu_last_error.restype = ctypes.c_char_p
+    return lib
+
+
+def call(name: str, *args) -> None:
+    lib = library()
+    if getattr(lib, name)(*args) != 0:
+        raise RuntimeError(f"emulated {name}: {lib.hgk_emu_last_error().decode()}")

@@ -1,0 +1,98 @@
+"""Loading the CUDA extension: the one setup.py built (``hgnet_kernels._C``), else a JIT build.
+
+The JIT build (``torch.utils.cpp_extension.load`` with ninja) goes to a cache directory named after
+the sources' hash, torch's version, its CUDA version and the arch list, so a stale build is never
+picked up; it is built once and reused. A prebuilt ``_C`` carries ``_C_build.json`` (torch and
+CUDA versions, archs, source hash), checked at load so a mismatch gives a clear message instead of
+an undefined symbol.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import os
+from typing import Optional
+
+import torch
+
+from . import cuda_build
+
+log = logging.getLogger(__name__)
+CACHE_ENV = "HGNET_KERNELS_CACHE"
+BUILD_INFO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_C_build.json")
+
+
+def cache_dir() -> str:
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "hgnet_kernels")
+
+
+def build_info() -> dict:
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "archs": cuda_build.arch_list()}
+
+
+def _prebuilt():
+    try:
+        module = importlib.import_module("hgnet_kernels._C")
+    except ImportError:
+        return None
+    try:
+        with open(BUILD_INFO) as f:
+            built = json.load(f)
+    except OSError:
+        built = {}
+    if built.get("torch") != torch.__version__ or built.get("cuda") != torch.version.cuda:
+        raise RuntimeError(f"hgnet_kernels._C was built for torch {built.get('torch')} / CUDA {built.get('cuda')}, "
+                           f"but this is torch {torch.__version__} / CUDA {torch.version.cuda}: rebuild it "
+                           "(pip install -e . --no-build-isolation), or delete hgnet_kernels/_C*.so to JIT-build")
+    try:
+        current = cuda_build.source_hash()
+    except FileNotFoundError:
+        current = built.get("sources")
+    if built.get("sources") != current:
+        raise RuntimeError("hgnet_kernels._C is stale: csrc/ changed since it was built; rebuild it "
+                           "(pip install -e . --no-build-isolation) or delete hgnet_kernels/_C*.so to JIT-build")
+    return module
+
+
+def jit_build(verbose: bool = False, archs: Optional[str] = None):
+    """Build (or reuse) the extension with ninja; returns the loaded module."""
+    reason = cuda_build.can_build_extension()
+    if reason:
+        raise RuntimeError(f"cannot build the CUDA extension: {reason}")
+    archs = archs or cuda_build.arch_list()
+    home = cuda_build.cuda_home()
+    os.environ["CUDA_HOME"] = home
+    os.environ["TORCH_CUDA_ARCH_LIST"] = archs.replace(",", ";")
+    import torch.utils.cpp_extension as cpp_extension
+    cpp_extension.CUDA_HOME = home  # computed at import; the nvcc on PATH may be a wrapper elsewhere
+    tag = cuda_build.source_hash(json.dumps({**build_info(), "archs": archs}, sort_keys=True))
+    build_dir = os.path.join(cache_dir(), f"cuda-ext-{tag}")
+    os.makedirs(build_dir, exist_ok=True)
+    csrc = cuda_build.csrc_dir()
+    sources = [os.path.join(csrc, s) for s in cuda_build.KERNEL_SOURCES + ["bindings.cpp"]]
+    log.info("building the hgnet_kernels CUDA extension for %s in %s (first use only)", archs, build_dir)
+    return cpp_extension.load(
+        name=f"hgnet_kernels_cuda_{tag}", sources=sources, build_directory=build_dir,
+        extra_include_paths=[csrc] + cuda_build.extra_include_dirs(),
+        extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=cuda_build.NVCC_FLAGS, verbose=verbose)
+
+
+@functools.lru_cache(maxsize=None)
+def load():
+    """The extension module: prebuilt if importable and current, else JIT-built once."""
+    module = _prebuilt()
+    if module is not None:
+        return module
+    return jit_build()
+
+
+def unavailable_reason() -> Optional[str]:
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+    try:
+        load()
+    except Exception as e:  # noqa: BLE001 - the reason is shown to the user
+        return f"the CUDA extension is not built and could not be built: {e}"
+    return None

@@ -1,0 +1,128 @@
+"""Argument checks, output allocation and weight packing shared by the Triton and CUDA launchers.
+
+Pure PyTorch (no Triton import), so the CUDA backend and its CPU emulator use it too. Each
+``prepare_*`` validates every argument with a message that says what to fix and returns the output
+tensor(s), allocated channels_last unless the caller passed a destination view.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def output_size(size: int, kernel: int, stride: int) -> int:
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def pack_conv_weight(weight: torch.Tensor) -> torch.Tensor:
+    """OIHW → (KH, KW, C_in, C_out): the kernels stream the weight along C_out."""
+    return weight.permute(2, 3, 1, 0).contiguous()
+
+
+def pack_depthwise_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(C, 1, 3, 3) → (3, 3, C): the nine taps, channels contiguous."""
+    return weight[:, 0].permute(1, 2, 0).contiguous()
+
+
+def check_activation(name: str, t: torch.Tensor, channels: Optional[int] = None) -> None:
+    if not torch.is_tensor(t) or t.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D (N, C, H, W) tensor, got "
+                         f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name}: dtype {t.dtype} is not supported; use one of {SUPPORTED_DTYPES}")
+    if channels is not None and t.shape[1] != channels:
+        raise ValueError(f"{name}: expected {channels} channels, got {t.shape[1]} (shape {tuple(t.shape)})")
+
+
+def _output(out: Optional[torch.Tensor], shape, like: torch.Tensor) -> torch.Tensor:
+    if out is None:
+        return torch.empty(shape, device=like.device, dtype=like.dtype, memory_format=torch.channels_last)
+    if tuple(out.shape) != tuple(shape) or out.dtype != like.dtype:
+        raise ValueError(f"out: expected {tuple(shape)} {like.dtype}, got {tuple(out.shape)} {out.dtype}")
+    return out
+
+
+def _check_vector(name: str, t: torch.Tensor, size: int) -> None:
+    if not torch.is_tensor(t) or tuple(t.shape) != (size,) or not t.is_contiguous():
+        raise ValueError(f"{name}: expected a contiguous ({size},) tensor, got "
+                         f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+
+
+def prepare_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int,
+                 out: Optional[torch.Tensor]) -> torch.Tensor:
+    check_activation("x", x)
+    if packed_weight.dim() != 4 or packed_weight.shape[0] != packed_weight.shape[1] or \
+            packed_weight.shape[0] not in (1, 3):
+        raise ValueError(f"packed_weight: expected (k, k, C_in, C_out) with k 1 or 3, got "
+                         f"{tuple(packed_weight.shape)}; pack OIHW weights with pack_conv_weight()")
+    kernel, _, c_in, c_out = packed_weight.shape
+    check_activation("x", x, channels=c_in)
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    _check_vector("bias", bias, c_out)
+    if packed_weight.dtype != x.dtype or not packed_weight.is_contiguous():
+        raise TypeError(f"packed_weight must be contiguous and {x.dtype}, got {packed_weight.dtype}")
+    n, _, h, w = x.shape
+    return _output(out, (n, c_out, output_size(h, kernel, stride), output_size(w, kernel, stride)), x)
+
+
+def prepare_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int,
+                      out: Optional[torch.Tensor]) -> torch.Tensor:
+    check_activation("x", x)
+    n, c, h, w = x.shape
+    if tuple(packed_weight.shape) != (3, 3, c) or not packed_weight.is_contiguous():
+        raise ValueError(f"packed_weight: expected a contiguous (3, 3, {c}) tensor from pack_depthwise_weight(), "
+                         f"got {tuple(packed_weight.shape)}")
+    if packed_weight.dtype != x.dtype:
+        raise TypeError(f"packed_weight must be {x.dtype}, got {packed_weight.dtype}")
+    _check_vector("bias", bias, c)
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    return _output(out, (n, c, output_size(h, 3, stride), output_size(w, 3, stride)), x)
+
+
+def prepare_max_pool(x: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+    check_activation("x", x)
+    n, c, h, w = x.shape
+    return _output(out, (n, c, output_size(h, 3, 2), output_size(w, 3, 2)), x)
+
+
+def prepare_ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
+    if not torch.is_tensor(psum) or psum.dim() != 3 or psum.dtype != torch.float32 or not psum.is_contiguous():
+        raise ValueError(f"psum: expected a contiguous fp32 (N, tiles, C) tensor, got "
+                         f"{tuple(psum.shape) if torch.is_tensor(psum) else type(psum).__name__}")
+    n, _, c = psum.shape
+    if tuple(weight.shape) != (c, c) or not weight.is_contiguous():
+        raise ValueError(f"weight: expected a contiguous ({c}, {c}) tensor, got {tuple(weight.shape)}")
+    _check_vector("bias", bias, c)
+    if bias.dtype != weight.dtype:
+        raise TypeError(f"bias and weight must share a dtype, got {bias.dtype} and {weight.dtype}")
+    if hw <= 0:
+        raise ValueError(f"hw must be positive, got {hw}")
+    return torch.empty((n, c), device=psum.device, dtype=torch.float32)
+
+
+def prepare_scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor],
+                           out: Optional[torch.Tensor]) -> torch.Tensor:
+    check_activation("y", y)
+    n, c, _, _ = y.shape
+    if tuple(gate.shape) != (n, c) or gate.dtype != torch.float32 or not gate.is_contiguous():
+        raise ValueError(f"gate: expected a contiguous fp32 ({n}, {c}) tensor, got {tuple(gate.shape)} {gate.dtype}")
+    if identity is not None and (identity.shape != y.shape or identity.dtype != y.dtype):
+        raise ValueError(f"identity: expected {tuple(y.shape)} {y.dtype}, got {tuple(identity.shape)} {identity.dtype}")
+    return _output(out, tuple(y.shape), y)
+
+
+def psum_rows(hw_out: int, tile_rows: int) -> int:
+    return (hw_out + tile_rows - 1) // tile_rows
+
+
+def conv_psum(x: torch.Tensor, out: torch.Tensor, tile_rows: int) -> torch.Tensor:
+    """The (N, tiles, C_out) fp32 partial-sum buffer for a conv whose output is ``out``."""
+    return torch.empty((x.shape[0], psum_rows(out.shape[2] * out.shape[3], tile_rows), out.shape[1]),
+                       device=x.device, dtype=torch.float32)
+
+
