@@ -1,8 +1,11 @@
 import os
 
-# Triton's interpreter must be chosen before any @triton.jit function is defined.
+# Without a GPU, Triton kernels run through Triton's interpreter (chosen before any @triton.jit
+# function is defined) and CUDA kernels through the CPU emulator. HGNET_TEST_GPU=1 (set by
+# bench/gpu_check.sh) runs both for real.
 if not os.environ.get("HGNET_TEST_GPU"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("HGNET_KERNELS_CUDA_EMULATE", "1")
 
 import pytest
 import torch

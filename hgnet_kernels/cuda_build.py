@@ -54,11 +54,12 @@ def cuda_home() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"^#\$ TOP=(.+)$", report, re.MULTILINE)
-    return os.path.realpath(os.path.join(match.group(1).strip(), "..")) if match else None
+    return os.path.realpath(match.group(1).strip()) if match else None
 
 
 def extra_include_dirs() -> List[str]:
-    """Headers torch's CUDA headers include but a minimal toolkit may lack (cusparse.h, …)."""
+    """Headers torch's CUDA headers include but a minimal toolkit may lack (cusparse.h, …): the
+    include dir of pip's ``nvidia/cu<N>`` package."""
     try:
         import nvidia
     except ImportError:
@@ -66,8 +67,17 @@ def extra_include_dirs() -> List[str]:
     dirs = []
     for root in getattr(nvidia, "__path__", []):
         dirs += sorted(glob.glob(os.path.join(root, "cu*", "include")))
-        dirs += sorted(glob.glob(os.path.join(root, "*", "include")))
     return [d for d in dirs if os.path.isdir(d)]
+
+
+def host_compile_flags() -> List[str]:
+    """g++ flags for bindings.cpp. The extra headers go after every other include dir
+    (-idirafter): they only fill gaps, and pip's copies of the runtime headers must not shadow the
+    toolkit's. The .cu files include no torch header and need none of them."""
+    flags = ["-O3"]  # the C++ standard is torch's choice (C++20 from torch 2.13)
+    for d in extra_include_dirs():
+        flags += ["-idirafter", d]
+    return flags
 
 
 def arch_list() -> str:
@@ -104,3 +114,45 @@ def can_build_extension() -> Optional[str]:
     if cuda_home() is None:
         return "cannot locate the CUDA toolkit root behind nvcc; set CUDA_HOME"
     return None
+
+
+def ptxas_report(arch: str = "9.0", cache: Optional[str] = None) -> str:
+    """Compile every kernel source for one arch with ``-Xptxas -v`` and return ptxas's resource
+    report (cached per source hash; also written to ``<cache>/ptxas-sm<arch>-<hash>.txt``)."""
+    from .cuda_ext import cache_dir
+    cache = cache or cache_dir()
+    num = arch.replace(".", "")
+    path = os.path.join(cache, f"ptxas-sm{num}-{source_hash(arch)}.txt")
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read()
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise RuntimeError("nvcc is not on the PATH")
+    os.makedirs(cache, exist_ok=True)
+    report = []
+    for source in KERNEL_SOURCES:
+        cmd = [nvcc, *NVCC_FLAGS, f"-gencode=arch=compute_{num},code=sm_{num}", "-I", csrc_dir(), "-c",
+               os.path.join(csrc_dir(), source), "-o", os.devnull]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"nvcc failed on {source}:\n{result.stderr[-4000:]}")
+        report.append(f"# {source}\n{result.stderr}")
+    text = "\n".join(report)
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def spills(report: str) -> dict:
+    """``{kernel: (spill store bytes, spill load bytes)}`` from a ptxas -v report."""
+    out, kernel = {}, None
+    for line in report.splitlines():
+        entry = re.search(r"Compiling entry function '([^']+)'", line)
+        if entry:
+            kernel = entry.group(1)
+        found = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if found and kernel:
+            out[kernel] = (int(found.group(1)), int(found.group(2)))
+            kernel = None
+    return out

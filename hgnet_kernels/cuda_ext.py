@@ -75,8 +75,8 @@ def jit_build(verbose: bool = False, archs: Optional[str] = None):
     log.info("building the hgnet_kernels CUDA extension for %s in %s (first use only)", archs, build_dir)
     return cpp_extension.load(
         name=f"hgnet_kernels_cuda_{tag}", sources=sources, build_directory=build_dir,
-        extra_include_paths=[csrc] + cuda_build.extra_include_dirs(),
-        extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=cuda_build.NVCC_FLAGS, verbose=verbose)
+        extra_include_paths=[csrc], extra_cflags=cuda_build.host_compile_flags(),
+        extra_cuda_cflags=cuda_build.NVCC_FLAGS, verbose=verbose)
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,6 +19,11 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
+# Backends whose kernels can run on the CPU only through a stand-in, for checking numerics.
+CPU_STAND_INS = {"triton": ("TRITON_INTERPRET", "Triton's interpreter"),
+                 "cuda": ("HGNET_KERNELS_CUDA_EMULATE", "the CUDA emulator")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["tiny", "small", "base"], default="tiny")
     parser.add_argument("--weights", default=None,
@@ -26,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with random BN statistics)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--backend", default="auto", help="auto, torch or triton")
+    parser.add_argument("--backend", default="auto", help="auto, torch, triton or cuda")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--iters", type=int, default=10, help="timed calls per method")
@@ -56,11 +61,12 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype]
     warmup = 3
-    if args.backend == "triton" and device.type == "cpu":
-        # Our Triton modules are imported lazily, so the interpreter can still be chosen here.
-        os.environ["TRITON_INTERPRET"] = "1"
-        print("note: running the Triton kernels on the CPU through Triton's interpreter; this checks "
-              "numerics, its timings mean nothing (1 timed call)", file=sys.stderr)
+    if args.backend in CPU_STAND_INS and device.type == "cpu":
+        # Our kernel modules are imported lazily, so the interpreter / emulator can still be chosen.
+        variable, what = CPU_STAND_INS[args.backend]
+        os.environ[variable] = "1"
+        print(f"note: running the {args.backend} kernels on the CPU through {what}; this checks numerics, "
+              "its timings mean nothing (1 timed call)", file=sys.stderr)
         args.iters, warmup = 1, 0
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -53,3 +53,8 @@ def test_module_entry_point_and_cheap_import():
 def test_verify_triton_backend_on_the_interpreter(capsys):
     assert main(["verify", "--backend", "triton", "--size", "32", "--batch", "2"]) == 0
     assert "FusedPPHGNet[triton]" in capsys.readouterr().out
+
+
+def test_verify_cuda_backend_on_the_emulator(capsys):
+    assert main(["verify", "--backend", "cuda", "--size", "32"]) == 0
+    assert "FusedPPHGNet[cuda]" in capsys.readouterr().out

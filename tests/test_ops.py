@@ -1,14 +1,41 @@
-"""Every Triton op against a float64 PyTorch reference (CPU: Triton's interpreter)."""
+"""Every fused op, Triton and CUDA C++, against a float64 PyTorch reference.
+
+On the CPU the Triton kernels run through Triton's interpreter and the CUDA kernels through the
+CPU emulator build of the same .cu source (hgnet_kernels.cuda_emulator); on a GPU, for real.
+"""
+import types
+
 import pytest
 import torch
 
+from hgnet_kernels import cuda_ops
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
-from hgnet_kernels.ops.aggregation_ese import aggregation_ese, aggregation_ese_reference
-from hgnet_kernels.ops.conv_bn_act import conv_bn_act, conv_bn_act_reference, pack_conv_weight
-from hgnet_kernels.ops.depthwise_conv import depthwise_conv, depthwise_conv_reference, pack_depthwise_weight
-from hgnet_kernels.ops.ese_gate import ese_gate, ese_gate_reference
-from hgnet_kernels.ops.max_pool import max_pool, max_pool_reference
-from hgnet_kernels.ops.scale_residual import scale_residual, scale_residual_reference
+from hgnet_kernels.ops import aggregation_ese as triton_aggregation
+from hgnet_kernels.ops import conv_bn_act as triton_conv
+from hgnet_kernels.ops import depthwise_conv as triton_depthwise
+from hgnet_kernels.ops import ese_gate as triton_gate
+from hgnet_kernels.ops import max_pool as triton_pool
+from hgnet_kernels.ops import scale_residual as triton_scale
+from hgnet_kernels.ops.aggregation_ese import aggregation_ese_reference
+from hgnet_kernels.ops.checks import pack_conv_weight, pack_depthwise_weight
+from hgnet_kernels.ops.conv_bn_act import conv_bn_act_reference
+from hgnet_kernels.ops.depthwise_conv import depthwise_conv_reference
+from hgnet_kernels.ops.ese_gate import ese_gate_reference
+from hgnet_kernels.ops.max_pool import max_pool_reference
+from hgnet_kernels.ops.scale_residual import scale_residual_reference
+
+IMPLEMENTATIONS = {
+    "triton": types.SimpleNamespace(
+        conv_bn_act=triton_conv.conv_bn_act, aggregation_ese=triton_aggregation.aggregation_ese,
+        depthwise_conv=triton_depthwise.depthwise_conv, ese_gate=triton_gate.ese_gate,
+        max_pool=triton_pool.max_pool, scale_residual=triton_scale.scale_residual),
+    "cuda": cuda_ops,
+}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def impl(request):
+    return IMPLEMENTATIONS[request.param]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -53,7 +80,7 @@ CONV_CASES = [  # n, c_in, c_out, k, stride, h, w, input layout
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
-def test_conv_bn_act(case, dtype):
+def test_conv_bn_act(impl, case, dtype):
     n, c_in, c_out, k, stride, h, w, layout = case
     x64 = torch.randn(n, c_in, h, w, dtype=torch.float64, device=DEVICE)
     w64 = torch.randn(c_out, c_in, k, k, dtype=torch.float64, device=DEVICE) / (c_in * k * k) ** 0.5
@@ -67,7 +94,7 @@ def test_conv_bn_act(case, dtype):
         x = x64.to(dtype)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     out_buf, out = buffer_slice(n, c_out, ho, wo, 7, 9, dtype)
-    result = conv_bn_act(x, pack_conv_weight(w64.to(dtype)), b64.to(dtype), stride, relu=True, out=out)
+    result = impl.conv_bn_act(x, pack_conv_weight(w64.to(dtype)), b64.to(dtype), stride, relu=True, out=out)
     assert result.data_ptr() == out.data_ptr()
     assert not torch.isnan(out).any(), "unwritten output elements"
     assert_only_slice_written(out_buf, 7, c_out)
@@ -77,37 +104,37 @@ def test_conv_bn_act(case, dtype):
     assert_close_to_reference(out, eager, exact, dtype)
 
 
-def test_conv_without_relu_keeps_negatives():
+def test_conv_without_relu_keeps_negatives(impl):
     x = torch.randn(1, 17, 9, 7, device=DEVICE)
     w = pack_conv_weight(torch.randn(19, 17, 3, 3, device=DEVICE))
     b = torch.randn(19, device=DEVICE)
-    y = conv_bn_act(x, w, b, 1, relu=False)
+    y = impl.conv_bn_act(x, w, b, 1, relu=False)
     assert (y < 0).any()
     assert relative_error(y, conv_bn_act_reference(x.double(), w.double(), b.double(), 1, relu=False)) <= 1e-5
 
 
-def test_conv_rejects_bad_arguments():
+def test_conv_rejects_bad_arguments(impl):
     x = torch.randn(1, 16, 8, 8, device=DEVICE)
     w = pack_conv_weight(torch.randn(8, 16, 3, 3, device=DEVICE))
     with pytest.raises(ValueError, match="expected 16 channels, got 15"):
-        conv_bn_act(x[:, :15], w, torch.zeros(8, device=DEVICE))
+        impl.conv_bn_act(x[:, :15], w, torch.zeros(8, device=DEVICE))
     with pytest.raises(ValueError, match="pack_conv_weight"):
-        conv_bn_act(x, torch.randn(8, 16, 3, 3, device=DEVICE), torch.zeros(8, device=DEVICE))
+        impl.conv_bn_act(x, torch.randn(8, 16, 3, 3, device=DEVICE), torch.zeros(8, device=DEVICE))
     with pytest.raises(ValueError, match="stride must be 1 or 2"):
-        conv_bn_act(x, w, torch.zeros(8, device=DEVICE), stride=3)
+        impl.conv_bn_act(x, w, torch.zeros(8, device=DEVICE), stride=3)
     with pytest.raises(ValueError, match="out: expected"):
-        conv_bn_act(x, w, torch.zeros(8, device=DEVICE), out=torch.empty(1, 8, 4, 4, device=DEVICE))
+        impl.conv_bn_act(x, w, torch.zeros(8, device=DEVICE), out=torch.empty(1, 8, 4, 4, device=DEVICE))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n,c,h,w", [(1, 17, 33, 31), (3, 160, 7, 9)])
-def test_depthwise_conv_into_buffer_slot(n, c, h, w, dtype):
+def test_depthwise_conv_into_buffer_slot(impl, n, c, h, w, dtype):
     x64 = torch.randn(n, c, h, w, dtype=torch.float64, device=DEVICE)
     w64 = torch.randn(c, 1, 3, 3, dtype=torch.float64, device=DEVICE) / 3
     b64 = torch.randn(c, dtype=torch.float64, device=DEVICE)
     x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
     out_buf, out = buffer_slice(n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1, 0, 13, dtype)
-    depthwise_conv(x, pack_depthwise_weight(w64.to(dtype)), b64.to(dtype), 2, out=out)
+    impl.depthwise_conv(x, pack_depthwise_weight(w64.to(dtype)), b64.to(dtype), 2, out=out)
     assert not torch.isnan(out).any()
     assert_only_slice_written(out_buf, 0, c)
     exact = depthwise_conv_reference(x.double(), pack_depthwise_weight(w64.to(dtype).double()), b64.to(dtype).double())
@@ -118,29 +145,29 @@ def test_depthwise_conv_into_buffer_slot(n, c, h, w, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n,c,h,w", [(1, 17, 33, 31), (3, 160, 7, 9)])
-def test_max_pool_into_buffer_slot(n, c, h, w, dtype):
+def test_max_pool_into_buffer_slot(impl, n, c, h, w, dtype):
     x = torch.randn(n, c, h, w, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
     out_buf, out = buffer_slice(n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1, 0, 5, dtype)
-    max_pool(x, out=out)
+    impl.max_pool(x, out=out)
     assert_only_slice_written(out_buf, 0, c)
     assert torch.equal(out, max_pool_reference(x.float()).to(dtype))  # max is exact
 
 
-def test_max_pool_propagates_nan():
+def test_max_pool_propagates_nan(impl):
     x = torch.randn(1, 3, 9, 9, device=DEVICE)
     x[0, 1, 4, 4] = float("nan")
-    torch.testing.assert_close(max_pool(x), max_pool_reference(x), equal_nan=True)
+    torch.testing.assert_close(impl.max_pool(x), max_pool_reference(x), equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n,c_total,c_out,h,w", [(1, 194, 17, 33, 31), (3, 51, 160, 7, 9)])
-def test_aggregation_ese_partial_sums(n, c_total, c_out, h, w, dtype):
+def test_aggregation_ese_partial_sums(impl, n, c_total, c_out, h, w, dtype):
     x64 = torch.randn(n, c_total, h, w, dtype=torch.float64, device=DEVICE).abs()
     w64 = torch.randn(c_out, c_total, 1, 1, dtype=torch.float64, device=DEVICE) / c_total ** 0.5
     b64 = torch.randn(c_out, dtype=torch.float64, device=DEVICE)
     x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
     packed = pack_conv_weight(w64.to(dtype))
-    y, psum = aggregation_ese(x, packed, b64.to(dtype))
+    y, psum = impl.aggregation_ese(x, packed, b64.to(dtype))
     assert psum.dtype == torch.float32 and psum.shape[0] == n and psum.shape[2] == c_out
     exact_y, exact_sums = aggregation_ese_reference(x.double(), packed.double(), b64.to(dtype).double())
     eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64) \
@@ -148,17 +175,17 @@ def test_aggregation_ese_partial_sums(n, c_total, c_out, h, w, dtype):
     assert_close_to_reference(y, eager, exact_y, dtype)
     # The partial sums add the fp32 accumulators (before rounding y to dtype).
     assert relative_error(psum.sum(1), exact_sums) <= (1e-5 if dtype == torch.float32 else 1e-2)
-    y2, psum2 = aggregation_ese(x, packed, b64.to(dtype))
+    y2, psum2 = impl.aggregation_ese(x, packed, b64.to(dtype))
     assert torch.equal(y, y2) and torch.equal(psum, psum2), "not deterministic"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n,tiles,c", [(1, 3, 17), (3, 70, 160)])
-def test_ese_gate(n, tiles, c, dtype):
+def test_ese_gate(impl, n, tiles, c, dtype):
     psum = torch.randn(n, tiles, c, device=DEVICE) * 10
     weight = (torch.randn(c, c, device=DEVICE) / c ** 0.5).to(dtype)
     bias = torch.randn(c, device=DEVICE).to(dtype)
-    gate = ese_gate(psum, weight, bias, hw=tiles * 13)
+    gate = impl.ese_gate(psum, weight, bias, hw=tiles * 13)
     expected = ese_gate_reference(psum.double().sum(1), weight.double(), bias.double(), tiles * 13)
     assert gate.dtype == torch.float32
     assert relative_error(gate, expected) <= 1e-5  # fp32 math on dtype weights
@@ -166,15 +193,43 @@ def test_ese_gate(n, tiles, c, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("residual", [False, True])
-def test_scale_residual_into_slot(dtype, residual):
+def test_scale_residual_into_slot(impl, dtype, residual):
     n, c, h, w = 3, 160, 7, 9
     y = torch.randn(n, c, h, w, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
     gate = torch.rand(n, c, device=DEVICE)
     id_buf, identity = buffer_slice(n, c, h, w, 0, 17, dtype)
     identity.copy_(torch.randn(n, c, h, w))
     out_buf, out = buffer_slice(n, c, h, w, 0, 33, dtype)
-    scale_residual(y, gate, identity if residual else None, out=out)
+    impl.scale_residual(y, gate, identity if residual else None, out=out)
     assert_only_slice_written(out_buf, 0, c)
     exact = scale_residual_reference(y.double(), gate.double(), identity.double() if residual else None)
     eager = scale_residual_reference(y, gate, identity if residual else None) if dtype != torch.float32 else None
     assert_close_to_reference(out, eager, exact, dtype)
+
+
+@pytest.mark.parametrize("arch", [70, 75, 90], ids=lambda a: f"sm{a}")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_conv_paths_by_arch(arch, dtype):
+    """The CUDA conv picks SIMT or WMMA by arch (bf16 WMMA from sm_80, fp16 from sm_75): both paths
+    give the same answer within the low-precision tolerance, partial sums included."""
+    if DEVICE == "cuda":
+        pytest.skip("the arch override only exists for the emulator; the GPU runs its own arch")
+    x = torch.randn(2, 40, 11, 13).to(dtype).contiguous(memory_format=torch.channels_last)
+    w64 = torch.randn(70, 40, 1, 1, dtype=torch.float64) / 40 ** 0.5
+    b = torch.randn(70).to(dtype)
+    y, psum = cuda_ops.aggregation_ese(x, pack_conv_weight(w64.to(dtype)), b, arch=arch)
+    exact, sums = aggregation_ese_reference(x.double(), pack_conv_weight(w64.to(dtype).double()), b.double())
+    eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b)
+    assert_close_to_reference(y, eager, exact, dtype)
+    assert relative_error(psum.sum(1), sums) <= 1e-2
+    assert psum.shape[1] == -(-11 * 13 // cuda_ops.conv_tile_rows(dtype, x.device, arch)) == 3
+
+
+def test_cuda_ops_reject_mixed_devices():
+    x = torch.randn(1, 8, 8, 8)
+    w = pack_conv_weight(torch.randn(8, 8, 3, 3))
+    with pytest.raises(ValueError, match="expected 16 channels|one device|expected 8 channels"):
+        cuda_ops.conv_bn_act(torch.randn(1, 16, 8, 8), w, torch.zeros(8))
+    meta = torch.empty(8, device="meta")
+    with pytest.raises(ValueError, match="one device"):
+        cuda_ops.conv_bn_act(x, w, meta)

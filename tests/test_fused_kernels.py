@@ -1,4 +1,7 @@
-"""FusedPPHGNet(backend="triton") end to end against float64 eager (CPU: Triton's interpreter)."""
+"""FusedPPHGNet with our kernels (backend="triton" and "cuda") end to end against float64 eager.
+
+On the CPU: Triton's interpreter and the CUDA emulator; on a GPU (gpu_check.sh), for real.
+"""
 import copy
 
 import pytest
@@ -13,8 +16,13 @@ from helpers import float64_reference, randomize
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_against_eager(model, x, dtype, **options):
-    fused = hk.FusedPPHGNet(model.to(DEVICE), backend="triton", dtype=dtype, **options)
+@pytest.fixture(params=["triton", "cuda"])
+def backend(request):
+    return request.param
+
+
+def check_against_eager(model, x, dtype, backend, **options):
+    fused = hk.FusedPPHGNet(model.to(DEVICE), backend=backend, dtype=dtype, **options)
     x = x.to(DEVICE)
     with torch.no_grad():
         ref = float64_reference(model)
@@ -32,49 +40,50 @@ def check_against_eager(model, x, dtype, **options):
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 65, 97)])
-def test_tiny_fp32(shape):
-    check_against_eager(randomize(hk.PPHGNet("tiny"), seed=11), torch.randn(shape), torch.float32)
+def test_tiny_fp32(backend, shape):
+    check_against_eager(randomize(hk.PPHGNet("tiny"), seed=11), torch.randn(shape), torch.float32, backend)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_tiny_low_precision(dtype):
-    check_against_eager(randomize(hk.PPHGNet("tiny"), seed=12), torch.randn(1, 3, 64, 64), dtype)
+def test_tiny_low_precision(backend, dtype):
+    check_against_eager(randomize(hk.PPHGNet("tiny"), seed=12), torch.randn(1, 3, 64, 64), dtype, backend)
 
 
-def test_deterministic_bitwise():
-    fused = hk.FusedPPHGNet(randomize(hk.PPHGNet("tiny"), seed=13).to(DEVICE), backend="triton")
+def test_deterministic_bitwise(backend):
+    fused = hk.FusedPPHGNet(randomize(hk.PPHGNet("tiny"), seed=13).to(DEVICE), backend=backend)
     x = torch.randn(2, 3, 64, 64, device=DEVICE)
     assert torch.equal(fused(x), fused(x))
 
 
-def test_cuda_graph_needs_cuda():
+def test_cuda_graph_needs_cuda(backend):
     if DEVICE == "cuda":
         pytest.skip("this checks the CPU error; the GPU tests cover cuda_graph=True")
     with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
-        hk.FusedPPHGNet(hk.pphgnet_tiny(), backend="triton", cuda_graph=True)
+        hk.FusedPPHGNet(hk.pphgnet_tiny(), backend=backend, cuda_graph=True)
 
 
-def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-    reason = unavailable_reason("triton", torch.device("cpu"), torch.float32)
-    assert "need a CUDA GPU" in reason and "TRITON_INTERPRET=1" in reason
-    with pytest.raises(BackendUnavailable, match="TRITON_INTERPRET=1"):
-        hk.FusedPPHGNet(hk.pphgnet_tiny(), backend="triton")
+@pytest.mark.parametrize("backend,variable", [("triton", "TRITON_INTERPRET"), ("cuda", "HGNET_KERNELS_CUDA_EMULATE")])
+def test_cpu_without_interpreter_or_emulator_is_a_clear_error(monkeypatch, backend, variable):
+    monkeypatch.setenv(variable, "0")
+    reason = unavailable_reason(backend, torch.device("cpu"), torch.float32)
+    assert "need" in reason and "CUDA GPU" in reason and f"{variable}=1" in reason
+    with pytest.raises(BackendUnavailable, match=f"{variable}=1"):
+        hk.FusedPPHGNet(hk.pphgnet_tiny(), backend=backend)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("size", ["tiny", "small", "base"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_real_size_on_gpu(size, dtype):
-    check_against_eager(randomize(hk.PPHGNet(size), seed=14), torch.randn(8, 3, 224, 224), dtype)
+def test_real_size_on_gpu(backend, size, dtype):
+    check_against_eager(randomize(hk.PPHGNet(size), seed=14), torch.randn(8, 3, 224, 224), dtype, backend)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_cuda_graph_replay_matches_plain_launches(dtype):
+def test_cuda_graph_replay_matches_plain_launches(backend, dtype):
     model = randomize(hk.PPHGNet("tiny"), seed=15).cuda()
-    plain = hk.FusedPPHGNet(model, backend="triton", dtype=dtype)
-    graphed = hk.FusedPPHGNet(model, backend="triton", dtype=dtype, cuda_graph=True, max_graphs=2)
+    plain = hk.FusedPPHGNet(model, backend=backend, dtype=dtype)
+    graphed = hk.FusedPPHGNet(model, backend=backend, dtype=dtype, cuda_graph=True, max_graphs=2)
     for shape in [(1, 3, 224, 224), (4, 3, 224, 224), (1, 3, 256, 192), (1, 3, 224, 224)]:
         x = torch.randn(shape, device="cuda")
         assert torch.equal(graphed(x), plain(x))

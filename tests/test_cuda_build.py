@@ -1,0 +1,48 @@
+"""The CUDA C++ sources build with nvcc, without register spills, and as a torch extension.
+
+These need the CUDA toolkit (nvcc) and, for the extension, a CUDA build of torch; CI has both.
+The kernels' numerics are checked by tests/test_ops.py through the CPU emulator.
+"""
+import pytest
+import torch
+
+from hgnet_kernels import cuda_build, cuda_ext
+
+needs_nvcc = pytest.mark.skipif(cuda_build.find_nvcc() is None, reason="nvcc is not installed (CUDA toolkit)")
+
+
+@needs_nvcc
+def test_kernels_compile_for_sm90_without_spills():
+    report = cuda_build.ptxas_report("9.0")
+    kernels = cuda_build.spills(report)
+    # 3 dtypes × (2 SIMT variants + WMMA for fp16/bf16) conv kernels + 3 × (depthwise, pool, gate) + 6 scale
+    assert len(kernels) >= 8 + 9 + 6, sorted(kernels)
+    spilling = {k: v for k, v in kernels.items() if v != (0, 0)}
+    assert not spilling, f"kernels spill registers (stores, loads): {spilling}"
+
+
+@pytest.mark.skipif(cuda_build.can_build_extension() is not None,
+                    reason=f"cannot build a torch CUDA extension here: {cuda_build.can_build_extension()}")
+def test_torch_extension_builds_and_checks_arguments():
+    ext = cuda_ext.jit_build(archs="9.0")
+    assert ext.conv_tile_rows(1, 90) == 64  # fp16 on sm_90: the WMMA tile
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(RuntimeError, match="x must be a CUDA tensor"):
+        ext.conv_bn_act(x, torch.randn(3, 3, 3, 4), torch.randn(4), 1, True, torch.empty(1, 4, 8, 8), None, 90)
+
+
+def test_spill_parser_reads_ptxas_reports():
+    report = ("ptxas info    : Compiling entry function '_Z1kv' for 'sm_90'\n"
+              "    8 bytes stack frame, 12 bytes spill stores, 4 bytes spill loads\n"
+              "ptxas info    : Compiling entry function '_Z1jv' for 'sm_90'\n"
+              "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n")
+    assert cuda_build.spills(report) == {"_Z1kv": (12, 4), "_Z1jv": (0, 0)}
+
+
+def test_arch_flags_and_toolkit_root():
+    assert cuda_build.nvcc_arch_flags("8.0;9.0+PTX") == [
+        "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
+        "-gencode=arch=compute_90,code=compute_90"]
+    if cuda_build.find_nvcc():
+        import os
+        assert os.path.exists(os.path.join(cuda_build.cuda_home(), "bin", "nvcc"))
