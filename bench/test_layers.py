@@ -5,7 +5,7 @@
 Each distinct conv of the model at 224×224 (stem, 3×3 layers, aggregation 1×1 + ESE sums,
 depthwise LDS) runs through every implementation available on the device, on the same folded
 weights: ``pytorch`` (F.conv2d + ReLU: cuDNN / oneDNN), ``torch_backend`` (our torch backend's
-conv: oneDNN with packed weights and fused ReLU on the CPU) and, on a GPU, ``triton``. Every
+conv: oneDNN with packed weights on the CPU) and, on a GPU, ``triton``. Every
 result is checked against float64 first. ``extra_info`` holds GFLOP/s, GB/s and, on a GPU whose
 peaks are known (``hgnet_kernels/configs/devices.json``), the fraction of the roofline; on a GPU
 the time also comes from ``triton.testing.do_bench`` (median, CUDA events).

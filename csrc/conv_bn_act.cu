@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
       float v = 0.f;
       if (m < hw_out && co < c_out) {
         v = acc[i][j] + to_float(bias[co]);
-        if (relu) v = fmaxf(v, 0.f);
+        if (relu && v < 0.f) v = 0.f;  // not fmaxf: NaN must propagate as in torch.relu
         yp[offset(y, n, co, m / y.w, m % y.w)] = from_float<T>(v);
       }
       Cs[row][col] = v;
@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const 
     float v = 0.f;
     if (m < hw_out && co < c_out) {
       v = Cs[row][col] + to_float(bias[co]);
-      if (relu) v = fmaxf(v, 0.f);
+      if (relu && v < 0.f) v = 0.f;  // not fmaxf: NaN must propagate as in torch.relu
       yp[offset(y, n, co, m / y.w, m % y.w)] = from_float<T>(v);
     }
     Cs[row][col] = v;

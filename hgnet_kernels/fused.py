@@ -70,6 +70,19 @@ class FusedPPHGNet(nn.Module):
         self._build_backend()
         # Backends cache derived weights (packed layouts, casts): rebuild them after a load.
         self.register_load_state_dict_post_hook(lambda module, _keys: module._build_backend())
+        from . import library
+        self._model_id = library.register_model(self)
+
+    def __getstate__(self):  # backends hold derived, device-specific state: rebuilt, not copied
+        state = self.__dict__.copy()
+        state["_backend"] = None
+        return state
+
+    def __setstate__(self, state):  # copies and unpickled modules get their own op registration
+        super().__setstate__(state)
+        from . import library
+        self._model_id = library.register_model(self)
+        self._build_backend()
 
     @property
     def device(self) -> torch.device:
@@ -117,14 +130,26 @@ class FusedPPHGNet(nn.Module):
                              f"{MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {x.shape[2]}×{x.shape[3]}")
         return x.to(self.dtype)
 
-    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = self.check_input(x)
+    def _features_impl(self, x: torch.Tensor) -> List[torch.Tensor]:
         with torch.no_grad():
             return self._backend.forward_features(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.check_input(x)
+    def _logits_impl(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            if x.shape[0] == 0:
-                return torch.empty(0, self.num_classes, dtype=self.dtype, device=self.device)
             return self._backend.logits(x)
+
+    # Both go through torch.library custom ops (hgnet_kernels.library), so torch.compile sees one
+    # opaque op with known output shapes and never breaks its graph inside our kernels.
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.check_input(x).detach()
+        if x.shape[0] == 0:
+            from .library import feature_shapes
+            return [torch.empty(s, dtype=self.dtype, device=self.device, memory_format=torch.channels_last)
+                    for s in feature_shapes(0, x.shape[2], x.shape[3], self.config)]
+        return torch.ops.hgnet_kernels.pphgnet_features(x, self._model_id)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.check_input(x).detach()
+        if x.shape[0] == 0:
+            return torch.empty(0, self.num_classes, dtype=self.dtype, device=self.device)
+        return torch.ops.hgnet_kernels.pphgnet_logits(x, self._model_id)

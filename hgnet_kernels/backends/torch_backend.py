@@ -1,8 +1,10 @@
 """The ``"torch"`` backend: PyTorch ops on the folded weights, NHWC (channels_last) end to end.
 
 On the CPU in fp32 the convolutions call oneDNN directly with weights packed once into its
-blocked layout and ReLU fused into the conv (``mkldnn._convolution_pointwise``, the op inductor's
-CPU freezing path uses); elsewhere ``F.conv2d`` (cuDNN on GPU) with bias, then an in-place ReLU.
+blocked layout (``mkldnn._convolution_pointwise``, the op inductor's CPU freezing path uses);
+elsewhere ``F.conv2d`` (cuDNN on GPU). ReLU is an in-place pass after the conv, not oneDNN's fused
+ReLU post-op: that one maps NaN to 0, and a NaN must reach the output as it does in eager (the
+separate pass cost 2 % on tiny, batch 1, on the 2-core CI machine).
 oneDNN and cuDNN cannot write into a channel slice of a larger tensor, so this backend builds each
 HG-Block's concat with one ``torch.cat``; the Triton and CUDA backends write the slices in place.
 """
@@ -50,10 +52,11 @@ class TorchBackend:
 
     def conv(self, conv: FoldedConv, x: torch.Tensor) -> torch.Tensor:
         if self.use_onednn:
-            return torch.ops.mkldnn._convolution_pointwise(
+            y = torch.ops.mkldnn._convolution_pointwise(
                 x, self._packed_weight(conv, x), conv.bias, [conv.padding] * 2, [conv.stride] * 2,
-                [1, 1], conv.groups, "relu" if conv.relu else "none", [], "")
-        y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, 1, conv.groups)
+                [1, 1], conv.groups, "none", [], "")
+        else:
+            y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, 1, conv.groups)
         return y.relu_() if conv.relu else y
 
     def block(self, block: FoldedBlock, x: torch.Tensor) -> torch.Tensor:

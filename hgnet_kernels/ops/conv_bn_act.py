@@ -78,7 +78,7 @@ def conv_bn_act_kernel(
                 acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
     acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:
-        acc = tl.maximum(acc, 0.0)
+        acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)  # NaN stays NaN, as in torch.relu
     y_off = (n64 * syn + oh.to(tl.int64)[:, None] * syh + ow.to(tl.int64)[:, None] * syw
              + offs_co.to(tl.int64)[None, :] * syc)
     tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=m_ok[:, None] & co_ok[None, :])

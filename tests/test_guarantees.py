@@ -1,0 +1,249 @@
+"""Runtime guarantees and ecosystem fit (README: "Guarantees and limits"), for every backend that
+runs here: torch for real, triton through Triton's interpreter, cuda through the CPU emulator."""
+import copy
+import gc
+import os
+import threading
+
+import pytest
+import torch
+
+import hgnet_kernels as hk
+from hgnet_kernels import library
+from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
+from hgnet_kernels.ops.checks import pack_conv_weight, pack_depthwise_weight
+
+from helpers import float64_reference, randomize
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BACKENDS = ["torch", "triton", "cuda"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomize(hk.PPHGNet("tiny"), seed=21).to(DEVICE)
+
+
+@pytest.fixture(params=BACKENDS)
+def fused(request, model):
+    return hk.FusedPPHGNet(model, backend=request.param)
+
+
+# ---- numbers at the edges --------------------------------------------------------------------
+
+def test_nan_and_inf_propagate_like_eager(fused, model):
+    x = torch.randn(2, 3, 40, 36, device=DEVICE)
+    x[0, 1, 7, 9] = float("nan")
+    x[1, 0, 20, 3] = float("inf")
+    with torch.no_grad():
+        expected = model(x)
+    got = fused(x)
+    assert torch.equal(torch.isfinite(got), torch.isfinite(expected))
+    assert not torch.isfinite(got).any()  # one bad pixel reaches every logit through the ESE means
+
+
+def test_near_zero_variance_and_huge_gamma_fold_safely():
+    model = randomize(hk.PPHGNet("tiny"), seed=22)
+    with torch.no_grad():
+        bn = model.stages[0].blocks[0].layers[1].bn
+        bn.running_var[:8] = 0.0           # only eps keeps the scale finite
+        bn.weight[8:16] = 1e4               # a scale of ~1e4 / sqrt(var + eps)
+        bn.running_var[8:16] = 1e-6
+    fused = hk.FusedPPHGNet(model, backend="torch")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = float64_reference(model)(x.double())
+    assert torch.isfinite(fused.net.stages[0].blocks[0].layers[1].weight).all()
+    assert relative_error(fused(x), expected) <= FP32_REL_TOL
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp16_overflow_is_inf_like_eager(backend, model):
+    """fp16 tops out at 65504: inputs scaled past it overflow to inf/NaN, as eager fp16 does (we do
+    not clamp or rescale silently). Documented in the README."""
+    x = torch.randn(1, 3, 32, 32, device=DEVICE) * 1e5
+    fused = hk.FusedPPHGNet(model, backend=backend, dtype=torch.float16)
+    assert not torch.isfinite(fused(x)).all()
+    x = torch.randn(1, 3, 32, 32, device=DEVICE)
+    assert torch.isfinite(fused(x)).all()
+
+
+def test_noncontiguous_inputs_on_every_backend(fused, model):
+    base = torch.randn(2, 3, 44, 38, device=DEVICE)
+    ref = float64_reference(model)
+    for x in (base.transpose(2, 3), base[:, [2, 0, 1], 3:40, 1:37], base[:1].expand(2, -1, -1, -1),
+              base.contiguous(memory_format=torch.channels_last)):
+        with torch.no_grad():
+            assert relative_error(fused(x), ref(x.double())) <= FP32_REL_TOL
+
+
+def test_empty_batch_like_eager(fused, model):
+    x = torch.randn(0, 3, 64, 48, device=DEVICE)
+    with torch.no_grad():
+        expected = model.forward_features(x)
+    assert fused(x).shape == (0, 1000)
+    assert [f.shape for f in fused.forward_features(x)] == [f.shape for f in expected]
+
+
+# ---- runtime guarantees ----------------------------------------------------------------------
+
+def test_bitwise_deterministic(fused):
+    batch = 32 if fused.backend == "torch" or DEVICE == "cuda" else 3  # interpreters are slow
+    x = torch.randn(batch, 3, 32, 32, device=DEVICE)
+    first = fused(x)
+    assert torch.equal(first, fused(x))
+    assert torch.equal(first, fused(x.clone()))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_no_memory_growth_over_1000_calls_torch_backend(model):
+    fused = hk.FusedPPHGNet(model.cpu(), backend="torch")
+    x = torch.randn(1, 3, 32, 32)
+    for _ in range(50):
+        fused(x)
+    gc.collect()
+    before = _rss_bytes()
+    for _ in range(1000):
+        fused(x)
+    gc.collect()
+    growth = _rss_bytes() - before
+    assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 1000 calls"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_no_gpu_memory_growth_over_1000_calls(backend, cuda_graph, model):
+    fused = hk.FusedPPHGNet(model, backend=backend, cuda_graph=cuda_graph)
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    for _ in range(20):
+        fused(x)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    for _ in range(1000):
+        fused(x)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() - before <= 2**20
+
+
+def test_two_threads_share_one_model(model):
+    fused = hk.FusedPPHGNet(model.cpu() if DEVICE == "cpu" else model, backend="torch")
+    inputs = [torch.randn(2, 3, 48, 48, device=DEVICE) for _ in range(2)]
+    expected = [fused(x) for x in inputs]
+    errors = []
+
+    def work(i):
+        for _ in range(25):
+            if not torch.equal(fused(inputs[i]), expected[i]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_two_threads_share_one_graphed_model_on_gpu(backend, model):
+    fused = hk.FusedPPHGNet(model, backend=backend, cuda_graph=True)
+    inputs = [torch.randn(2, 3, 224, 224, device="cuda") for _ in range(2)]
+    expected = [fused(x) for x in inputs]
+    errors = []
+
+    def work(i):
+        for _ in range(50):
+            if not torch.equal(fused(inputs[i]), expected[i]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_state_dict_round_trip_and_dtype_move(fused, model):
+    x = torch.randn(1, 3, 32, 32, device=DEVICE)
+    other = hk.FusedPPHGNet(randomize(hk.PPHGNet("tiny"), seed=99).to(DEVICE), backend=fused.backend)
+    other.load_state_dict(fused.state_dict())
+    assert torch.equal(other(x), fused(x))
+    moved = copy.deepcopy(fused).to(torch.bfloat16)
+    assert moved.dtype == torch.bfloat16 and moved(x).dtype == torch.bfloat16
+    with torch.no_grad():
+        exact = float64_reference(model)(x.double())
+        eager_err = relative_error(copy.deepcopy(model).to(torch.bfloat16)(x.bfloat16()), exact)
+    assert relative_error(moved(x), exact) <= tolerance(torch.bfloat16, eager_err)
+    assert torch.equal(fused(x), other(x))  # the original is untouched by the copy's move
+
+
+def test_library_logs_instead_of_printing(capsys, model):
+    fused = hk.FusedPPHGNet(model, backend="torch")
+    fused(torch.randn(1, 3, 32, 32, device=DEVICE))
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+# ---- torch.library and torch.compile -----------------------------------------------------------
+
+def _op_samples(dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+
+    def t(*shape):
+        return torch.randn(*shape, generator=g).to(DEVICE, dtype)
+    x = t(2, 17, 9, 11).contiguous(memory_format=torch.channels_last)
+    w3 = pack_conv_weight(t(24, 17, 3, 3) / 10)
+    w1 = pack_conv_weight(t(24, 17, 1, 1) / 4)
+    dw = pack_depthwise_weight(t(17, 1, 3, 3) / 3)
+    y = t(2, 24, 9, 11).contiguous(memory_format=torch.channels_last)
+    gate = torch.rand(2, 24, generator=g).to(DEVICE)
+    psum = torch.randn(2, 3, 24, generator=g).to(DEVICE)
+    return [
+        (torch.ops.hgnet_kernels.conv_bn_act, (x, w3, t(24), 2, True)),
+        (torch.ops.hgnet_kernels.aggregation_ese, (x, w1, t(24))),
+        (torch.ops.hgnet_kernels.depthwise_conv, (x, dw, t(17), 2)),
+        (torch.ops.hgnet_kernels.max_pool, (x,)),
+        (torch.ops.hgnet_kernels.ese_gate, (psum, t(24, 24), t(24), 99)),
+        (torch.ops.hgnet_kernels.scale_residual, (y, gate, y.clone())),
+        (torch.ops.hgnet_kernels.scale_residual, (y, gate, None)),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_opcheck_every_kernel_op(backend):
+    for op, args in _op_samples():
+        torch.library.opcheck(op, (*args, backend))
+
+
+def test_opcheck_network_ops(model):
+    fused = hk.FusedPPHGNet(model, backend="torch")
+    x = torch.randn(2, 3, 40, 36, device=DEVICE)
+    torch.library.opcheck(torch.ops.hgnet_kernels.pphgnet_logits, (x, fused._model_id))
+    torch.library.opcheck(torch.ops.hgnet_kernels.pphgnet_features, (x, fused._model_id))
+
+
+def test_torch_compile_pipeline_without_graph_breaks(model):
+    fused = hk.FusedPPHGNet(model, backend="torch")
+    mean = torch.tensor([0.485, 0.456, 0.406], device=DEVICE).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=DEVICE).view(1, 3, 1, 1)
+
+    def pipeline(images):
+        return fused((images - mean) / std).softmax(-1)
+
+    compiled = torch.compile(pipeline, fullgraph=True)  # fullgraph: any graph break is an error
+    images = torch.rand(2, 3, 64, 64, device=DEVICE)
+    torch.testing.assert_close(compiled(images), pipeline(images))
+
+
+def test_feature_shapes_match_the_model():
+    cfg = hk.CONFIGS["small"]
+    with torch.no_grad():
+        feats = hk.PPHGNet("small").forward_features(torch.randn(1, 3, 97, 65))
+    assert library.feature_shapes(1, 97, 65, cfg) == [tuple(f.shape) for f in feats]
