@@ -5,9 +5,9 @@
 #     bash bench/gpu_check.sh            # results into $OUT when set, else bench/results/
 #
 # Steps, each under its own time limit so the whole stays under 8 minutes on an H100 (sizing in
-# bench/README.md): machine facts, GPU-marked tests, a short Triton tuning pass, layer
-# microbenchmarks, and the end-to-end benchmark (tiny/small/base, batch 1 and 256, fp16 and fp32),
-# whose table is printed last.
+# bench/README.md): machine facts, the CUDA extension's JIT build for sm_90, GPU-marked tests, a
+# short Triton tuning pass, layer microbenchmarks, and the end-to-end benchmark (tiny/small/base,
+# batch 1 and 256, fp16 and fp32), whose table is printed last.
 #
 # HGNET_GPU_CHECK_DRY_RUN=1 runs the same steps on a machine without a GPU, shrunk to seconds
 # (tiny model, 64×64, fp32), to check the script, its arguments and its output files.
@@ -40,17 +40,19 @@ if [ "$DRY" = 1 ]; then
   step "end-to-end bench" 300 python -m hgnet_kernels bench --models tiny --batches 1 --size 64 \
     --no-compile --rounds 2 --iters 1 --out "$OUT_DIR" --tag "$TAG"
 else
-  export HGNET_TEST_GPU=1  # conftest.py: real Triton, not the interpreter
+  export HGNET_TEST_GPU=1  # conftest.py: real Triton and CUDA, not the interpreter / emulator
+  export HGNET_KERNELS_CUDA_ARCHS=${HGNET_KERNELS_CUDA_ARCHS:-9.0}
   TAG="gpu-$(python -c 'import torch; print(torch.cuda.get_device_name().split()[1].lower())' 2>/dev/null || echo unknown)-$STAMP"
-  step "machine" 30 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; \
+  step "machine" 20 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; \
     python -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__)'"
-  step "gpu tests" 150 bash -c "python -m pytest -q -m gpu tests 2>&1 | tee '$OUT_DIR/tests-$TAG.log'"
-  step "triton tuning" 75 python bench/tune_triton.py --models tiny --dtypes float16 --budget 50 \
+  step "cuda extension (JIT)" 90 python -c "from hgnet_kernels import cuda_ext; print(cuda_ext.jit_build(verbose=True))"
+  step "gpu tests" 120 bash -c "python -m pytest -q -m gpu tests 2>&1 | tee '$OUT_DIR/tests-$TAG.log'"
+  step "triton tuning" 50 python bench/tune_triton.py --models tiny --dtypes float16 --budget 35 \
     --out "$OUT_DIR/triton_$(python -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"sm{m}{n}")').json"
-  step "layer microbench" 75 python -m pytest -q bench/test_layers.py --benchmark-enable --layers-dtype float16 \
+  step "layer microbench" 50 python -m pytest -q bench/test_layers.py --benchmark-enable --layers-dtype float16 \
     --benchmark-max-time=0.02 --benchmark-min-rounds=3 --benchmark-json="$OUT_DIR/layers-$TAG.json"
-  step "end-to-end bench" 210 python -m hgnet_kernels bench --models tiny small base --batches 1 256 \
-    --dtypes float16 float32 --compile-modes default reduce-overhead --compile-budget 100 \
+  step "end-to-end bench" 150 python -m hgnet_kernels bench --models tiny small base --batches 1 256 \
+    --dtypes float16 float32 --compile-modes default reduce-overhead --compile-budget 60 \
     --rounds 3 --iters 3 --out "$OUT_DIR" --tag "$TAG"
 fi
 echo "== steps"

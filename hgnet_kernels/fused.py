@@ -1,7 +1,8 @@
 """``FusedPPHGNet``: an inference-only PP-HGNet with BN folded and fused kernels behind it."""
 from __future__ import annotations
 
-from typing import List, Optional, Union
+import logging
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
@@ -10,6 +11,7 @@ from .backends import backend_class, resolve_backend
 from .folding import FoldedNet, fold_model
 from .models.pphgnet import MIN_INPUT_SIZE, PPHGNet
 
+log = logging.getLogger(__name__)
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -94,6 +96,8 @@ class FusedPPHGNet(nn.Module):
 
     def _build_backend(self) -> None:
         name = resolve_backend(self.requested_backend, self.device, self.dtype)
+        log.debug("FusedPPHGNet(%s): backend %r (asked %r) on %s, %s", self.config.name, name,
+                  self.requested_backend, self.device, self.dtype)
         self._backend = backend_class(name)(self.net, dtype=self.dtype, device=self.device, **self.options)
 
     def _apply(self, fn, *args, **kwargs):

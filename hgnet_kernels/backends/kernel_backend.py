@@ -14,6 +14,7 @@ On CUDA, ``cuda_graph=True`` captures one graph per input shape, strides and dty
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import List, Optional
@@ -22,6 +23,8 @@ import torch
 
 from ..folding import FoldedBlock, FoldedConv, FoldedNet
 from .torch_backend import head
+
+log = logging.getLogger(__name__)
 
 
 class KernelBackend:
@@ -123,6 +126,8 @@ class KernelBackend:
             return [t.clone() for t in static_out]
 
     def _capture(self, x: torch.Tensor):
+        log.info("%s backend: capturing a CUDA graph for input %s %s (%d cached)", self.name, tuple(x.shape),
+                 x.dtype, len(self._graphs))
         static_in = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
         static_in.copy_(x)
         side = torch.cuda.Stream(device=x.device)
