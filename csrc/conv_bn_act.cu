@@ -27,6 +27,18 @@ __device__ __forceinline__ void tile_column_sums(const float* tile, int ld, int 
   }
 }
 
+// bias + optional ReLU (NaN kept, as torch.relu), stored when (m, co) is inside the output;
+// returns the activated value (0 outside) for the partial sums.
+template <typename T>
+__device__ __forceinline__ float bias_act_store(float acc, const View4& y, const T* bias, int64_t n, int64_t m,
+                                                int64_t co, bool relu) {
+  if (m >= y.h * y.w || co >= y.c) return 0.f;
+  float v = acc + to_float(bias[co]);
+  if (relu && v < 0.f) v = 0.f;  // not fmaxf: NaN must propagate as in torch.relu
+  static_cast<T*>(y.data)[offset(y, n, co, m / y.w, m % y.w)] = from_float<T>(v);
+  return v;
+}
+
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const T* __restrict__ w,
                                                         const T* __restrict__ bias, float* psum, int kernel,
@@ -93,22 +105,9 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
       }
     }
   }
-  T* yp = static_cast<T*>(y.data);
-  for (int i = 0; i < 4; ++i) {
-    const int row = ty * 4 + i;
-    const int64_t m = m0 + row;
-    for (int j = 0; j < 4; ++j) {
-      const int col = tx * 4 + j;
-      const int64_t co = co0 + col;
-      float v = 0.f;
-      if (m < hw_out && co < c_out) {
-        v = acc[i][j] + to_float(bias[co]);
-        if (relu && v < 0.f) v = 0.f;  // not fmaxf: NaN must propagate as in torch.relu
-        yp[offset(y, n, co, m / y.w, m % y.w)] = from_float<T>(v);
-      }
-      Cs[row][col] = v;
-    }
-  }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j)
+      Cs[ty * 4 + i][tx * 4 + j] = bias_act_store(acc[i][j], y, bias, n, m0 + ty * 4 + i, co0 + tx * 4 + j, relu);
   if (psum != nullptr) {
     __syncthreads();
     const int rows_valid = static_cast<int>(hw_out - m0 < kSimtBM ? hw_out - m0 : kSimtBM);
@@ -186,17 +185,9 @@ __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const 
       wmma::store_matrix_sync(&Cs[warp_m * 32 + i * 16][warp_n * 32 + j * 16], acc[i][j], kMmaBN + 4,
                               wmma::mem_row_major);
   __syncthreads();
-  T* yp = static_cast<T*>(y.data);
   for (int e = tid; e < kMmaBM * kMmaBN; e += kMmaThreads) {
     const int row = e / kMmaBN, col = e % kMmaBN;
-    const int64_t m = m0 + row, co = co0 + col;
-    float v = 0.f;
-    if (m < hw_out && co < c_out) {
-      v = Cs[row][col] + to_float(bias[co]);
-      if (relu && v < 0.f) v = 0.f;  // not fmaxf: NaN must propagate as in torch.relu
-      yp[offset(y, n, co, m / y.w, m % y.w)] = from_float<T>(v);
-    }
-    Cs[row][col] = v;
+    Cs[row][col] = bias_act_store(Cs[row][col], y, bias, n, m0 + row, co0 + col, relu);
   }
   if (psum != nullptr) {
     __syncthreads();

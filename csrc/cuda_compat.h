@@ -40,6 +40,15 @@ __device__ __forceinline__ int64_t offset(const View4& v, int64_t n, int64_t c, 
   return n * v.sn + c * v.sc + h * v.sh + w * v.sw;
 }
 
+// Element i of an (N, C, H, W) tensor enumerated channels fastest (coalesced in NHWC).
+struct NhwcIndex {
+  int64_t n, c, h, w;
+};
+__device__ __forceinline__ NhwcIndex nhwc_index(int64_t i, const View4& v) {
+  const int64_t p = i / v.c;
+  return NhwcIndex{p / (v.w * v.h), i % v.c, (p / v.w) % v.h, p % v.w};
+}
+
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Calls f.template operator()<T>() with T the C++ type of dtype.

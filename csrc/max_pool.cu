@@ -11,9 +11,8 @@ __global__ void __launch_bounds__(256) max_pool_kernel(View4 x, View4 y) {
   const int64_t total = y.n * y.h * y.w * y.c;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
-  const int64_t c = i % y.c;
-  const int64_t p = i / y.c;
-  const int64_t ow = p % y.w, oh = (p / y.w) % y.h, n = p / (y.w * y.h);
+  const NhwcIndex o = nhwc_index(i, y);
+  const int64_t n = o.n, c = o.c, oh = o.h, ow = o.w;
   const T* xp = static_cast<const T*>(x.data);
   float best = -INFINITY;
   for (int kh = 0; kh < 3; ++kh) {

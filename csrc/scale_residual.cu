@@ -11,9 +11,8 @@ __global__ void __launch_bounds__(256) scale_residual_kernel(View4 y, const floa
   const int64_t total = y.n * y.h * y.w * y.c;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
-  const int64_t c = i % y.c;
-  const int64_t p = i / y.c;
-  const int64_t w = p % y.w, h = (p / y.w) % y.h, n = p / (y.w * y.h);
+  const NhwcIndex o = nhwc_index(i, y);
+  const int64_t n = o.n, c = o.c, h = o.h, w = o.w;
   float v = to_float(static_cast<const T*>(y.data)[offset(y, n, c, h, w)]) * gate[n * y.c + c];
   if (RESIDUAL) v += to_float(static_cast<const T*>(identity.data)[offset(identity, n, c, h, w)]);
   static_cast<T*>(out.data)[offset(out, n, c, h, w)] = from_float<T>(v);

@@ -130,14 +130,14 @@ def test_no_gpu_memory_growth_over_1000_calls(backend, cuda_graph, model):
     assert torch.cuda.memory_allocated() - before <= 2**20
 
 
-def test_two_threads_share_one_model(model):
-    fused = hk.FusedPPHGNet(model.cpu() if DEVICE == "cpu" else model, backend="torch")
-    inputs = [torch.randn(2, 3, 48, 48, device=DEVICE) for _ in range(2)]
+def assert_two_threads_agree(fused, inputs, calls):
+    """Two threads call ``fused`` on their own input ``calls`` times; every result must equal the
+    single-threaded one."""
     expected = [fused(x) for x in inputs]
     errors = []
 
     def work(i):
-        for _ in range(25):
+        for _ in range(calls):
             if not torch.equal(fused(inputs[i]), expected[i]):
                 errors.append(i)
 
@@ -147,27 +147,18 @@ def test_two_threads_share_one_model(model):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_two_threads_share_one_model(model):
+    fused = hk.FusedPPHGNet(model, backend="torch")
+    assert_two_threads_agree(fused, [torch.randn(2, 3, 48, 48, device=DEVICE) for _ in range(2)], 25)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 def test_two_threads_share_one_graphed_model_on_gpu(backend, model):
     fused = hk.FusedPPHGNet(model, backend=backend, cuda_graph=True)
-    inputs = [torch.randn(2, 3, 224, 224, device="cuda") for _ in range(2)]
-    expected = [fused(x) for x in inputs]
-    errors = []
-
-    def work(i):
-        for _ in range(50):
-            if not torch.equal(fused(inputs[i]), expected[i]):
-                errors.append(i)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert_two_threads_agree(fused, [torch.randn(2, 3, 224, 224, device="cuda") for _ in range(2)], 50)
 
 
 def test_state_dict_round_trip_and_dtype_move(fused, model):

@@ -47,3 +47,14 @@ def cast_for_store(x, dst_ptr, ROUND_BF16: tl.constexpr):
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         x = bits.to(tl.float32, bitcast=True)
     return x.to(dst_ptr.dtype.element_ty)
+
+
+@triton.jit
+def pixel_channel_tile(tiles_hw, Ho, Wo, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's tile of an (N, C, Ho, Wo) output, grid (N · tiles_hw, C tiles): the image,
+    the rows and columns of its BLOCK_P pixels and its BLOCK_C channels (all int64), and masks."""
+    pid = tl.program_id(0)
+    offs_p = (pid % tiles_hw) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return ((pid // tiles_hw).to(tl.int64), (offs_p // Wo).to(tl.int64), (offs_p % Wo).to(tl.int64),
+            offs_c.to(tl.int64), offs_p < Ho * Wo, offs_c < C)

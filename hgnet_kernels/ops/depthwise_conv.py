@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import cast_for_store, check_same_device, interpreting, round_bf16_by_hand
+from ._common import cast_for_store, check_same_device, interpreting, pixel_channel_tile, round_bf16_by_hand
 from .checks import pack_depthwise_weight, prepare_depthwise  # noqa: F401
 
 
@@ -29,28 +29,19 @@ def depthwise_conv_kernel(
     syn, syc, syh, syw,
     STRIDE: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = pid // tiles_hw
-    offs_p = (pid % tiles_hw) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p_ok = offs_p < Ho * Wo
-    c_ok = offs_c < C
-    oh = offs_p // Wo
-    ow = offs_p % Wo
-    n64 = n.to(tl.int64)
-    c64 = offs_c.to(tl.int64)
+    n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(tiles_hw, Ho, Wo, C, BLOCK_P, BLOCK_C)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for kh in tl.static_range(3):
         ih = oh * STRIDE - 1 + kh
         for kw in tl.static_range(3):
             iw = ow * STRIDE - 1 + kw
             ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x = tl.load(x_ptr + n64 * sxn + (ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None]
-                        + c64[None, :] * sxc, mask=ok[:, None] & c_ok[None, :], other=0.0)
-            wt = tl.load(w_ptr + (kh * 3 + kw) * C + offs_c, mask=c_ok, other=0.0)
+            x = tl.load(x_ptr + n64 * sxn + (ih * sxh + iw * sxw)[:, None] + c64[None, :] * sxc,
+                        mask=ok[:, None] & c_ok[None, :], other=0.0)
+            wt = tl.load(w_ptr + (kh * 3 + kw) * C + c64, mask=c_ok, other=0.0)
             acc += x.to(tl.float32) * wt.to(tl.float32)[None, :]
-    acc += tl.load(b_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-    y_off = n64 * syn + (oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
+    acc += tl.load(b_ptr + c64, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    y_off = n64 * syn + (oh * syh + ow * syw)[:, None] + c64[None, :] * syc
     tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=p_ok[:, None] & c_ok[None, :])
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._common import check_same_device, interpreting
+from ._common import check_same_device, interpreting, pixel_channel_tile
 from .checks import prepare_max_pool
 
 
@@ -24,28 +24,19 @@ def max_pool_kernel(
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = pid // tiles_hw
-    offs_p = (pid % tiles_hw) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p_ok = offs_p < Ho * Wo
-    c_ok = offs_c < C
-    oh = offs_p // Wo
-    ow = offs_p % Wo
-    n64 = n.to(tl.int64)
-    c64 = offs_c.to(tl.int64)
+    n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(tiles_hw, Ho, Wo, C, BLOCK_P, BLOCK_C)
     best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
     for kh in tl.static_range(3):
         ih = oh * 2 - 1 + kh
         for kw in tl.static_range(3):
             iw = ow * 2 - 1 + kw
             ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x = tl.load(x_ptr + n64 * sxn + (ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None]
-                        + c64[None, :] * sxc, mask=ok[:, None] & c_ok[None, :], other=float("-inf"))
+            x = tl.load(x_ptr + n64 * sxn + (ih * sxh + iw * sxw)[:, None] + c64[None, :] * sxc,
+                        mask=ok[:, None] & c_ok[None, :], other=float("-inf"))
             x = x.to(tl.float32)
             # NaN wins and then stays: NaN > v and v > NaN are both false.
             best = tl.where((x > best) | (x != x), x, best)
-    y_off = n64 * syn + (oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
+    y_off = n64 * syn + (oh * syh + ow * syw)[:, None] + c64[None, :] * syc
     tl.store(y_ptr + y_off, best.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import cast_for_store, check_same_device, interpreting, round_bf16_by_hand
+from ._common import cast_for_store, check_same_device, interpreting, pixel_channel_tile, round_bf16_by_hand
 from .checks import prepare_scale_residual
 
 
@@ -27,19 +27,10 @@ def scale_residual_kernel(
     son, soc, soh, sow,
     RESIDUAL: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n = pid // tiles_hw
-    offs_p = (pid % tiles_hw) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p_ok = offs_p < H * W
-    c_ok = offs_c < C
+    n64, h, w, c64, p_ok, c_ok = pixel_channel_tile(tiles_hw, H, W, C, BLOCK_P, BLOCK_C)
     mask = p_ok[:, None] & c_ok[None, :]
-    h = (offs_p // W).to(tl.int64)
-    w = (offs_p % W).to(tl.int64)
-    n64 = n.to(tl.int64)
-    c64 = offs_c.to(tl.int64)
     y = tl.load(y_ptr + n64 * syn + (h * syh + w * syw)[:, None] + c64[None, :] * syc, mask=mask, other=0.0)
-    g = tl.load(gate_ptr + n64 * C + offs_c, mask=c_ok, other=0.0)
+    g = tl.load(gate_ptr + n64 * C + c64, mask=c_ok, other=0.0)
     out = y.to(tl.float32) * g[None, :]
     if RESIDUAL:
         ident = tl.load(id_ptr + n64 * sin + (h * sih + w * siw)[:, None] + c64[None, :] * sic,
