@@ -98,6 +98,25 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def _time_round(fn, inputs, iters: int, device: torch.device) -> float:
+    """Mean ms per call over ``iters`` calls, rotating ``inputs``: CUDA events on a GPU (after a
+    synchronise, so no earlier work is counted), perf_counter on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for i in range(iters):
+            fn(inputs[i % len(inputs)])
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / iters
+    start_s = time.perf_counter()
+    for i in range(iters):
+        fn(inputs[i % len(inputs)])
+    return (time.perf_counter() - start_s) * 1e3 / iters
+
+
 def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, args, progress=None) -> List[Row]:
     dtype = DTYPES[dtype_name]
     torch.manual_seed(0)
@@ -134,21 +153,14 @@ def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, arg
             row.tolerance = tolerance(dtype, eager_err)
             row.correct = row.rel_err <= row.tolerance
     live = {n: f for n, f in methods.items() if rows[n].rel_err is not None}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    inputs = [x.to(dtype) for x in inputs]
     with torch.no_grad():
         for r in range(args.rounds):
             for name, fn in live.items():
+                rows[name].round_ms.append(_time_round(fn, inputs, args.iters, device))
                 if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                _sync(device)
-                start = time.perf_counter()
-                for i in range(args.iters):
-                    fn(inputs[i % len(inputs)].to(dtype))
-                _sync(device)
-                rows[name].round_ms.append((time.perf_counter() - start) * 1e3 / args.iters)
-                if device.type == "cuda":
-                    rows[name].peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
+                    rows[name].peak_mem_mb = max(rows[name].peak_mem_mb or 0.0,
+                                                 torch.cuda.max_memory_allocated(device) / 2**20)
             if progress:
                 progress()
     for row in rows.values():
