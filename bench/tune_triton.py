@@ -63,9 +63,9 @@ def main() -> int:
             b = torch.randn(shape.c_out, device=device)
             partial = shape.kind == "aggregation"
 
-            def timed(cfg):
+            def timed(cfg, x=x, w=w, b=b, stride=shape.stride, partial=partial):
                 return triton.testing.do_bench(
-                    lambda: launch_conv(x, w, b, shape.stride, True, None, partial, False, cfg), warmup=5, rep=20)
+                    lambda: launch_conv(x, w, b, stride, True, None, partial, False, cfg), warmup=5, rep=20)
             key = conv_config_key(shape.h_out * shape.w_out, shape.c_in, shape.c_out, shape.kernel,
                                   shape.stride, dtype)
             baseline = timed(conv_config.__wrapped__(shape.h_out * shape.w_out, shape.c_in, shape.c_out,

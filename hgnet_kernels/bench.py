@@ -155,7 +155,7 @@ def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, arg
     live = {n: f for n, f in methods.items() if rows[n].rel_err is not None}
     inputs = [x.to(dtype) for x in inputs]
     with torch.no_grad():
-        for r in range(args.rounds):
+        for _ in range(args.rounds):
             for name, fn in live.items():
                 rows[name].round_ms.append(_time_round(fn, inputs, args.iters, device))
                 if device.type == "cuda":
