@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -85,6 +85,14 @@ class FusedPPHGNet(nn.Module):
         from . import library
         self._model_id = library.register_model(self)
         self._build_backend()
+
+    @classmethod
+    def from_checkpoint(cls, path, backend: str = "auto", dtype: Optional[torch.dtype] = None,
+                        device: Optional[Union[str, torch.device]] = None, **options) -> "FusedPPHGNet":
+        """Build the right-sized PPHGNet from a .pdparams / timm / hgnet_kernels checkpoint and fuse it."""
+        from .weights import load_model
+        model = load_model(path)
+        return cls(model.to(device) if device is not None else model, backend=backend, dtype=dtype, **options)
 
     @property
     def device(self) -> torch.device:

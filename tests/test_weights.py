@@ -169,3 +169,12 @@ def test_truncated_and_unknown_files(tmp_path):
 def test_missing_file_says_no_download(tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloads"):
         hk.pphgnet_tiny(weights=tmp_path / "nope.pdparams")
+
+
+def test_fused_model_straight_from_a_paddle_checkpoint(tmp_path):
+    source = randomize(hk.PPHGNet("tiny", num_classes=5), seed=7)
+    write_pdparams(tmp_path / "t.pdparams", paddle_state_dict(source))
+    fused = hk.FusedPPHGNet.from_checkpoint(tmp_path / "t.pdparams", backend="torch")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert rel_err(fused(x), source(x)) <= 1e-5
