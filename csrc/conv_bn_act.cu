@@ -6,7 +6,8 @@
 // with optional ESE partial sums psum[n,tile,co] = Σ_{pixels of tile} y (fp32, one writer per
 // entry: deterministic). x and y are any-strided views (channel slices of a block buffer included).
 // Two paths: SIMT fp32-accumulating (every dtype; 16-byte float4 loads when the input is fp32 with
-// contiguous, 4-aligned channels), and tensor cores through WMMA for fp16 (sm_75+) and bf16 (sm_80+).
+// contiguous, 4-aligned channels), and tensor cores through WMMA for fp16 (sm_75+) and bf16 (sm_80+),
+// with 16-byte loads of input and weight tiles wherever strides and alignment allow.
 #include <type_traits>
 
 #include "ops.h"
@@ -69,8 +70,7 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
           float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
           if (m < hw_out && c < c_in) {
             const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
-            if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w)
-              v = *reinterpret_cast<const float4*>(xp + offset(x, n, c, ih, iw));
+            if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) copy16(&v, xp + offset(x, n, c, ih, iw));
           }
           As[quad * 4 + 0][row] = v.x;
           As[quad * 4 + 1][row] = v.y;
@@ -117,7 +117,9 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
 
 constexpr int kMmaBM = 64, kMmaBN = 64, kMmaBK = 32, kMmaThreads = 128;
 
-template <typename T>
+// VEC_A / VEC_B: 16-byte (8-element) loads of the input / weight tiles, when the launcher has
+// checked unit channel stride, multiples of 8 elements and 16-byte aligned bases.
+template <typename T, bool VEC_A, bool VEC_B>
 __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const T* __restrict__ w,
                                                         const T* __restrict__ bias, float* psum, int kernel,
                                                         int stride, bool relu, int tiles) {
@@ -152,20 +154,47 @@ __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const 
     for (int kw = 0; kw < kernel; ++kw) {
       const T* w_tap = w + static_cast<int64_t>(kh * kernel + kw) * c_in * c_out;
       for (int64_t c0 = 0; c0 < c_in; c0 += kMmaBK) {
-        for (int e = tid; e < kMmaBM * kMmaBK; e += kMmaThreads) {
-          const int row = e / kMmaBK, k = e % kMmaBK;
-          const int64_t m = m0 + row, c = c0 + k;
-          T v = zero;
-          if (m < hw_out && c < c_in) {
-            const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
-            if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) v = xp[offset(x, n, c, ih, iw)];
+        if constexpr (VEC_A) {
+          for (int e = tid; e < kMmaBM * kMmaBK / 8; e += kMmaThreads) {
+            const int row = e / (kMmaBK / 8), k = (e % (kMmaBK / 8)) * 8;
+            const int64_t m = m0 + row, c = c0 + k;
+            bool loaded = false;
+            if (m < hw_out && c < c_in) {
+              const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+              if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) {
+                copy16(&As[row][k], xp + offset(x, n, c, ih, iw));
+                loaded = true;
+              }
+            }
+            if (!loaded) zero16(&As[row][k]);
           }
-          As[row][k] = v;
+        } else {
+          for (int e = tid; e < kMmaBM * kMmaBK; e += kMmaThreads) {
+            const int row = e / kMmaBK, k = e % kMmaBK;
+            const int64_t m = m0 + row, c = c0 + k;
+            T v = zero;
+            if (m < hw_out && c < c_in) {
+              const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+              if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) v = xp[offset(x, n, c, ih, iw)];
+            }
+            As[row][k] = v;
+          }
         }
-        for (int e = tid; e < kMmaBK * kMmaBN; e += kMmaThreads) {
-          const int k = e / kMmaBN, col = e % kMmaBN;
-          const int64_t c = c0 + k, co = co0 + col;
-          Bs[k][col] = (c < c_in && co < c_out) ? w_tap[c * c_out + co] : zero;
+        if constexpr (VEC_B) {
+          for (int e = tid; e < kMmaBK * kMmaBN / 8; e += kMmaThreads) {
+            const int k = e / (kMmaBN / 8), col = (e % (kMmaBN / 8)) * 8;
+            const int64_t c = c0 + k, co = co0 + col;
+            if (c < c_in && co < c_out)
+              copy16(&Bs[k][col], w_tap + c * c_out + co);
+            else
+              zero16(&Bs[k][col]);
+          }
+        } else {
+          for (int e = tid; e < kMmaBK * kMmaBN; e += kMmaThreads) {
+            const int k = e / kMmaBN, col = e % kMmaBN;
+            const int64_t c = c0 + k, co = co0 + col;
+            Bs[k][col] = (c < c_in && co < c_out) ? w_tap[c * c_out + co] : zero;
+          }
         }
         __syncthreads();
         for (int kk = 0; kk < kMmaBK; kk += 16) {
@@ -217,15 +246,30 @@ void conv_bn_act(const ConvArgs& a, cudaStream_t stream) {
     const T* b = static_cast<const T*>(a.bias);
     if constexpr (!std::is_same<T, float>::value) {
       if (use_wmma(a.dtype, a.arch)) {
-        HGK_LAUNCH(conv_wmma_kernel<T>, grid, dim3(kMmaThreads), 0, stream, a.x, a.y, w, b, a.psum, a.kernel,
-                   a.stride, a.relu, tiles);
+        // 16-byte loads: 8 halves with unit channel stride, every stride and C a multiple of 8.
+        const bool vec_a = a.x.sc == 1 && a.x.c % 8 == 0 && a.x.sn % 8 == 0 && a.x.sh % 8 == 0 &&
+                           a.x.sw % 8 == 0 && aligned16(a.x.data);
+        const bool vec_b = a.y.c % 8 == 0 && aligned16(a.weight);
+        const dim3 block(kMmaThreads);
+        if (vec_a && vec_b)
+          HGK_LAUNCH((conv_wmma_kernel<T, true, true>), grid, block, 0, stream, a.x, a.y, w, b, a.psum, a.kernel,
+                     a.stride, a.relu, tiles);
+        else if (vec_a)
+          HGK_LAUNCH((conv_wmma_kernel<T, true, false>), grid, block, 0, stream, a.x, a.y, w, b, a.psum, a.kernel,
+                     a.stride, a.relu, tiles);
+        else if (vec_b)
+          HGK_LAUNCH((conv_wmma_kernel<T, false, true>), grid, block, 0, stream, a.x, a.y, w, b, a.psum, a.kernel,
+                     a.stride, a.relu, tiles);
+        else
+          HGK_LAUNCH((conv_wmma_kernel<T, false, false>), grid, block, 0, stream, a.x, a.y, w, b, a.psum,
+                     a.kernel, a.stride, a.relu, tiles);
         return;
       }
     }
     // float4 loads need fp32, unit channel stride and every other stride, the base and C_in
     // multiples of 4 elements (16 bytes); otherwise the scalar path.
     const bool vec = a.dtype == DType::f32 && a.x.sc == 1 && a.x.c % 4 == 0 && a.x.sn % 4 == 0 &&
-                     a.x.sh % 4 == 0 && a.x.sw % 4 == 0 && reinterpret_cast<uintptr_t>(a.x.data) % 16 == 0;
+                     a.x.sh % 4 == 0 && a.x.sw % 4 == 0 && aligned16(a.x.data);
     if (vec)
       HGK_LAUNCH((conv_simt_kernel<T, true>), grid, dim3(kSimtThreads), 0, stream, a.x, a.y, w, b, a.psum,
                  a.kernel, a.stride, a.relu, tiles);

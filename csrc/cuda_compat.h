@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #ifdef HGK_EMULATE
 #include "emulator/cuda_emu.h"
@@ -48,6 +49,24 @@ __device__ __forceinline__ NhwcIndex nhwc_index(int64_t i, const View4& v) {
   const int64_t p = i / v.c;
   return NhwcIndex{p / (v.w * v.h), i % v.c, (p / v.w) % v.h, p % v.w};
 }
+
+// 16-byte copies for vectorised loads; both addresses must be 16-byte aligned (the launchers check).
+__device__ __forceinline__ void copy16(void* dst, const void* src) {
+#ifdef HGK_EMULATE
+  std::memcpy(dst, src, 16);
+#else
+  *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+#endif
+}
+__device__ __forceinline__ void zero16(void* dst) {
+#ifdef HGK_EMULATE
+  std::memset(dst, 0, 16);
+#else
+  *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+#endif
+}
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

@@ -214,9 +214,11 @@ def test_cuda_conv_paths_by_arch(arch, dtype):
     give the same answer within the low-precision tolerance, partial sums included."""
     if DEVICE == "cuda":
         pytest.skip("the arch override only exists for the emulator; the GPU runs its own arch")
+    # C_in = 40 and C_out = 64 are multiples of 8 and channels_last is 16-byte aligned: the WMMA path
+    # takes its 16-byte loads for both tiles (the CONV_CASES above cover the other combinations).
     x = torch.randn(2, 40, 11, 13).to(dtype).contiguous(memory_format=torch.channels_last)
-    w64 = torch.randn(70, 40, 1, 1, dtype=torch.float64) / 40 ** 0.5
-    b = torch.randn(70).to(dtype)
+    w64 = torch.randn(64, 40, 1, 1, dtype=torch.float64) / 40 ** 0.5
+    b = torch.randn(64).to(dtype)
     y, psum = cuda_ops.aggregation_ese(x, pack_conv_weight(w64.to(dtype)), b, arch=arch)
     exact, sums = aggregation_ese_reference(x.double(), pack_conv_weight(w64.to(dtype).double()), b.double())
     eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b)

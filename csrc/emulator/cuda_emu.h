@@ -11,7 +11,8 @@
 //     every interleaving a barrier allows on a GPU is one the emulator can produce;
 //   * __half / __nv_bfloat16 with round-to-nearest-even conversions (__float2half, __half2float,
 //     __float2bfloat16, __bfloat162float);
-//   * float4 / make_float4 and 16-byte-aligned vector loads through reinterpret_cast;
+//   * float4 / uint4 (make_float4, make_uint4); 16-byte vector loads go through hgk::copy16, which
+//     is a memcpy here;
 //   * nvcuda::wmma fragments (matrix_a/matrix_b/accumulator, 16×16×16, row/col major, half and
 //     bf16 inputs, float accumulators): fill_fragment, load_matrix_sync, mma_sync,
 //     store_matrix_sync. Every lane holds the whole tile (a GPU spreads it over the warp); the
@@ -221,6 +222,10 @@ struct alignas(16) float4 {
   float x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 
 // ---- WMMA ---------------------------------------------------------------------------------------
 namespace nvcuda {
