@@ -15,7 +15,10 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from ..folding import FoldedBlock, FoldedConv, FoldedNet
+from ..folding import FoldedConv, FoldedNet
+
+
+_DILATION = [1, 1]
 
 
 def _onednn_pointwise_available() -> bool:
@@ -36,50 +39,58 @@ class TorchBackend:
     def __init__(self, net: FoldedNet, dtype: torch.dtype, device: torch.device):
         self.net = net
         self.use_onednn = device.type == "cpu" and dtype == torch.float32 and _onednn_pointwise_available()
-        # Packed once, with the first input's shape as oneDNN's layout hint: the packed layout stays
-        # valid for every other shape (oneDNN reorders if it must), so the cache is bounded.
-        self._packed: Dict[int, torch.Tensor] = {}
+        # Per conv, the arguments of its call, prepared on first use (weights packed with the first
+        # input's shape as oneDNN's layout hint: the packed layout stays valid for every other
+        # shape, oneDNN reorders if it must), so a forward pass does no per-layer bookkeeping.
+        self._calls: Dict[int, tuple] = {}
+        # The network as plain lists and tuples: no nn.Module attribute lookups on the hot path.
+        self._stem = list(net.stem) if net is not None else []
+        self._stages = [] if net is None else [
+            (stage.downsample, [(list(b.layers), b.aggregation, b.ese_weight, b.ese_bias, b.identity)
+                                for b in stage.blocks]) for stage in net.stages]
 
-    def _packed_weight(self, conv: FoldedConv, x: torch.Tensor) -> torch.Tensor:
-        key = id(conv)
-        packed = self._packed.get(key)
-        if packed is None:
-            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                conv.weight.to_mkldnn(), [conv.padding] * 2, [conv.stride] * 2, [1, 1], conv.groups,
-                list(x.shape))
-            self._packed[key] = packed
-        return packed
+    def _prepare(self, conv: FoldedConv, x: torch.Tensor) -> tuple:
+        padding, stride = [conv.padding] * 2, [conv.stride] * 2
+        weight = conv.weight
+        if self.use_onednn:
+            weight = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), padding, stride, [1, 1],
+                                                               conv.groups, list(x.shape))
+        call = (weight, conv.bias, padding, stride, conv.groups, conv.relu)
+        self._calls[id(conv)] = call
+        return call
 
     def conv(self, conv: FoldedConv, x: torch.Tensor) -> torch.Tensor:
+        call = self._calls.get(id(conv)) or self._prepare(conv, x)
+        weight, bias, padding, stride, groups, relu = call
         if self.use_onednn:
-            y = torch.ops.mkldnn._convolution_pointwise(
-                x, self._packed_weight(conv, x), conv.bias, [conv.padding] * 2, [conv.stride] * 2,
-                [1, 1], conv.groups, "none", [], "")
+            y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, _DILATION, groups,
+                                                        "none", [], "")
         else:
-            y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, 1, conv.groups)
-        return y.relu_() if conv.relu else y
+            y = F.conv2d(x, weight, bias, stride, padding, 1, groups)
+        return y.relu_() if relu else y
 
-    def block(self, block: FoldedBlock, x: torch.Tensor) -> torch.Tensor:
+    def block(self, block: tuple, x: torch.Tensor) -> torch.Tensor:
+        layers, aggregation, ese_weight, ese_bias, identity = block
         pieces = [x]
         y = x
-        for layer in block.layers:
+        for layer in layers:
             y = self.conv(layer, y)
             pieces.append(y)
-        y = self.conv(block.aggregation, torch.cat(pieces, dim=1))
-        gate = torch.sigmoid(F.linear(y.mean((2, 3)), block.ese_weight, block.ese_bias))
+        y = self.conv(aggregation, torch.cat(pieces, dim=1))
+        gate = torch.sigmoid(F.linear(y.mean((2, 3)), ese_weight, ese_bias))
         y = y.mul_(gate[:, :, None, None])
-        return y.add_(x) if block.identity else y
+        return y.add_(x) if identity else y
 
     def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
-        for conv in self.net.stem:
+        for conv in self._stem:
             x = self.conv(conv, x)
         x = F.max_pool2d(x, 3, 2, 1)
         features = []
-        for stage in self.net.stages:
-            if stage.downsample is not None:
-                x = self.conv(stage.downsample, x)
-            for block in stage.blocks:
+        for downsample, blocks in self._stages:
+            if downsample is not None:
+                x = self.conv(downsample, x)
+            for block in blocks:
                 x = self.block(block, x)
             features.append(x)
         return features
