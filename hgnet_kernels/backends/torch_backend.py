@@ -4,7 +4,8 @@ On the CPU in fp32 the convolutions call oneDNN directly with weights packed onc
 blocked layout (``mkldnn._convolution_pointwise``, the op inductor's CPU freezing path uses);
 elsewhere ``F.conv2d`` (cuDNN on GPU). ReLU is an in-place pass after the conv, not oneDNN's fused
 ReLU post-op: that one maps NaN to 0, and a NaN must reach the output as it does in eager (the
-separate pass cost 2 % on tiny, batch 1, on the 2-core CI machine).
+separate pass is ~1.5 % of tiny's batch-1 time on the CI machine:
+bench/results/profile-torch-tiny-b1-2026-11-27.txt).
 oneDNN and cuDNN cannot write into a channel slice of a larger tensor, so this backend builds each
 HG-Block's concat with one ``torch.cat``; the Triton and CUDA backends write the slices in place.
 """
