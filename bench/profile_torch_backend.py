@@ -6,7 +6,6 @@ Writes the op table (self CPU time, share, calls) with the machine and versions 
 (default: bench/results/profile-torch-<model>-b<batch>-<date>.txt) and prints it.
 """
 import argparse
-import datetime
 import os
 import platform
 import sys

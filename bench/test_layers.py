@@ -62,8 +62,9 @@ def _runner(impl, conv, shape, x, dtype):
             return (y, y.float().sum((2, 3))) if shape.kind == "aggregation" else y
         return run
     from hgnet_kernels.ops.aggregation_ese import aggregation_ese
-    from hgnet_kernels.ops.conv_bn_act import conv_bn_act, pack_conv_weight
-    from hgnet_kernels.ops.depthwise_conv import depthwise_conv, pack_depthwise_weight
+    from hgnet_kernels.ops.checks import pack_conv_weight, pack_depthwise_weight
+    from hgnet_kernels.ops.conv_bn_act import conv_bn_act
+    from hgnet_kernels.ops.depthwise_conv import depthwise_conv
     if shape.kind == "depthwise":
         packed = pack_depthwise_weight(conv.weight)
         return lambda: depthwise_conv(x, packed, conv.bias, conv.stride)

@@ -42,7 +42,8 @@ def main() -> int:
         return 2
     import triton.testing
 
-    from hgnet_kernels.ops.conv_bn_act import conv_config, conv_config_key, launch_conv, pack_conv_weight
+    from hgnet_kernels.ops.checks import pack_conv_weight
+    from hgnet_kernels.ops.conv_bn_act import conv_config, conv_config_key, launch_conv
     device = torch.device("cuda")
     arch = configs.arch_name(device)
     out_path = args.out or os.path.join(configs.CONFIG_DIR, f"triton_{arch}.json")

@@ -30,7 +30,7 @@ import triton.language as tl
 
 from .. import configs
 from ._common import cast_for_store, check_same_device, dot_precision, interpreting, round_bf16_by_hand, upcast_dot
-from .checks import conv_psum, output_size, pack_conv_weight, prepare_conv, psum_rows  # noqa: F401
+from .checks import conv_psum, prepare_conv, psum_rows
 
 
 @triton.jit

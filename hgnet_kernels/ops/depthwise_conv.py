@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ._common import cast_for_store, check_same_device, interpreting, pixel_channel_tile, round_bf16_by_hand
-from .checks import pack_depthwise_weight, prepare_depthwise  # noqa: F401
+from .checks import prepare_depthwise
 
 
 @triton.jit
