@@ -18,17 +18,7 @@ DRY=${HGNET_GPU_CHECK_DRY_RUN:-0}
 OUT_DIR=${OUT:-bench/results}
 STAMP=$(date -u +%Y-%m-%d)
 mkdir -p "$OUT_DIR"
-declare -a SUMMARY=()
-
-step() {  # step NAME SECONDS COMMAND...
-  local name=$1 limit=$2; shift 2
-  echo "== $name (limit ${limit}s, $(date -u +%T))"
-  local start=$SECONDS
-  timeout "$limit" "$@"
-  local rc=$?
-  SUMMARY+=("$(printf '%-22s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - start))")")
-  return 0
-}
+source bench/gpu_check_steps.sh
 
 if [ "$DRY" = 1 ]; then
   export TRITON_INTERPRET=1
@@ -55,6 +45,5 @@ else
     --dtypes float16 float32 --compile-modes default reduce-overhead --compile-budget 60 \
     --rounds 3 --iters 3 --out "$OUT_DIR" --tag "$TAG"
 fi
-echo "== steps"
-printf '%s\n' "${SUMMARY[@]}"
 echo "results in $OUT_DIR (tag $TAG)"
+finish

@@ -1,22 +1,37 @@
-"""Command line: ``python -m hgnet_kernels verify|bench``."""
-import argparse
+"""Command line: ``python -m hgnet_kernels verify|bench`` (also installed as ``hgnet-kernels``).
+
+User errors (bad arguments, a missing or unreadable weights file, a backend that cannot run here)
+print one line saying what to do and exit with status 2; a failed check exits with 1.
+"""
 import sys
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hgnet_kernels",
-                                     description="PP-HGNet fused inference: check and measure")
+    from . import __version__, bench, verify
+    from .backends import BackendUnavailable
+    from .cli import Parser, UserError
+    from .weights import CheckpointError
+
+    parser = Parser(prog="python -m hgnet_kernels", description="PP-HGNet fused inference: check and measure")
+    parser.add_argument("--version", action="version", version=f"hgnet_kernels {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import bench, verify
     verify.add_arguments(sub.add_parser("verify", help="fuse a model, compare with eager, time both"))
     bench.add_arguments(sub.add_parser("bench", help="end-to-end latency of every method, side by side"))
-    args = parser.parse_args(argv)
-    if args.command == "verify":
-        return verify.run(args)
-    if args.command == "bench":
-        return bench.run(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or an argument error already printed
+        return e.code if isinstance(e.code, int) else 2
+    command = {"verify": verify.run, "bench": bench.run}[args.command]
+    try:
+        return command(args)
+    except (UserError, CheckpointError, BackendUnavailable, FileNotFoundError, IsADirectoryError) as e:
+        message = str(e).splitlines()
+        print(f"{parser.prog} {args.command}: error: {message[0]}", file=sys.stderr)
+        for line in message[1:6]:  # a CheckpointError lists each problem on its own line
+            print(line, file=sys.stderr)
+        if len(message) > 6:
+            print(f"  ... and {len(message) - 6} more lines", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,15 +22,14 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from . import FusedPPHGNet, PPHGNet, __version__
+from . import FusedPPHGNet, PPHGNet, __version__, cli
 from .backends import BACKENDS, unavailable_reason
-from .models import randomize_statistics
+from .models import MIN_INPUT_SIZE, randomize_statistics
 from .numerics import relative_error, tolerance
 from .verify import DTYPES
 
-# The seed's table: PaddleClas, V100, TensorRT, FP32, batch 1 (shared/reference/PP-HGNet.md).
+# PaddleClas's table (its PP-HGNet documentation): V100, TensorRT, FP32, batch 1.
 SEED_V100_TRT_FP32_B1_MS = {"tiny": 1.77, "small": 2.52, "base": 5.97}
-SEED_GMACS = {"tiny": 4.54, "small": 8.53, "base": 25.14}
 
 
 @dataclass
@@ -49,6 +48,7 @@ class Row:
     correct: Optional[bool] = None
     peak_mem_mb: Optional[float] = None
     seed_v100_trt_ms: Optional[float] = None
+    error: str = ""   # why the method failed or could not run; a failure makes the command exit 1
     note: str = ""
     round_ms: List[float] = field(default_factory=list)
 
@@ -75,6 +75,7 @@ def machine_info(device: torch.device) -> Dict[str, str]:
 
 
 def _methods(eager: PPHGNet, dtype: torch.dtype, device: torch.device, args) -> Dict[str, Callable]:
+    """Every method to time, by name; a method that cannot be built is a string: the reason."""
     methods: Dict[str, Callable] = {"eager": eager}
     eager_cl = copy.deepcopy(eager).to(memory_format=torch.channels_last)
     methods["eager_channels_last"] = lambda x: eager_cl(x.contiguous(memory_format=torch.channels_last))
@@ -84,13 +85,25 @@ def _methods(eager: PPHGNet, dtype: torch.dtype, device: torch.device, args) -> 
         if time.perf_counter() - args.started > args.compile_budget:
             continue  # time-boxed: compiling stops once the budget is spent (noted in the output)
         methods[f"compile_{mode}"] = torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode)
-    for backend in BACKENDS:
-        if backend not in args.backends or unavailable_reason(backend, device, dtype):
+    for backend in args.backends or BACKENDS:
+        reason = unavailable_reason(backend, device, dtype)
+        if reason:
+            methods[f"fused_{backend}"] = f"unavailable: {reason}"
             continue
-        methods[f"fused_{backend}"] = FusedPPHGNet(eager, backend=backend, dtype=dtype)
+        variants = {f"fused_{backend}": {}}
         if device.type == "cuda" and backend != "torch":
-            methods[f"fused_{backend}_cudagraph"] = FusedPPHGNet(eager, backend=backend, dtype=dtype, cuda_graph=True)
+            variants[f"fused_{backend}_cudagraph"] = {"cuda_graph": True}
+        for name, options in variants.items():
+            try:
+                methods[name] = FusedPPHGNet(eager, backend=backend, dtype=dtype, **options)
+            except Exception as e:  # noqa: BLE001 - reported in its row
+                methods[name] = f"failed: {type(e).__name__}: {_first_line(e)}"
     return methods
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 def _sync(device):
@@ -129,11 +142,13 @@ def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, arg
         expected = reference(inputs[0].double())
     methods = _methods(eager, dtype, device, args)
     rows: Dict[str, Row] = {}
-    eager_err = None
     for name, fn in methods.items():
         row = rows[name] = Row(size, batch, args.size, dtype_name, name)
         if dtype == torch.float32 and batch == 1 and device.type == "cuda":
             row.seed_v100_trt_ms = SEED_V100_TRT_FP32_B1_MS[size]
+        if isinstance(fn, str):
+            row.error = fn
+            continue
         try:
             start = time.perf_counter()
             with torch.no_grad():
@@ -144,20 +159,26 @@ def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, arg
             if device.type == "cpu" and "triton" in name:
                 row.note = "Triton interpreter: checks numerics, not a speed"
             row.rel_err = relative_error(out, expected)
-            if name == "eager":
-                eager_err = row.rel_err
-        except Exception as e:  # noqa: BLE001 - a failing method is reported, not fatal
-            row.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        except Exception as e:  # noqa: BLE001 - a failing method is reported in its row, and fails the run
+            row.error = f"failed: {type(e).__name__}: {_first_line(e)}"
+    # Low-precision tolerances are relative to eager's own error; without eager, only fp32's floor exists.
+    eager_err = rows["eager"].rel_err
     for row in rows.values():
-        if row.rel_err is not None:
-            row.tolerance = tolerance(dtype, eager_err)
+        if row.rel_err is not None and (eager_err is not None or dtype == torch.float32):
+            row.tolerance = tolerance(dtype, eager_err or 0.0)
             row.correct = row.rel_err <= row.tolerance
     live = {n: f for n, f in methods.items() if rows[n].rel_err is not None}
     inputs = [x.to(dtype) for x in inputs]
     with torch.no_grad():
         for _ in range(args.rounds):
-            for name, fn in live.items():
-                rows[name].round_ms.append(_time_round(fn, inputs, args.iters, device))
+            for name, fn in list(live.items()):
+                try:
+                    rows[name].round_ms.append(_time_round(fn, inputs, args.iters, device))
+                except Exception as e:  # noqa: BLE001 - e.g. out of memory at a large batch
+                    rows[name].error = f"failed while timed: {type(e).__name__}: {_first_line(e)}"
+                    rows[name].round_ms.clear()
+                    del live[name]
+                    continue
                 if device.type == "cuda":
                     rows[name].peak_mem_mb = max(rows[name].peak_mem_mb or 0.0,
                                                  torch.cuda.max_memory_allocated(device) / 2**20)
@@ -178,21 +199,23 @@ def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, arg
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", choices=["tiny", "small", "base"], default=["tiny", "small", "base"])
-    parser.add_argument("--batches", nargs="+", type=int, default=None,
+    parser.add_argument("--batches", nargs="+", type=cli.at_least(1), default=None,
                         help="default: 1 8 64 256 on a GPU, 1 8 on the CPU")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
                         help="default: float32 float16 bfloat16 on a GPU, float32 on the CPU")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    parser.add_argument("--size", type=cli.at_least(MIN_INPUT_SIZE, " (PP-HGNet downsamples by 32)"), default=224)
+    parser.add_argument("--device", type=cli.device, default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=None,
+                        help="default: all; a backend that cannot run here gets a row saying why (and, when "
+                             "named here, fails the run)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
     parser.add_argument("--compile-modes", nargs="+", default=None,
                         choices=["default", "max-autotune", "reduce-overhead"],
                         help="default: all three on a GPU, default on the CPU")
     parser.add_argument("--compile-budget", type=float, default=float("inf"),
                         help="seconds from the start after which no new torch.compile method is added")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--iters", type=int, default=3, help="calls per method per round")
+    parser.add_argument("--rounds", type=cli.at_least(1), default=7)
+    parser.add_argument("--iters", type=cli.at_least(1), default=3, help="calls per method per round")
     parser.add_argument("--out", default=None, help="output folder (default: $OUT or bench/results)")
     parser.add_argument("--tag", default=None, help="file name stem (default: <device>-<date>)")
 
@@ -204,15 +227,16 @@ def _print_table(rows: List[Row], info: Dict[str, str]) -> None:
              f"{r.speedup_vs_eager:.2f}×" if r.speedup_vs_eager else "-",
              f"{r.speedup_vs_best_compile:.2f}×" if r.speedup_vs_best_compile else "-",
              f"{r.rel_err:.1e}" if r.rel_err is not None else "-",
-             {True: "yes", False: "WRONG", None: "-"}[r.correct],
-             (f"V100 TRT {r.seed_v100_trt_ms} ms; " if r.seed_v100_trt_ms else "") + r.note] for r in rows]
+             "FAILED" if r.error.startswith("failed") else {True: "yes", False: "WRONG", None: "-"}[r.correct],
+             "; ".join(filter(None, [f"V100 TRT {r.seed_v100_trt_ms} ms" if r.seed_v100_trt_ms else "",
+                                     r.error, r.note]))] for r in rows]
     from .verify import _table
     _table(f"PP-HGNet end to end on {info.get('gpu') or info.get('cpu', info['device'])} "
            f"(torch {info['torch']})", header, body)
 
 
 def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device or cli.default_device()
     on_gpu = device.type == "cuda"
     batches = args.batches or ([1, 8, 64, 256] if on_gpu else [1, 8])
     dtypes = args.dtypes or (["float32", "float16", "bfloat16"] if on_gpu else ["float32"])
@@ -255,4 +279,8 @@ def run(args: argparse.Namespace) -> int:
     for r in wrong:
         print(f"WRONG: {r.model} b{r.batch} {r.dtype} {r.method}: rel err {r.rel_err:.2e} > {r.tolerance:.2e}",
               file=sys.stderr)
-    return 1 if wrong else 0
+    # Failures fail the run; so does a backend named in --backends that cannot run here.
+    failed = [r for r in rows if r.error.startswith("failed") or (r.error and args.backends)]
+    for r in failed:
+        print(f"FAILED: {r.model} b{r.batch} {r.dtype} {r.method}: {r.error}", file=sys.stderr)
+    return 1 if wrong or failed else 0

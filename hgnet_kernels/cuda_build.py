@@ -4,6 +4,7 @@ extra headers are those the pip ``nvidia`` packages ship.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -40,14 +41,8 @@ def find_nvcc() -> Optional[str]:
     return shutil.which("nvcc")
 
 
-def cuda_home() -> Optional[str]:
-    """The real toolkit root: CUDA_HOME if set, else the TOP that ``nvcc --dryrun`` reports (nvcc may
-    be a wrapper script outside the toolkit, where torch's own guess would fail)."""
-    if os.environ.get("CUDA_HOME"):
-        return os.environ["CUDA_HOME"]
-    nvcc = find_nvcc()
-    if nvcc is None:
-        return None
+@functools.lru_cache(maxsize=None)
+def _nvcc_top(nvcc: str) -> Optional[str]:
     try:
         report = subprocess.run([nvcc, "-v", "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
                                 capture_output=True, text=True, timeout=60).stderr
@@ -55,6 +50,15 @@ def cuda_home() -> Optional[str]:
         return None
     match = re.search(r"^#\$ TOP=(.+)$", report, re.MULTILINE)
     return os.path.realpath(match.group(1).strip()) if match else None
+
+
+def cuda_home() -> Optional[str]:
+    """The real toolkit root: CUDA_HOME if set, else the TOP that ``nvcc --dryrun`` reports (nvcc may
+    be a wrapper script outside the toolkit, where torch's own guess would fail)."""
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    nvcc = find_nvcc()
+    return None if nvcc is None else _nvcc_top(nvcc)
 
 
 def extra_include_dirs() -> List[str]:

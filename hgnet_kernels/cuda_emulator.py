@@ -18,6 +18,23 @@ from .cuda_ext import cache_dir
 
 EMULATED_ARCH = 90  # the arch the emulated launchers see: fp16/bf16 take the WMMA path
 
+_P, _I, _F, _I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_int64
+_DIMS = ctypes.POINTER(ctypes.c_int64)  # n, c, h, w, then the four strides
+_FLOATS = ctypes.POINTER(ctypes.c_float)
+
+# The C signature of every entry point of emulator/emu_api.cpp: (argument types, result type).
+# ctypes checks each call against it, so a mismatch is an error here, never a corrupted stack.
+# tests/test_ops.py checks this table against the C source.
+SIGNATURES = {
+    "hgk_emu_last_error": ([], ctypes.c_char_p),
+    "hgk_emu_conv_tile_rows": ([_I, _I], _I),
+    "hgk_emu_conv_bn_act": ([_P, _DIMS, _P, _DIMS, _P, _P, _FLOATS, _I, _I, _I, _I, _I], _I),
+    "hgk_emu_depthwise_conv": ([_P, _DIMS, _P, _DIMS, _P, _P, _I, _I], _I),
+    "hgk_emu_max_pool": ([_P, _DIMS, _P, _DIMS, _I], _I),
+    "hgk_emu_ese_gate": ([_FLOATS, _I64, _I64, _I64, _P, _P, _I, _F, _FLOATS], _I),
+    "hgk_emu_scale_residual": ([_P, _DIMS, _FLOATS, _P, _DIMS, _P, _DIMS, _I], _I),
+}
+
 
 def compiler() -> str:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
@@ -43,7 +60,9 @@ def library() -> ctypes.CDLL:
             raise RuntimeError("building the CUDA emulator failed:\n" + " ".join(cmd) + "\n" + result.stderr[-4000:])
         os.replace(tmp, path)  # atomic: a concurrent build never sees half a library
     lib = ctypes.CDLL(path)
-    lib.hgk_emu_last_error.restype = ctypes.c_char_p
+    for name, (argtypes, restype) in SIGNATURES.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = argtypes, restype
     return lib
 
 

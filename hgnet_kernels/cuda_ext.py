@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -72,7 +73,9 @@ def jit_build(verbose: bool = False, archs: Optional[str] = None):
     os.makedirs(build_dir, exist_ok=True)
     csrc = cuda_build.csrc_dir()
     sources = [os.path.join(csrc, s) for s in cuda_build.KERNEL_SOURCES + ["bindings.cpp"]]
-    log.info("building the hgnet_kernels CUDA extension for %s in %s (first use only)", archs, build_dir)
+    if not os.path.exists(os.path.join(build_dir, "build.ninja")):
+        log.warning("building the hgnet_kernels CUDA extension for %s in %s: first use only, this takes a few "
+                    "minutes (prebuild with pip install -e . --no-build-isolation)", archs, build_dir)
     return cpp_extension.load(
         name=f"hgnet_kernels_cuda_{tag}", sources=sources, build_directory=build_dir,
         extra_include_paths=[csrc], extra_cflags=cuda_build.host_compile_flags(),
@@ -81,7 +84,8 @@ def jit_build(verbose: bool = False, archs: Optional[str] = None):
 
 @functools.lru_cache(maxsize=None)
 def load():
-    """The extension module: prebuilt if importable and current, else JIT-built once."""
+    """The extension module: prebuilt if importable and current, else JIT-built once (at first use,
+    which logs that it builds)."""
     module = _prebuilt()
     if module is not None:
         return module
@@ -89,10 +93,18 @@ def load():
 
 
 def unavailable_reason() -> Optional[str]:
+    """Why the CUDA extension cannot be used here, or None. Cheap: it never compiles (the build
+    happens at first use); a prebuilt extension is checked against this torch, an absent one
+    against the toolchain a JIT build needs."""
     if not torch.cuda.is_available():
         return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
-    try:
-        load()
-    except Exception as e:  # noqa: BLE001 - the reason is shown to the user
-        return f"the CUDA extension is not built and could not be built: {e}"
+    if importlib.util.find_spec("hgnet_kernels._C") is not None:
+        try:
+            _prebuilt()
+        except Exception as e:  # noqa: BLE001 - the reason is shown to the user
+            return str(e)
+        return None
+    reason = cuda_build.can_build_extension()
+    if reason:
+        return f"the CUDA extension is not built and cannot be built here: {reason}"
     return None

@@ -88,12 +88,17 @@ class FoldedStage(nn.Module):
 
 
 class FoldedNet(nn.Module):
+    """The folded network; the head's ``last_conv_weight`` and ``fc_*`` are None where the model
+    has no such layer (timm's ``head_hidden_size=None`` / ``num_classes=0``)."""
+
     def __init__(self, config: PPHGNetConfig, stem: List[FoldedConv], stages: List[FoldedStage],
-                 last_conv_weight: torch.Tensor, fc_weight: torch.Tensor, fc_bias: torch.Tensor):
+                 global_pool: str, last_conv_weight: Optional[torch.Tensor], fc_weight: Optional[torch.Tensor],
+                 fc_bias: Optional[torch.Tensor]):
         super().__init__()
         self.config = config
         self.stem = nn.ModuleList(stem)
         self.stages = nn.ModuleList(stages)
+        self.global_pool = global_pool
         self.register_buffer("last_conv_weight", last_conv_weight)
         self.register_buffer("fc_weight", fc_weight)
         self.register_buffer("fc_bias", fc_bias)
@@ -129,7 +134,11 @@ def fold_model(model: PPHGNet, dtype: torch.dtype = torch.float32) -> FoldedNet:
     stages = [FoldedStage(_fold_conv_bn(s.downsample, dtype) if s.downsample is not None else None,
                           [_fold_block(b, dtype) for b in s.blocks])
               for s in model.stages]
+    def copy(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if t is None else t.detach().to(dtype).contiguous()
+
+    last_conv, fc = model.last_conv, model.fc
     with torch.no_grad():
-        return FoldedNet(model.config, [_fold_conv_bn(c, dtype) for c in model.stem], stages,
-                         model.last_conv.weight.flatten(1).to(dtype).contiguous(),
-                         model.fc.weight.to(dtype).contiguous(), model.fc.bias.to(dtype).contiguous())
+        return FoldedNet(model.config, [_fold_conv_bn(c, dtype) for c in model.stem], stages, model.global_pool,
+                         copy(last_conv.weight.flatten(1)) if last_conv is not None else None,
+                         copy(fc.weight) if fc is not None else None, copy(fc.bias) if fc is not None else None)

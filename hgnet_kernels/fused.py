@@ -7,7 +7,7 @@ from typing import List, Optional, Union
 import torch
 import torch.nn as nn
 
-from .backends import backend_class, resolve_backend
+from .backends import backend_class, check_options, resolve_backend
 from .folding import FoldedNet, fold_model
 from .models.pphgnet import MIN_INPUT_SIZE, PPHGNet
 
@@ -16,18 +16,17 @@ _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _as_pphgnet(model: nn.Module) -> PPHGNet:
+    """Ours as is; a timm ``hgnet_*`` converted exactly (or refused, naming what is unsupported),
+    on the timm model's device and in its dtype."""
     if isinstance(model, PPHGNet):
         return model
-    if type(model).__name__ == "HighPerfGpuNet":  # timm's hgnet_*; converted without importing timm
+    if type(model).__module__.startswith("timm."):  # converted without importing timm
         from .weights import load_model
-        if getattr(model, "stem", None) is None or type(model.stem).__name__ != "StemV1":
-            raise TypeError("only PP-HGNet (v1: timm hgnet_tiny/small/base) is supported, "
-                            "not PP-HGNetV2 (hgnetv2_*)")
         if model.training:
             raise ValueError("FusedPPHGNet folds BatchNorm running statistics, so the model must be in "
                              "eval mode; call model.eval() first")
-        converted = load_model(model)
-        return converted.to(next(model.parameters()).dtype)
+        param = next(model.parameters())
+        return load_model(model).to(device=param.device, dtype=param.dtype)
     raise TypeError(f"FusedPPHGNet takes a hgnet_kernels PPHGNet or a timm hgnet_* model, got "
                     f"{type(model).__name__}")
 
@@ -36,13 +35,16 @@ class FusedPPHGNet(nn.Module):
     """Inference-only PP-HGNet: BN folded into the convs (in fp32), NHWC kernels behind one API.
 
     Args:
-        model: an eval-mode ``hgnet_kernels.PPHGNet`` or timm ``hgnet_tiny/small/base`` model.
-            It is read once; later changes to it do not affect this module.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (the fastest that can run on the
-            model's device: triton on CUDA, torch on the CPU).
+        model: an eval-mode ``hgnet_kernels.PPHGNet`` or timm ``hgnet_tiny/small/base`` model (any
+            ``num_classes``, ``in_chans``, ``head_hidden_size`` and ``global_pool`` avg / max /
+            avgmax; anything else is refused with a message naming it). It is read once; later
+            changes to it do not affect this module, which lives on the model's device.
+        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or ``"auto"`` (the fastest that can run on
+            the model's device: triton on CUDA, torch on the CPU).
         dtype: compute dtype (float32, float16 or bfloat16); default: the model's dtype, or
             float32 for a float64 model.
-        **options: backend options (e.g. ``cuda_graph=True`` for triton on CUDA).
+        **options: options of the chosen backend (``cuda_graph``, ``max_graphs`` for triton and
+            cuda; ``allow_tf32`` for triton); others are a ``ValueError`` that lists the valid ones.
 
     ``forward(x)`` returns logits and ``forward_features(x)`` the four stage maps (strides 4, 8,
     16, 32, NCHW shape in channels_last memory), both in the compute dtype. Inputs are NCHW
@@ -57,17 +59,19 @@ class FusedPPHGNet(nn.Module):
         if eager.training:
             raise ValueError("FusedPPHGNet folds BatchNorm running statistics, so the model must be in "
                              "eval mode; call model.eval() first")
+        weight = next(eager.parameters())
         if dtype is None:
-            dtype = eager.fc.weight.dtype
-            dtype = torch.float32 if dtype == torch.float64 else dtype
+            # float64 models compute in float32: no kernel here takes float64 (README: dtypes).
+            dtype = torch.float32 if weight.dtype == torch.float64 else weight.dtype
         if dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}, got {dtype}")
         self.dtype = dtype
         self.config = eager.config
-        self.num_classes = eager.num_classes
+        self.in_channels = eager.in_channels
+        self.num_outputs = eager.num_classes or eager.num_features  # logits, or pooled features
         self.requested_backend = backend
         self.options = options
-        self.net: FoldedNet = fold_model(eager, dtype).to(eager.fc.weight.device)
+        self.net: FoldedNet = fold_model(eager, dtype).to(weight.device)
         self._backend = None
         self._build_backend()
         # Backends cache derived weights (packed layouts, casts): rebuild them after a load.
@@ -96,7 +100,7 @@ class FusedPPHGNet(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.net.fc_weight.device
+        return self.net.stem[0].weight.device
 
     @property
     def backend(self) -> str:
@@ -104,13 +108,14 @@ class FusedPPHGNet(nn.Module):
 
     def _build_backend(self) -> None:
         name = resolve_backend(self.requested_backend, self.device, self.dtype)
+        check_options(name, self.requested_backend, self.device, self.options)
         log.debug("FusedPPHGNet(%s): backend %r (asked %r) on %s, %s", self.config.name, name,
                   self.requested_backend, self.device, self.dtype)
         self._backend = backend_class(name)(self.net, dtype=self.dtype, device=self.device, **self.options)
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        moved_dtype = self.net.fc_weight.dtype
+        moved_dtype = self.net.stem[0].weight.dtype
         if moved_dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"FusedPPHGNet computes in {_SUPPORTED_DTYPES}; cannot convert to {moved_dtype}")
         self.dtype = moved_dtype
@@ -127,10 +132,10 @@ class FusedPPHGNet(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"expected an NCHW tensor of rank 4, got shape {tuple(x.shape)}"
                              + ("; add the batch dimension with x.unsqueeze(0)" if x.dim() == 3 else ""))
-        if x.shape[1] != 3:
-            hint = "; for NHWC data use x.permute(0, 3, 1, 2)" if x.shape[-1] == 3 else ""
-            raise ValueError(f"expected an NCHW tensor with 3 channels, got {x.shape[1]} channels "
-                             f"(shape {tuple(x.shape)}){hint}")
+        if x.shape[1] != self.in_channels:
+            hint = "; for NHWC data use x.permute(0, 3, 1, 2)" if x.shape[-1] == self.in_channels else ""
+            raise ValueError(f"expected an NCHW tensor with {self.in_channels} channels, got {x.shape[1]} "
+                             f"channels (shape {tuple(x.shape)}){hint}")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point NCHW tensor, got {x.dtype}; call .float() "
                             "(and normalise the image) first")
@@ -163,5 +168,5 @@ class FusedPPHGNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.check_input(x).detach()
         if x.shape[0] == 0:
-            return torch.empty(0, self.num_classes, dtype=self.dtype, device=self.device)
+            return torch.empty(0, self.num_outputs, dtype=self.dtype, device=self.device)
         return torch.ops.hgnet_kernels.pphgnet_logits(x, self._model_id)

@@ -63,7 +63,7 @@ def pphgnet_logits(x: torch.Tensor, model_id: int) -> torch.Tensor:
 @pphgnet_logits.register_fake
 def _(x, model_id):
     model = _model(model_id)
-    return x.new_empty((x.shape[0], model.num_classes), dtype=model.dtype)
+    return x.new_empty((x.shape[0], model.num_outputs), dtype=model.dtype)
 
 
 @custom_op("hgnet_kernels::pphgnet_features", mutates_args=())

@@ -9,11 +9,12 @@ import sys
 
 import torch
 
-from . import FusedPPHGNet, PPHGNet
-from .models import randomize_statistics
+from . import FusedPPHGNet, PPHGNet, cli
+from .backends import BACKENDS
+from .models import MIN_INPUT_SIZE, randomize_statistics
 from .numerics import max_abs_error, relative_error, tolerance
 from .timing import median_latency_ms
-from .weights import load_weights
+from .weights import load_model
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -25,17 +26,31 @@ CPU_STAND_INS = {"triton": ("TRITON_INTERPRET", "Triton's interpreter"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=["tiny", "small", "base"], default="tiny")
+    parser.add_argument("--model", choices=["tiny", "small", "base"], default=None,
+                        help="default: the size of --weights, else tiny")
     parser.add_argument("--weights", default=None,
                         help="a .pdparams, timm or hgnet_kernels checkpoint (default: random weights "
                              "with random BN statistics)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--backend", default="auto", help="auto, torch, triton or cuda")
+    parser.add_argument("--batch", type=cli.at_least(1), default=1)
+    parser.add_argument("--size", type=cli.at_least(MIN_INPUT_SIZE, " (PP-HGNet downsamples by 32)"), default=224,
+                        help="input height and width")
+    parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--iters", type=int, default=10, help="timed calls per method")
+    parser.add_argument("--device", type=cli.device, default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--iters", type=cli.at_least(1), default=10, help="timed calls per method")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _eager_model(args) -> PPHGNet:
+    """The model to check: the checkpoint's (its size inferred, or checked against --model), else
+    random weights with random BN statistics."""
+    if not args.weights:
+        return randomize_statistics(PPHGNet(args.model or "tiny"), seed=args.seed)
+    model = load_model(args.weights)
+    if args.model and model.config.name != args.model:
+        raise cli.UserError(f"--weights {args.weights} holds a PPHGNet_{model.config.name}, not the "
+                            f"--model {args.model} you asked for; drop --model or pick the matching file")
+    return model
 
 
 def _table(title, header, rows) -> None:
@@ -58,7 +73,7 @@ def _table(title, header, rows) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device or cli.default_device()
     dtype = DTYPES[args.dtype]
     warmup = 3
     if args.backend in CPU_STAND_INS and device.type == "cpu":
@@ -71,17 +86,14 @@ def run(args: argparse.Namespace) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(args.seed)
-    eager = PPHGNet(args.model).eval()
-    if args.weights:
-        load_weights(eager, args.weights)
-    else:
-        randomize_statistics(eager, seed=args.seed)
+    eager = _eager_model(args)
     reference = copy.deepcopy(eager).double().to(device)
     eager = eager.to(device=device, dtype=dtype)
     fused = FusedPPHGNet(eager, backend=args.backend, dtype=dtype)
 
     gen = torch.Generator().manual_seed(args.seed + 1)
-    inputs = [torch.randn(args.batch, 3, args.size, args.size, generator=gen).to(device) for _ in range(3)]
+    inputs = [torch.randn(args.batch, eager.in_channels, args.size, args.size, generator=gen).to(device)
+              for _ in range(3)]
     x = inputs[0]
     with torch.no_grad():
         expected = reference(x.double())
@@ -94,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     eager_ms = median_latency_ms(lambda t: eager(t.to(dtype)), inputs, iters=args.iters, warmup=warmup)
     fused_ms = median_latency_ms(fused, inputs, iters=args.iters, warmup=warmup)
-    title = (f"PPHGNet_{args.model}  {args.batch}×3×{args.size}×{args.size}  {args.dtype} on {device}"
+    title = (f"PPHGNet_{eager.config.name}  {args.batch}×3×{args.size}×{args.size}  {args.dtype} on {device}"
              f"  backend={fused.backend}" + ("" if args.weights else "  (random weights)"))
     _table(title, ["method", "max abs err", "rel err vs fp64", "median ms", "speedup"], [
         ["eager (NCHW)", f"{max_abs_error(eager_out, expected):.3e}", f"{eager_err:.3e}", f"{eager_ms:.2f}", "1.00×"],

@@ -80,9 +80,41 @@ def _unwrap(obj) -> Mapping[str, torch.Tensor]:
     raise CheckpointError(f"expected a state dict (a mapping of names to tensors), found {type(obj).__name__}")
 
 
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first object of torch.save's pre-zip format
+
+
+def _is_torch_legacy(data: bytes) -> bool:
+    # protocol-2 pickle whose first opcode is LONG1 (0x8a) with 10 bytes: torch's magic number
+    return data[:2] == b"\x80\x02" and data[2:4] == b"\x8a\x0a" and \
+        int.from_bytes(data[4:14], "little") == _TORCH_LEGACY_MAGIC
+
+
+def _torch_load_problem(error: Exception) -> str:
+    """torch.load's failure in our words: its advice to retry with weights_only=False is unsafe
+    and never what this library does, so it is not repeated."""
+    text = str(error)
+    if "central directory" in text or "zip archive" in text or isinstance(error, EOFError):
+        return "the torch.save archive is damaged or truncated (copy or download it again)"
+    if "Weights only load failed" in text or "weights_only" in text:
+        return ("it holds Python objects other than tensors, which hgnet_kernels never unpickles; "
+                "re-save just the weights with torch.save(model.state_dict(), path)")
+    return f"torch.load failed: {text.splitlines()[0][:200]}"
+
+
+def _pickle_problem(error: Exception, size: int) -> str:
+    if isinstance(error, EOFError) or "truncated" in str(error) or "ran out of input" in str(error).lower():
+        return f"the pickle ends early ({size} bytes): the file is truncated (copy or download it again)"
+    return str(error).splitlines()[0][:200]
+
+
 def read_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
     """Read a checkpoint file of any supported format into ``name -> tensor`` (keys not yet mapped)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        found = sorted(f for f in os.listdir(path) if f.endswith((".pdparams", ".pth", ".pt", ".safetensors", ".bin")))
+        hint = f"; it contains {', '.join(found[:5])}" if found else ""
+        raise IsADirectoryError(f"weights path {path!r} is a directory, not a checkpoint file: pass the "
+                                f"file itself (a .pdparams, torch.save or safetensors file){hint}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist (this library never downloads "
                                 "weights: pass the path of a .pdparams, timm or hgnet_kernels checkpoint)")
@@ -90,38 +122,41 @@ def read_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
         data = f.read()
     if len(data) < 8:
         raise CheckpointError(f"{path!r} is {len(data)} bytes long: not a checkpoint (truncated?)")
-    errors = []
     if data[:2] == b"PK":  # torch.save's zip container
         try:
             return dict(_unwrap(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)))
         except CheckpointError:
             raise
-        except Exception as e:  # noqa: BLE001 - reported below with the file name
-            errors.append(f"torch.load: {e}")
-    else:
-        header_len = int.from_bytes(data[:8], "little")
-        if 0 < header_len <= min(_SAFETENSORS_MAX_HEADER, len(data) - 8) and data[8:9] == b"{":
-            try:
-                from safetensors.torch import load as load_safetensors
-                return dict(load_safetensors(data))
-            except ImportError as e:
-                raise CheckpointError(f"{path!r} is a safetensors file; pip install safetensors") from e
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"safetensors: {e}")
-        if data[:1] == b"\x80":  # a raw pickle: Paddle, or torch's legacy format
-            try:
-                return _read_paddle_pickle(data)
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"as Paddle .pdparams: {e}")
-            try:
-                with warnings.catch_warnings():  # torch warns about pickle protocols it then rejects
-                    warnings.simplefilter("ignore")
-                    return dict(_unwrap(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)))
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"torch.load: {e}")
-    detail = "; ".join(errors) if errors else "unrecognised header bytes " + repr(data[:8])
-    raise CheckpointError(f"cannot read {path!r} as a PaddleClas .pdparams, torch.save or safetensors "
-                          f"checkpoint ({detail})")
+        except Exception as e:  # noqa: BLE001 - reported with the file name
+            raise CheckpointError(f"cannot read {path!r} as a torch.save checkpoint: {_torch_load_problem(e)}") from None
+    header_len = int.from_bytes(data[:8], "little")
+    if 0 < header_len <= min(_SAFETENSORS_MAX_HEADER, len(data) - 8) and data[8:9] == b"{":
+        try:
+            from safetensors.torch import load as load_safetensors
+        except ImportError as e:
+            raise CheckpointError(f"{path!r} is a safetensors file; pip install safetensors") from e
+        try:
+            return dict(load_safetensors(data))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"cannot read {path!r} as a safetensors file: {str(e)[:200]}") from None
+    if _is_torch_legacy(data):
+        try:
+            with warnings.catch_warnings():  # torch warns about the legacy format
+                warnings.simplefilter("ignore")
+                return dict(_unwrap(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)))
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"cannot read {path!r} as a (legacy) torch.save checkpoint: "
+                                  f"{_torch_load_problem(e)}") from None
+    if data[:1] == b"\x80":  # a raw pickle: paddle.save's .pdparams
+        try:
+            return _read_paddle_pickle(data)
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"cannot read {path!r} as a PaddleClas .pdparams: "
+                                  f"{_pickle_problem(e, len(data))}") from None
+    raise CheckpointError(f"cannot read {path!r}: not a PaddleClas .pdparams, torch.save or safetensors "
+                          f"checkpoint (it starts with bytes {data[:8]!r})")
 
 
 _TIMM_RULES = [
@@ -225,15 +260,67 @@ def infer_model_size(state: Mapping[str, torch.Tensor]) -> str:
     raise CheckpointError("no stem convolution (stem.0.conv.weight) in the checkpoint: not a PP-HGNet")
 
 
+def _timm_options(module: nn.Module) -> dict:
+    """``PPHGNet`` options that reproduce a timm ``hgnet_*`` module exactly; a ``ValueError`` naming
+    the first option that has no exact equivalent here (nothing is converted then)."""
+    from .models.pphgnet import POOL_TYPES
+    kind = type(module).__name__
+    if kind.startswith("Feature") or getattr(module, "feature_info", None) is not None and kind != "HighPerfGpuNet":
+        raise ValueError(f"a timm features_only=True module ({kind}) is not supported: create the model without "
+                         "features_only and call FusedPPHGNet(model).forward_features(x), which returns the "
+                         "stage maps at strides 4, 8, 16 and 32")
+    if kind != "HighPerfGpuNet":
+        raise TypeError(f"expected a timm HighPerfGpuNet (hgnet_*), got {kind}")
+    if type(getattr(module, "stem", None)).__name__ != "StemV1":
+        raise ValueError("timm hgnetv2_* (PP-HGNetV2) models are not supported yet; only hgnet_tiny/small/base")
+    if getattr(module, "use_lab", False):
+        raise ValueError("timm hgnet_* with use_lab=True is not supported: PP-HGNet v1 has no learnable "
+                         "affine blocks")
+    if len(module.stages) != 4:
+        raise ValueError(f"a timm hgnet_* with {len(module.stages)} stages (prune_intermediate_layers?) is not "
+                         "supported: PP-HGNet has 4")
+    head = module.head
+    pool = getattr(head.global_pool, "pool_type", "")
+    pool = pool[4:] if pool.startswith("fast") else pool  # "fast" pools compute the same values
+    if pool not in POOL_TYPES:
+        raise ValueError(f"timm global_pool={pool!r} is not supported; supported: {', '.join(POOL_TYPES)}")
+    last = head.last_conv
+    if isinstance(last, nn.Sequential):
+        kinds = [type(m).__name__ for m in last]
+        if kinds != ["Conv2d", "ReLU"]:
+            raise ValueError(f"a timm head with last_conv {kinds} is not supported (expected Conv2d, ReLU)")
+        class_expand = last[0].out_channels
+    elif isinstance(last, nn.Identity):
+        class_expand = None  # head_hidden_size=None
+    else:
+        raise ValueError(f"a timm head whose last_conv is {type(last).__name__} is not supported")
+    return dict(global_pool=pool, class_expand=class_expand)
+
+
 def load_model(source) -> "nn.Module":
-    """Build the right-sized eval-mode ``PPHGNet`` for a checkpoint path, state dict or timm model."""
-    from .models.pphgnet import PPHGNet
+    """Build the matching eval-mode ``PPHGNet`` for a checkpoint path, state dict or timm model: the
+    size (tiny / small / base), ``num_classes``, ``in_channels`` and the head's ``class_expand`` come
+    from the weights; a timm module also gives its ``global_pool`` (a state dict cannot: it is "avg").
+    Options with no exact equivalent are refused with a ``ValueError`` that names them."""
+    from .models.pphgnet import CONFIGS, PPHGNet
+    options = {}
+    if isinstance(source, nn.Module):
+        options = _timm_options(source) if type(source).__name__ != "PPHGNet" else {}
     state = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else dict(_unwrap(source))
     size = infer_model_size(state)
-    fc = state.get("fc.weight", state.get("head.fc.weight"))
-    if fc is None:
-        raise CheckpointError("no classifier (fc.weight / head.fc.weight) in the checkpoint")
-    num_classes = fc.shape[1] if detect_layout(state) == "paddle" else fc.shape[0]
-    model = PPHGNet(size, num_classes=num_classes)
-    load_weights(model, state)
+    mapped = to_hgnet_kernels_keys(state, CONFIGS[size].dropout_prob)
+    if "fc.weight" in mapped:
+        options["num_classes"] = mapped["fc.weight"].shape[0]
+    elif "fc.bias" not in mapped:
+        options["num_classes"] = 0  # timm num_classes=0: no classifier
+    else:
+        raise CheckpointError("the checkpoint has fc.bias but no fc.weight")
+    if "last_conv.weight" not in mapped:
+        options["class_expand"] = None
+    elif torch.is_tensor(mapped["last_conv.weight"]):
+        options["class_expand"] = mapped["last_conv.weight"].shape[0]
+    options["in_channels"] = mapped["stem.0.conv.weight"].shape[1]
+    model = PPHGNet(size, **options)
+    load_state_dict_strict(model, mapped, source=repr(os.fspath(source)) if isinstance(source, (str, os.PathLike))
+                           else type(source).__name__)
     return model.eval()

@@ -1,7 +1,10 @@
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 import hgnet_kernels
@@ -58,3 +61,109 @@ def test_verify_triton_backend_on_the_interpreter(capsys):
 def test_verify_cuda_backend_on_the_emulator(capsys):
     assert main(["verify", "--backend", "cuda", "--size", "32"]) == 0
     assert "FusedPPHGNet[cuda]" in capsys.readouterr().out
+
+
+# ---- user errors: one line saying what to do, exit status 2, never a traceback ----------------
+
+USER_ERRORS = [
+    (["verify", "--weights", "/nonexistent/w.pdparams"], "does not exist"),
+    (["verify", "--weights", "."], "is a directory"),
+    (["verify", "--backend", "foo"], "invalid choice: 'foo'"),
+    (["verify", "--size", "16"], "must be at least 32"),
+    (["verify", "--batch", "0"], "must be at least 1"),
+    (["verify", "--device", "cuda"], "no CUDA GPU is visible"),
+    (["verify", "--device", "tpu"], "unknown device"),
+    (["bench", "--backends", "foo"], "invalid choice: 'foo'"),
+    (["bench", "--batches", "0"], "must be at least 1"),
+    (["bench", "--size", "8"], "must be at least 32"),
+]
+
+
+@pytest.mark.parametrize("argv,message", USER_ERRORS, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_user_errors_are_one_line_with_status_2(argv, message, capsys):
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("there is a GPU here")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_truncated_weights_are_a_user_error(tmp_path, capsys):
+    torch.save(hgnet_kernels.PPHGNet("tiny").state_dict(), tmp_path / "w.pth")
+    data = (tmp_path / "w.pth").read_bytes()
+    (tmp_path / "w.pth").write_bytes(data[: len(data) // 3])
+    assert main(["verify", "--weights", str(tmp_path / "w.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "damaged or truncated" in err and "weights_only" not in err and "Traceback" not in err
+
+
+def test_verify_infers_the_size_from_the_weights(tmp_path, capsys):
+    model = hgnet_kernels.models.randomize_statistics(hgnet_kernels.PPHGNet("small", num_classes=3), seed=4)
+    torch.save(model.state_dict(), tmp_path / "small.pth")
+    assert main(["verify", "--weights", str(tmp_path / "small.pth"), "--size", "32", "--iters", "1"]) == 0
+    assert "PPHGNet_small" in capsys.readouterr().out
+    assert main(["verify", "--weights", str(tmp_path / "small.pth"), "--model", "tiny"]) == 2
+    assert "holds a PPHGNet_small" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"hgnet_kernels {hgnet_kernels.__version__}"
+
+
+# ---- bench: a failing method fails the run ----------------------------------------------------
+
+def _bench(tmp_path, *extra):
+    return main(["bench", "--models", "tiny", "--batches", "1", "--size", "32", "--rounds", "1", "--iters", "1",
+                 "--no-compile", "--out", str(tmp_path), "--tag", "t", *extra])
+
+
+def test_bench_exits_nonzero_when_a_method_raises(tmp_path, monkeypatch, capsys):
+    def broken(self, x):
+        raise RuntimeError("kernel exploded")
+    monkeypatch.setattr(hgnet_kernels.FusedPPHGNet, "forward", broken)
+    assert _bench(tmp_path, "--backends", "torch") == 1
+    rows = {r["method"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert "kernel exploded" in rows["fused_torch"]["error"] and rows["fused_torch"]["latency_ms"] is None
+    assert rows["eager"]["error"] == "" and rows["eager"]["correct"]
+    out = capsys.readouterr()
+    assert "FAILED" in out.out and "kernel exploded" in out.err
+
+
+def test_bench_survives_a_failing_eager(tmp_path, monkeypatch):
+    real_forward = hgnet_kernels.PPHGNet.forward
+
+    def broken(self, x):  # the float64 reference still works
+        if x.dtype != torch.float64:
+            raise RuntimeError("eager broke")
+        return real_forward(self, x)
+    monkeypatch.setattr(hgnet_kernels.PPHGNet, "forward", broken)
+    assert _bench(tmp_path, "--backends", "torch") == 1
+    rows = {r["method"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert "eager broke" in rows["eager"]["error"]
+    assert rows["fused_torch"]["correct"] is True  # fp32 keeps its absolute floor without eager
+
+
+def test_bench_reports_a_backend_that_cannot_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("HGNET_KERNELS_CUDA_EMULATE", "0")
+    assert _bench(tmp_path, "--backends", "torch", "cuda") == 1  # named in --backends: the run fails
+    rows = {r["method"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert rows["fused_cuda"]["error"].startswith("unavailable:") and "HGNET_KERNELS_CUDA_EMULATE=1" in rows["fused_cuda"]["error"]
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert _bench(tmp_path) == 0  # by default, backends that cannot run here only get a row saying why
+    rows = {r["method"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert rows["fused_triton"]["error"].startswith("unavailable:")
+
+
+def test_gpu_check_steps_report_failures(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    script = ("source bench/gpu_check_steps.sh; step fine 5 true; step broken 5 false; "
+              "step slow 1 sleep 5; finish")
+    result = subprocess.run(["bash", "-c", script], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert re.search(r"broken\s+FAILED", result.stdout) and re.search(r"slow\s+TIMED OUT", result.stdout)
+    assert re.search(r"fine\s+ok", result.stdout)
+    good = subprocess.run(["bash", "-c", "source bench/gpu_check_steps.sh; step fine 5 true; finish"], cwd=root,
+                          capture_output=True, text=True)
+    assert good.returncode == 0

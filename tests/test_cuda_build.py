@@ -46,3 +46,44 @@ def test_arch_flags_and_toolkit_root():
     if cuda_build.find_nvcc():
         import os
         assert os.path.exists(os.path.join(cuda_build.cuda_home(), "bin", "nvcc"))
+
+
+def test_availability_probe_never_compiles(monkeypatch):
+    """``unavailable_reason`` is cheap: with a GPU but no prebuilt extension it checks the toolchain
+    and leaves the build to the first use."""
+    def no_build(*args, **kwargs):
+        raise AssertionError("unavailable_reason must not build the extension")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda_ext, "jit_build", no_build)
+    monkeypatch.setattr(cuda_ext, "_prebuilt", no_build)
+    monkeypatch.setattr(cuda_ext.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(cuda_build, "can_build_extension", lambda: "nvcc is not on the PATH")
+    assert "cannot be built here: nvcc is not on the PATH" in cuda_ext.unavailable_reason()
+    monkeypatch.setattr(cuda_build, "can_build_extension", lambda: None)
+    assert cuda_ext.unavailable_reason() is None
+
+
+def test_emulator_entry_points_have_declared_c_signatures():
+    """Every ``hgk_emu_*`` function of emu_api.cpp has its ctypes signature declared, argument for
+    argument, so a mismatch is a ctypes error rather than silent memory corruption."""
+    import ctypes
+    import re
+    from pathlib import Path
+
+    from hgnet_kernels import cuda_emulator
+    source = (Path(cuda_build.csrc_dir()) / "emulator" / "emu_api.cpp").read_text()
+    c_types = {"void*": ctypes.c_void_p, "const void*": ctypes.c_void_p, "const int64_t*": ctypes.POINTER(ctypes.c_int64),
+               "float*": ctypes.POINTER(ctypes.c_float), "const float*": ctypes.POINTER(ctypes.c_float),
+               "int": ctypes.c_int, "int64_t": ctypes.c_int64, "float": ctypes.c_float}
+    found = {}
+    for result, name, params in re.findall(r"^(int|const char\*) (hgk_emu_\w+)\(([^)]*)\)", source, re.MULTILINE):
+        types = [c_types[" ".join(p.split()[:-1])] for p in params.replace("\n", " ").split(",") if p.strip()]
+        found[name] = (types, ctypes.c_char_p if result == "const char*" else ctypes.c_int)
+    assert found and set(found) == set(cuda_emulator.SIGNATURES)
+    for name, (argtypes, restype) in found.items():
+        declared, declared_result = cuda_emulator.SIGNATURES[name]
+        assert declared == argtypes and declared_result == restype, name
+    lib = cuda_emulator.library()
+    assert lib.hgk_emu_conv_bn_act.argtypes == cuda_emulator.SIGNATURES["hgk_emu_conv_bn_act"][0]
+    with pytest.raises(ctypes.ArgumentError):
+        lib.hgk_emu_conv_tile_rows(1.5, 90)

@@ -108,3 +108,23 @@ def test_state_dict_round_trip_and_empty_batch():
     other.load_state_dict(fused.state_dict())
     assert torch.equal(other(x), fused(x))
     assert fused(torch.randn(0, 3, 64, 64)).shape == (0, 1000)
+
+
+@pytest.mark.parametrize("backend,options,message", [
+    ("torch", dict(cuda_graph=True), "backend 'torch' does not take the option 'cuda_graph'; CUDA graphs need"),
+    ("auto", dict(cuda_graph=True), "chosen by 'auto' on cpu"),
+    ("cuda", dict(allow_tf32=True), r"backend 'cuda' does not take the option 'allow_tf32'.*cuda_graph"),
+    ("triton", dict(max_graphs="8"), r"max_graphs='8'.*expected int"),
+    ("triton", dict(cuda_graph=1), r"cuda_graph=1.*expected bool"),
+])
+def test_backend_options_are_checked_against_the_backend(backend, options, message):
+    if torch.cuda.is_available():
+        pytest.skip("the CPU's option errors")
+    with pytest.raises(ValueError, match=message):
+        hk.FusedPPHGNet(hk.pphgnet_tiny(), backend=backend, **options)
+
+
+def test_float64_model_computes_in_float32():
+    model = randomize(hk.PPHGNet("tiny"), seed=6).double()
+    fused = hk.FusedPPHGNet(model, backend="torch")
+    assert fused.dtype == torch.float32

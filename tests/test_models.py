@@ -63,3 +63,60 @@ def test_paddle_init_is_kaiming_normal_fan_in():
 def test_unknown_size_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown PP-HGNet size 'huge'"):
         hk.PPHGNet("huge")
+
+
+# ---- timm variants: converted exactly, or refused naming the option -----------------------------
+
+TIMM_VARIANTS = [dict(global_pool="max"), dict(global_pool="avgmax"), dict(global_pool="fastavg"),
+                 dict(num_classes=0), dict(head_hidden_size=None), dict(head_hidden_size=512, num_classes=7),
+                 dict(in_chans=1), dict(drop_rate=0.3, drop_path_rate=0.1)]
+
+
+@pytest.mark.parametrize("kwargs", TIMM_VARIANTS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_timm_variants_are_converted_exactly(kwargs):
+    theirs = randomize(timm.create_model("hgnet_tiny", pretrained=False, **kwargs), seed=31)
+    fused = hk.FusedPPHGNet(theirs, backend="torch")
+    x = torch.randn(2, kwargs.get("in_chans", 3), 64, 96)
+    with torch.no_grad():
+        expected = theirs.double()(x.double())
+    got = fused(x)
+    assert got.shape == expected.shape
+    assert rel_err(got, expected) <= 1e-5
+    # the same options survive a trip through a state-dict file (except the pooling type, which a
+    # state dict does not record)
+    if "global_pool" not in kwargs:
+        rebuilt = hk.load_model(theirs.float().state_dict())
+        with torch.no_grad():
+            assert rel_err(rebuilt(x), expected) <= 1e-5
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(global_pool="", num_classes=0), "global_pool=''"),
+    (dict(use_lab=True), "use_lab=True"),
+    (dict(features_only=True), "features_only=True"),
+], ids=["no-pool", "use_lab", "features_only"])
+def test_unsupported_timm_variants_are_refused_before_any_work(kwargs, message):
+    theirs = timm.create_model("hgnet_tiny", pretrained=False, **kwargs).eval()
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        hk.FusedPPHGNet(theirs, backend="torch")
+
+
+def test_timm_v2_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="hgnetv2"):
+        hk.FusedPPHGNet(timm.create_model("hgnetv2_b0", pretrained=False).eval(), backend="torch")
+
+
+def test_fused_timm_model_keeps_its_dtype():
+    theirs = randomize(timm.create_model("hgnet_tiny", pretrained=False), seed=32).to(torch.bfloat16)
+    fused = hk.FusedPPHGNet(theirs, backend="torch")
+    assert fused.dtype == torch.bfloat16 and fused.net.stem[0].weight.dtype == torch.bfloat16
+
+
+@pytest.mark.gpu
+def test_fused_timm_model_lives_on_the_timm_models_device():
+    theirs = randomize(timm.create_model("hgnet_tiny", pretrained=False), seed=33).cuda()
+    fused = hk.FusedPPHGNet(theirs)
+    assert fused.device.type == "cuda"
+    x = torch.randn(1, 3, 224, 224, device="cuda")
+    with torch.no_grad():
+        assert rel_err(fused(x), theirs.double()(x.double())) <= 1e-5

@@ -64,7 +64,7 @@ def test_pdparams_round_trip(tmp_path, size):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         feats = source.forward_features(x)[-1]
-        hidden = torch.relu(source.last_conv(source.avg_pool(feats))).flatten(1)
+        hidden = torch.relu(source.last_conv(feats.mean((2, 3), keepdim=True))).flatten(1)
         paddle_fc = torch.from_numpy(paddle_state_dict(source)["fc.weight"])
         paddle_logits = (1 - source.config.dropout_prob) * hidden @ paddle_fc + source.fc.bias
         assert rel_err(loaded(x), paddle_logits) <= 1e-5
@@ -178,3 +178,36 @@ def test_fused_model_straight_from_a_paddle_checkpoint(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert rel_err(fused(x), source(x)) <= 1e-5
+
+
+def test_a_directory_is_not_reported_as_missing(tmp_path):
+    (tmp_path / "PPHGNet_tiny_pretrained.pdparams").write_bytes(b"x" * 16)
+    with pytest.raises(IsADirectoryError, match="is a directory.*PPHGNet_tiny_pretrained.pdparams"):
+        hk.pphgnet_tiny(weights=tmp_path)
+
+
+def test_truncated_pdparams_says_truncated_without_torch_advice(tmp_path):
+    path = tmp_path / "cut.pdparams"
+    import io
+    buffer = io.BytesIO()
+    pickle.dump(paddle_state_dict(hk.PPHGNet("tiny")), buffer, protocol=4)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert "PaddleClas .pdparams" in message and "truncated" in message
+    assert "weights_only" not in message
+
+
+def test_torch_files_with_objects_are_refused_without_unsafe_advice(tmp_path):
+    torch.save({"state_dict": hk.PPHGNet("tiny").state_dict(), "optimizer": Path("not a tensor")},
+               tmp_path / "objects.pth")
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(tmp_path / "objects.pth")
+    assert "never unpickles" in str(info.value) and "weights_only=False" not in str(info.value)
+
+
+def test_legacy_torch_save_format(tmp_path):
+    source = randomize(hk.PPHGNet("tiny"), seed=8)
+    torch.save(source.state_dict(), tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    assert_same_weights(hk.pphgnet_tiny(weights=tmp_path / "legacy.pth"), source)

@@ -1,8 +1,8 @@
 """Backends that execute a ``FoldedNet``; each one lives in its own module and imports lazily.
 
-A backend is a class with ``name``, ``__init__(net, dtype, device, **options)`` and
-``forward_features(x) -> list of 4 stage maps`` and ``logits(x)`` (x: NCHW, compute dtype, any
-strides).
+A backend is a class with ``name``, ``OPTIONS`` (the keyword options it takes: name → (type,
+description)), ``__init__(net, dtype, device, **options)`` and ``forward_features(x) -> list of 4
+stage maps`` and ``logits(x)`` (x: NCHW, compute dtype, any strides).
 ``unavailable_reason(device, dtype)`` says why it cannot run there, or returns None.
 """
 from __future__ import annotations
@@ -43,6 +43,23 @@ def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> O
     except BackendUnavailable as e:
         return str(e)
     return cls.unavailable_reason(device, dtype)
+
+
+def check_options(name: str, requested: str, device: torch.device, options: dict) -> None:
+    """Every option is one the backend takes, with a value of the right type; else a ``ValueError``
+    that names the valid options (raised before anything is built)."""
+    valid = backend_class(name).OPTIONS
+    chosen = f"backend {name!r}" + (f" (chosen by {requested!r} on {device.type})" if requested != name else "")
+    for key, value in options.items():
+        if key not in valid:
+            listing = ", ".join(f"{k} ({doc})" for k, (_, doc) in valid.items()) or "none"
+            hint = ""
+            if key in ("cuda_graph", "max_graphs") and device.type != "cuda":
+                hint = "; CUDA graphs need a CUDA device and the triton or cuda backend"
+            raise ValueError(f"{chosen} does not take the option {key!r}{hint}. Its options: {listing}")
+        kind, doc = valid[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"option {key}={value!r} of {chosen}: expected {kind.__name__} ({doc})")
 
 
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:

@@ -34,11 +34,15 @@ class KernelBackend:
     ``scale_residual(y, gate, identity, out)``; ``pack_conv`` / ``pack_depthwise`` lay weights out."""
 
     name = "kernels"
+    OPTIONS = {"cuda_graph": (bool, "capture and replay CUDA graphs, CUDA only"),
+               "max_graphs": (int, "graphs kept, one per input shape, LRU")}
 
     def __init__(self, net: FoldedNet, ops: dict, device: torch.device, cuda_graph: bool = False,
                  max_graphs: int = 8):
         if cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a CUDA device; the model is on {device}")
+        if max_graphs < 1:
+            raise ValueError(f"max_graphs must be at least 1, got {max_graphs}")
         self.ops = ops
         self.net = net
         self.cuda_graph = cuda_graph

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..folding import FoldedConv, FoldedNet
+from ..models.pphgnet import global_pool
 
 
 _DILATION = [1, 1]
@@ -30,6 +31,7 @@ def _onednn_pointwise_available() -> bool:
 
 class TorchBackend:
     name = "torch"
+    OPTIONS: dict = {}
 
     @staticmethod
     def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
@@ -101,6 +103,9 @@ class TorchBackend:
 
 
 def head(net: FoldedNet, x: torch.Tensor) -> torch.Tensor:
-    """avgpool → 1×1 conv (no bias) → ReLU → (eval dropout: identity) → FC."""
-    hidden = torch.relu(F.linear(x.mean((2, 3)), net.last_conv_weight))
-    return F.linear(hidden, net.fc_weight, net.fc_bias)
+    """global pool → 1×1 conv (no bias) → ReLU → (eval dropout: identity) → FC; the conv and the
+    FC only where the model has them."""
+    x = global_pool(x, net.global_pool)
+    if net.last_conv_weight is not None:
+        x = torch.relu(F.linear(x, net.last_conv_weight))
+    return F.linear(x, net.fc_weight, net.fc_bias) if net.fc_weight is not None else x

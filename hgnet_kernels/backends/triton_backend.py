@@ -16,6 +16,7 @@ from .kernel_backend import KernelBackend
 
 class TritonBackend(KernelBackend):
     name = "triton"
+    OPTIONS = {**KernelBackend.OPTIONS, "allow_tf32": (bool, "fp32 convs on TF32 tensor cores")}
 
     @staticmethod
     def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:

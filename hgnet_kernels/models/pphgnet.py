@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,6 @@ class PPHGNetConfig:
     stages: Tuple[StageConfig, ...]
     layer_num: int
     dropout_prob: float
-    class_expand: int = 2048
 
 
 CONFIGS = {
@@ -52,6 +52,20 @@ CONFIGS = {
 
 # The stem divides by 4 and three LDS downsamples by 2 more each; below this the last stage is empty.
 MIN_INPUT_SIZE = 32
+
+# Global pooling types of the head (timm's ``global_pool``): each keeps the channel count.
+POOL_TYPES = ("avg", "max", "avgmax")
+
+
+def global_pool(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """(N, C, H, W) → (N, C): timm's SelectAdaptivePool2d for the types in ``POOL_TYPES``."""
+    if pool == "avg":
+        return x.mean((2, 3))
+    if pool == "max":
+        return x.amax((2, 3))
+    if pool == "avgmax":
+        return 0.5 * (x.mean((2, 3)) + x.amax((2, 3)))
+    raise ValueError(f"unknown global pool {pool!r}; expected one of {POOL_TYPES}")
 
 
 class ConvBNAct(nn.Module):
@@ -122,33 +136,46 @@ class HGStage(nn.Module):
 
 
 class PPHGNet(nn.Module):
-    """PP-HGNet classifier: stem → 4 HG stages → avgpool → 1×1 conv → ReLU → dropout → FC.
+    """PP-HGNet classifier: stem → 4 HG stages → global pool → 1×1 conv → ReLU → dropout → FC.
 
     Args:
         config: one of ``CONFIGS`` (or ``"tiny"``, ``"small"``, ``"base"``).
-        num_classes: size of the FC output.
+        num_classes: size of the FC output; 0 drops the FC (the output is then the pooled,
+            expanded features, as timm's ``num_classes=0``).
+        in_channels: image channels (timm's ``in_chans``).
+        global_pool: ``"avg"`` (PaddleClas), ``"max"`` or ``"avgmax"`` (timm's options).
+        class_expand: channels of the head's 1×1 conv (timm's ``head_hidden_size``); None drops it.
     """
 
-    def __init__(self, config: PPHGNetConfig | str = "tiny", num_classes: int = 1000):
+    def __init__(self, config: PPHGNetConfig | str = "tiny", num_classes: int = 1000, in_channels: int = 3,
+                 global_pool: str = "avg", class_expand: Optional[int] = 2048):
         super().__init__()
         if isinstance(config, str):
             if config not in CONFIGS:
                 raise ValueError(f"unknown PP-HGNet size {config!r}; expected one of {sorted(CONFIGS)}")
             config = CONFIGS[config]
+        if global_pool not in POOL_TYPES:
+            raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
+        if num_classes < 0 or in_channels < 1:
+            raise ValueError(f"num_classes must be >= 0 and in_channels >= 1, got {num_classes} and {in_channels}")
         self.config = config
         self.num_classes = num_classes
-        stem = (3,) + tuple(config.stem_channels)
+        self.in_channels = in_channels
+        self.global_pool = global_pool
+        self.class_expand = class_expand
+        stem = (in_channels,) + tuple(config.stem_channels)
         self.stem = nn.Sequential(*[
             ConvBNAct(stem[i], stem[i + 1], 3, stride=2 if i == 0 else 1)
             for i in range(len(stem) - 1)])
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.stages = nn.ModuleList(HGStage(s, config.layer_num) for s in config.stages)
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.last_conv = nn.Conv2d(config.stages[-1].out_channels, config.class_expand, 1, bias=False)
+        features = config.stages[-1].out_channels
+        self.last_conv = nn.Conv2d(features, class_expand, 1, bias=False) if class_expand else None
         # Paddle's downscale_in_infer dropout scales by (1 - p) at inference; the Paddle importer
         # folds that factor into fc.weight so this dropout is the usual identity in eval mode.
         self.dropout = nn.Dropout(config.dropout_prob)
-        self.fc = nn.Linear(config.class_expand, num_classes)
+        self.num_features = class_expand or features  # the width of the pooled (pre-logits) output
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -172,8 +199,11 @@ class PPHGNet(nn.Module):
         return features
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.last_conv(self.avg_pool(x)))
-        return self.fc(torch.flatten(self.dropout(x), 1))
+        x = global_pool(x, self.global_pool)
+        if self.last_conv is not None:
+            x = torch.relu(F.linear(x, self.last_conv.weight.flatten(1)))
+        x = self.dropout(x)
+        return self.fc(x) if self.fc is not None else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x)[-1])
