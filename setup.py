@@ -22,7 +22,7 @@ version = re.search(r'__version__ = "([^"]+)"', (HERE / "hgnet_kernels" / "__ini
 
 def _load_cuda_build():
     # By path: importing the package would import torch, which build isolation may hide.
-    spec = importlib.util.spec_from_file_location("_hgk_cuda_build", HERE / "hgnet_kernels" / "cuda_build.py")
+    spec = importlib.util.spec_from_file_location("_hgk_cuda_build", HERE / "hgnet_kernels" / "kernels" / "cuda" / "build.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -35,7 +35,7 @@ else
   TAG="gpu-$(python -c 'import torch; print(torch.cuda.get_device_name().split()[1].lower())' 2>/dev/null || echo unknown)-$STAMP"
   step "machine" 20 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; \
     python -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__)'"
-  step "cuda extension (JIT)" 90 python -c "from hgnet_kernels import cuda_ext; print(cuda_ext.jit_build(verbose=True))"
+  step "cuda extension (JIT)" 90 python -c "from hgnet_kernels.kernels.cuda import extension; print(extension.jit_build(verbose=True))"
   step "gpu tests" 120 bash -c "python -m pytest -q -m gpu tests 2>&1 | tee '$OUT_DIR/tests-$TAG.log'"
   step "triton tuning" 50 python bench/tune_triton.py --models tiny --dtypes float16 --budget 35 \
     --out "$OUT_DIR/triton_$(python -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"sm{m}{n}")').json"

@@ -4,8 +4,8 @@
 
 Each distinct conv of the model at 224×224 (stem, 3×3 layers, aggregation 1×1 + ESE sums,
 depthwise LDS) runs through every implementation available on the device, on the same folded
-weights: ``pytorch`` (F.conv2d + ReLU: cuDNN / oneDNN), ``torch_backend`` (our torch backend's
-conv: oneDNN with packed weights on the CPU) and, on a GPU, ``triton``. Every
+weights: ``pytorch`` (F.conv2d + ReLU: cuDNN / oneDNN), ``torch_backend`` (the PyTorch kernel
+family: oneDNN with packed weights on the CPU) and, on a GPU, ``triton`` and ``cuda``. Every
 result is checked against float64 first. ``extra_info`` holds GFLOP/s, GB/s and, on a GPU whose
 peaks are known (``hgnet_kernels/configs/devices.json``), the fraction of the roofline; on a GPU
 the time also comes from ``triton.testing.do_bench`` (median, CUDA events).
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hgnet_kernels import configs
-from hgnet_kernels.backends.torch_backend import TorchBackend
+from hgnet_kernels.kernels import pytorch as pytorch_family
 from hgnet_kernels.folding import FoldedConv
 from hgnet_kernels.numerics import relative_error, tolerance
 from hgnet_kernels.shapes import distinct
@@ -33,7 +33,7 @@ def pytest_generate_tests(metafunc):
         shapes = distinct(model, 224)
         metafunc.parametrize("shape", shapes, ids=[s.ident() for s in shapes])
     if "impl" in metafunc.fixturenames:
-        impls = ["pytorch", "torch_backend"] + (["triton"] if DEVICE.type == "cuda" else [])
+        impls = ["pytorch", "torch_backend"] + (["triton", "cuda"] if DEVICE.type == "cuda" else [])
         metafunc.parametrize("impl", impls)
 
 
@@ -47,31 +47,24 @@ def _make(shape, dtype, generator):
     return x, FoldedConv(w, b, shape.stride, groups, relu=shape.kind != "depthwise")
 
 
-def _runner(impl, conv, shape, x, dtype):
+def _runner(impl, conv, shape, x):
     if impl == "pytorch":
         def run():
-            y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, 1, conv.groups)
+            y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.kernel_size // 2, 1, conv.groups)
             y = torch.relu(y) if conv.relu else y
             return (y, y.float().sum((2, 3))) if shape.kind == "aggregation" else y
         return run
-    if impl == "torch_backend":
-        backend = TorchBackend(None, dtype=dtype, device=DEVICE)
-
-        def run():
-            y = backend.conv(conv, x)
-            return (y, y.float().sum((2, 3))) if shape.kind == "aggregation" else y
-        return run
-    from hgnet_kernels.ops.aggregation_ese import aggregation_ese
-    from hgnet_kernels.ops.checks import pack_conv_weight, pack_depthwise_weight
-    from hgnet_kernels.ops.conv_bn_act import conv_bn_act
-    from hgnet_kernels.ops.depthwise_conv import depthwise_conv
+    family = pytorch_family
+    if impl != "torch_backend":
+        from hgnet_kernels.kernels import cuda, triton
+        family = triton if impl == "triton" else cuda
+    pack = family.pack_depthwise_weight if shape.kind == "depthwise" else family.pack_conv_weight
+    packed = pack(conv.weight)
     if shape.kind == "depthwise":
-        packed = pack_depthwise_weight(conv.weight)
-        return lambda: depthwise_conv(x, packed, conv.bias, conv.stride)
-    packed = pack_conv_weight(conv.weight)
+        return lambda: family.depthwise_conv(x, packed, conv.bias, conv.stride)
     if shape.kind == "aggregation":
-        return lambda: aggregation_ese(x, packed, conv.bias)
-    return lambda: conv_bn_act(x, packed, conv.bias, conv.stride, conv.relu)
+        return lambda: family.aggregation_ese(x, packed, conv.bias)
+    return lambda: family.conv_bn_act(x, packed, conv.bias, conv.stride, conv.relu)
 
 
 def test_layer(benchmark, shape, impl, request):
@@ -79,12 +72,12 @@ def test_layer(benchmark, shape, impl, request):
     if DEVICE.type == "cpu" and dtype != torch.float32:
         pytest.skip("CPU microbenchmarks are fp32 (oneDNN); low precision is measured on a GPU")
     x, conv = _make(shape, dtype, torch.Generator().manual_seed(0))
-    run = _runner(impl, conv, shape, x, dtype)
+    run = _runner(impl, conv, shape, x)
     out = run()
     y = out[0] if isinstance(out, tuple) else out
-    exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), conv.stride, conv.padding, 1, conv.groups)
+    exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), conv.stride, conv.kernel_size // 2, 1, conv.groups)
     exact = torch.relu(exact) if conv.relu else exact
-    eager = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, 1, conv.groups)
+    eager = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.kernel_size // 2, 1, conv.groups)
     eager = torch.relu(eager) if conv.relu else eager
     assert relative_error(y, exact) <= tolerance(dtype, relative_error(eager, exact)), "wrong result"
 

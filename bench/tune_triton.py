@@ -42,8 +42,8 @@ def main() -> int:
         return 2
     import triton.testing
 
-    from hgnet_kernels.ops.checks import pack_conv_weight
-    from hgnet_kernels.ops.conv_bn_act import conv_config, conv_config_key, launch_conv
+    from hgnet_kernels.kernels.spec import pack_conv_weight
+    from hgnet_kernels.kernels.triton.conv_bn_act import launch_conv
     device = torch.device("cuda")
     arch = configs.arch_name(device)
     out_path = args.out or os.path.join(configs.CONFIG_DIR, f"triton_{arch}.json")
@@ -67,10 +67,10 @@ def main() -> int:
             def timed(cfg, x=x, w=w, b=b, stride=shape.stride, partial=partial):
                 return triton.testing.do_bench(
                     lambda: launch_conv(x, w, b, stride, True, None, partial, False, cfg), warmup=5, rep=20)
-            key = conv_config_key(shape.h_out * shape.w_out, shape.c_in, shape.c_out, shape.kernel,
-                                  shape.stride, dtype)
-            baseline = timed(conv_config.__wrapped__(shape.h_out * shape.w_out, shape.c_in, shape.c_out,
-                                                     shape.kernel, shape.stride, dtype, torch.device("cpu")))
+            key = configs.conv_key(shape.h_out * shape.w_out, shape.c_in, shape.c_out, shape.kernel,
+                                   shape.stride, dtype)
+            baseline = timed(configs.conv_config(shape.h_out * shape.w_out, shape.c_in, shape.c_out,
+                                                 shape.kernel, shape.stride, dtype, arch=None))
             best_ms, best_cfg = baseline, None
             for cfg in CANDIDATES:
                 try:

@@ -9,12 +9,16 @@ For a conv ``W`` followed by eval-mode BN (γ, β, μ, σ², ε)::
 computed in float32 (float64 when the model is float64) and only then cast to the compute dtype,
 so fp16/bf16 inherit no extra rounding from the fold itself.
 
+A learnable affine block after the ReLU (LAB: ``y = a·relu(z) + c``, scalars a and c) is folded as
+far as it exactly can be: for a > 0, ``a·relu(z) = relu(a·z)``, so a moves into W' and b' and only
+the shift c remains for the epilogue; for a ≤ 0 both stay in the epilogue.
+
 The result is a module tree of plain buffers (``FoldedNet``): ``.to()``, ``state_dict()`` and
 ``load_state_dict()`` work on it like on any module, and every backend reads the same tensors.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,16 +27,24 @@ from .models.pphgnet import ConvBNAct, HGBlock, PPHGNet, PPHGNetConfig
 
 
 class FoldedConv(nn.Module):
-    """conv(x, weight) + bias, then ReLU when ``relu``; weight is OIHW with BN folded in."""
+    """conv(x, weight) + bias, then ReLU when ``relu``, then ``affine[0]·y + affine[1]`` when
+    ``affine`` (a folded LAB); weight is OIHW with BN folded in. ``padding`` is (top, bottom,
+    left, right)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, relu: bool):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, relu: bool,
+                 padding: Optional[Tuple[int, int, int, int]] = None, affine: Optional[torch.Tensor] = None):
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
+        self.register_buffer("lab", affine)  # (scale, shift), fp32; None without a LAB
         self.stride = stride
-        self.padding = weight.shape[-1] // 2
+        self.padding = padding if padding is not None else (weight.shape[-1] // 2,) * 4
         self.groups = groups
         self.relu = relu
+
+    @property
+    def affine(self) -> bool:
+        return self.lab is not None
 
     @property
     def kernel_size(self) -> int:
@@ -46,9 +58,12 @@ class FoldedConv(nn.Module):
     def in_channels(self) -> int:
         return self.weight.shape[1] * self.groups
 
+    def param_names(self) -> Tuple[str, ...]:
+        return ("weight", "bias", "lab") if self.affine else ("weight", "bias")
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}→{self.out_channels}, k={self.kernel_size}, s={self.stride}, "
-                f"groups={self.groups}, relu={self.relu}")
+                f"padding={self.padding}, groups={self.groups}, relu={self.relu}, affine={self.affine}")
 
 
 class FoldedBlock(nn.Module):
@@ -103,6 +118,17 @@ class FoldedNet(nn.Module):
         self.register_buffer("fc_weight", fc_weight)
         self.register_buffer("fc_bias", fc_bias)
 
+    @property
+    def num_outputs(self) -> int:
+        """Width of the head's output: the classes, else the pooled (expanded) features."""
+        for matrix in (self.fc_weight, self.last_conv_weight):
+            if matrix is not None:
+                return matrix.shape[0]
+        return self.stages[-1].blocks[-1].out_channels
+
+    def head_param_names(self) -> Tuple[str, ...]:
+        return tuple(n for n in ("last_conv_weight", "fc_weight", "fc_bias") if getattr(self, n) is not None)
+
 
 def _fold_conv_bn(module: ConvBNAct, dtype: torch.dtype) -> FoldedConv:
     bn = module.bn
@@ -114,8 +140,15 @@ def _fold_conv_bn(module: ConvBNAct, dtype: torch.dtype) -> FoldedConv:
         scale = bn.weight.to(fold_dtype) / torch.sqrt(bn.running_var.to(fold_dtype) + bn.eps)
         weight = module.conv.weight.to(fold_dtype) * scale.view(-1, 1, 1, 1)
         bias = bn.bias.to(fold_dtype) - bn.running_mean.to(fold_dtype) * scale
-    return FoldedConv(weight.to(dtype).contiguous(), bias.to(dtype).contiguous(),
-                      module.conv.stride[0], module.conv.groups, module.use_act)
+        affine = None
+        lab = getattr(module, "lab", None)
+        if lab is not None:
+            a, c = lab.scale.to(fold_dtype).reshape(()), lab.bias.to(fold_dtype).reshape(())
+            if a > 0:  # a·relu(z) = relu(a·z): the scale joins the weights, only the shift stays
+                weight, bias, a = weight * a, bias * a, torch.ones_like(a)
+            affine = torch.stack([a, c]).float()
+    return FoldedConv(weight.to(dtype).contiguous(), bias.to(dtype).contiguous(), module.conv.stride[0],
+                      module.conv.groups, module.use_act, affine=affine)
 
 
 def _fold_block(block: HGBlock, dtype: torch.dtype) -> FoldedBlock:
@@ -134,6 +167,7 @@ def fold_model(model: PPHGNet, dtype: torch.dtype = torch.float32) -> FoldedNet:
     stages = [FoldedStage(_fold_conv_bn(s.downsample, dtype) if s.downsample is not None else None,
                           [_fold_block(b, dtype) for b in s.blocks])
               for s in model.stages]
+
     def copy(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return None if t is None else t.detach().to(dtype).contiguous()
 

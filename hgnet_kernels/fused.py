@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from .backends import backend_class, check_options, resolve_backend
+from . import library
+from .backends import Backend, check_options, resolve_backend
 from .folding import FoldedNet, fold_model
+from .plan import Plan, build_plan
 from .models.pphgnet import MIN_INPUT_SIZE, PPHGNet
 
 log = logging.getLogger(__name__)
@@ -67,17 +69,15 @@ class FusedPPHGNet(nn.Module):
             raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}, got {dtype}")
         self.dtype = dtype
         self.config = eager.config
-        self.in_channels = eager.in_channels
-        self.num_outputs = eager.num_classes or eager.num_features  # logits, or pooled features
         self.requested_backend = backend
         self.options = options
         self.net: FoldedNet = fold_model(eager, dtype).to(weight.device)
-        self._backend = None
+        self.plan: Plan = build_plan(self.net)
+        self._backend: Optional[Backend] = None
         self._build_backend()
         # Backends cache derived weights (packed layouts, casts): rebuild them after a load.
         self.register_load_state_dict_post_hook(lambda module, _keys: module._build_backend())
-        from . import library
-        self._model_id = library.register_model(self)
+        self._network_id = library.register(self)
 
     def __getstate__(self):  # backends hold derived, device-specific state: rebuilt, not copied
         state = self.__dict__.copy()
@@ -86,9 +86,17 @@ class FusedPPHGNet(nn.Module):
 
     def __setstate__(self, state):  # copies and unpickled modules get their own op registration
         super().__setstate__(state)
-        from . import library
-        self._model_id = library.register_model(self)
+        self._network_id = library.register(self)
         self._build_backend()
+
+    @property
+    def in_channels(self) -> int:
+        return self.plan.in_channels
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of ``forward``'s output: the classes, or the pooled features without an FC."""
+        return self.plan.buffers[self.plan.output].channels
 
     @classmethod
     def from_checkpoint(cls, path, backend: str = "auto", dtype: Optional[torch.dtype] = None,
@@ -111,7 +119,7 @@ class FusedPPHGNet(nn.Module):
         check_options(name, self.requested_backend, self.device, self.options)
         log.debug("FusedPPHGNet(%s): backend %r (asked %r) on %s, %s", self.config.name, name,
                   self.requested_backend, self.device, self.dtype)
-        self._backend = backend_class(name)(self.net, dtype=self.dtype, device=self.device, **self.options)
+        self._backend = Backend(name, self.net, self.plan, self.device, **self.options)
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
@@ -147,26 +155,30 @@ class FusedPPHGNet(nn.Module):
                              f"{MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}, got {x.shape[2]}×{x.shape[3]}")
         return x.to(self.dtype)
 
-    def _features_impl(self, x: torch.Tensor) -> List[torch.Tensor]:
+    # The two methods hgnet_kernels.library's custom ops call (see there).
+    def execute(self, x: torch.Tensor, features: bool) -> List[torch.Tensor]:
+        """The stage maps (``features``) or ``[head output]`` of a checked input."""
+        count = len(self.plan.features)
         with torch.no_grad():
-            return self._backend.forward_features(x)
+            return self._backend.run(x, slice(0, count) if features else slice(count, count + 1))
 
-    def _logits_impl(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self._backend.logits(x)
+    def output_specs(self, x: torch.Tensor, features: bool) -> List[Tuple[Tuple[int, ...], torch.dtype, torch.memory_format]]:
+        n, _, h, w = x.shape
+        if features:
+            return [(shape, self.dtype, torch.channels_last) for shape in self.plan.feature_shapes(n, h, w)]
+        return [((n, self.num_outputs), self.dtype, torch.contiguous_format)]
 
     # Both go through torch.library custom ops (hgnet_kernels.library), so torch.compile sees one
     # opaque op with known output shapes and never breaks its graph inside our kernels.
     def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
         x = self.check_input(x).detach()
         if x.shape[0] == 0:
-            from .library import feature_shapes
-            return [torch.empty(s, dtype=self.dtype, device=self.device, memory_format=torch.channels_last)
-                    for s in feature_shapes(0, x.shape[2], x.shape[3], self.config)]
-        return torch.ops.hgnet_kernels.pphgnet_features(x, self._model_id)
+            return [torch.empty(shape, dtype=dtype, device=self.device, memory_format=memory_format)
+                    for shape, dtype, memory_format in self.output_specs(x, True)]
+        return torch.ops.hgnet_kernels.pphgnet_features(x, self._network_id)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.check_input(x).detach()
         if x.shape[0] == 0:
             return torch.empty(0, self.num_outputs, dtype=self.dtype, device=self.device)
-        return torch.ops.hgnet_kernels.pphgnet_logits(x, self._model_id)
+        return torch.ops.hgnet_kernels.pphgnet_logits(x, self._network_id)

@@ -1,30 +1,27 @@
-"""The distinct layer shapes of a PP-HGNet at a given input size (for tuning and microbenchmarks)."""
+"""The distinct conv layers of a model at a given input size, read off its plan (for tuning and
+microbenchmarks): no shape arithmetic of its own."""
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
 from typing import List
 
-from .models.pphgnet import CONFIGS
+from .folding import fold_model
+from .models import PPHGNet
+from .plan import Plan, build_plan
 
 
 @dataclass(frozen=True)
 class ConvShape:
-    kind: str        # "conv" (3×3 / 1×1 dense), "aggregation" (1×1 + ESE sums) or "depthwise" (LDS)
+    kind: str        # "conv" (dense), "aggregation" (1×1 + ESE sums) or "depthwise"
     kernel: int
     stride: int
     c_in: int
     c_out: int
     h: int           # input height and width
     w: int
-
-    @property
-    def h_out(self) -> int:
-        return (self.h - 1) // self.stride + 1
-
-    @property
-    def w_out(self) -> int:
-        return (self.w - 1) // self.stride + 1
+    h_out: int
+    w_out: int
 
     def macs(self, batch: int = 1) -> int:
         per_pixel = self.kernel * self.kernel * (1 if self.kind == "depthwise" else self.c_in) * self.c_out
@@ -39,33 +36,22 @@ class ConvShape:
                 f"@{self.h}x{self.w}")
 
 
+def model_plan(model: str) -> Plan:
+    """The plan of PPHGNet_<model> (random weights: only the structure matters here)."""
+    return build_plan(fold_model(PPHGNet(model).eval()))
+
+
 def conv_shapes(model: str = "tiny", size: int = 224) -> "Counter[ConvShape]":
-    """Each distinct conv shape of PPHGNet_<model> on a size×size input, with how often it occurs."""
-    cfg = CONFIGS[model]
+    """Each distinct conv of PPHGNet_<model> on a size×size input, with how often it occurs."""
+    plan = model_plan(model)
+    spatial = plan.spatial(size, size)
     shapes: Counter = Counter()
-    h = (size - 1) // 2 + 1
-    channels = (3,) + cfg.stem_channels
-    shapes[ConvShape("conv", 3, 2, 3, channels[1], size, size)] += 1
-    for c_in, c_out in zip(channels[1:-1], channels[2:]):
-        shapes[ConvShape("conv", 3, 1, c_in, c_out, h, h)] += 1
-    h = (h - 1) // 2 + 1  # stem max pool
-    for stage in cfg.stages:
-        if stage.downsample:
-            shapes[ConvShape("depthwise", 3, 2, stage.in_channels, stage.in_channels, h, h)] += 1
-            h = (h - 1) // 2 + 1
-        for b in range(stage.block_num):
-            c_in = stage.in_channels if b == 0 else stage.out_channels
-            for layer in range(cfg.layer_num):
-                shapes[ConvShape("conv", 3, 1, c_in if layer == 0 else stage.mid_channels,
-                                 stage.mid_channels, h, h)] += 1
-            shapes[ConvShape("aggregation", 1, 1, c_in + cfg.layer_num * stage.mid_channels,
-                             stage.out_channels, h, h)] += 1
+    for op in plan.ops:
+        if op.kind in ("conv", "depthwise", "aggregation"):
+            source, target = op.reads[0], op.writes[0]
+            shapes[ConvShape(op.kind, op.kernel, op.stride, source.channels, target.channels,
+                             *spatial[source.buffer], *spatial[target.buffer])] += 1
     return shapes
-
-
-def total_macs(model: str = "tiny", size: int = 224) -> int:
-    """MACs of the convolutions (the head's GEMVs add < 0.1 %)."""
-    return sum(s.macs() * n for s, n in conv_shapes(model, size).items())
 
 
 def distinct(model: str = "tiny", size: int = 224) -> List[ConvShape]:

@@ -53,7 +53,7 @@ def _eager_model(args) -> PPHGNet:
     return model
 
 
-def _table(title, header, rows) -> None:
+def _table(title, header, rows, width: int = 140) -> None:
     try:
         from rich.console import Console
         from rich.markup import escape
@@ -69,7 +69,7 @@ def _table(title, header, rows) -> None:
         table.add_column(escape(h), justify="right")
     for r in rows:
         table.add_row(*(escape(str(c)) for c in r))
-    Console(width=max(140, shutil.get_terminal_size().columns)).print(table)
+    Console(width=max(width, shutil.get_terminal_size().columns)).print(table)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ The kernels' numerics are checked by tests/test_ops.py through the CPU emulator.
 import pytest
 import torch
 
-from hgnet_kernels import cuda_build, cuda_ext
+from hgnet_kernels.kernels.cuda import build as cuda_build
+from hgnet_kernels.kernels.cuda import emulator as cuda_emulator
+from hgnet_kernels.kernels.cuda import extension as cuda_ext
 
 needs_nvcc = pytest.mark.skipif(cuda_build.find_nvcc() is None, reason="nvcc is not installed (CUDA toolkit)")
 
@@ -70,7 +72,6 @@ def test_emulator_entry_points_have_declared_c_signatures():
     import re
     from pathlib import Path
 
-    from hgnet_kernels import cuda_emulator
     source = (Path(cuda_build.csrc_dir()) / "emulator" / "emu_api.cpp").read_text()
     c_types = {"void*": ctypes.c_void_p, "const void*": ctypes.c_void_p, "const int64_t*": ctypes.POINTER(ctypes.c_int64),
                "float*": ctypes.POINTER(ctypes.c_float), "const float*": ctypes.POINTER(ctypes.c_float),

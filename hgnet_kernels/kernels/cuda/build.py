@@ -13,7 +13,8 @@ import shutil
 import subprocess
 from typing import List, Optional
 
-CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+                    "csrc")
 KERNEL_SOURCES = ["conv_bn_act.cu", "depthwise_conv.cu", "max_pool.cu", "ese_gate.cu", "scale_residual.cu"]
 DEFAULT_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"  # nvcc 13 has no sm_70
 ARCH_ENV = "HGNET_KERNELS_CUDA_ARCHS"
@@ -123,7 +124,7 @@ def can_build_extension() -> Optional[str]:
 def ptxas_report(arch: str = "9.0", cache: Optional[str] = None) -> str:
     """Compile every kernel source for one arch with ``-Xptxas -v`` and return ptxas's resource
     report (cached per source hash; also written to ``<cache>/ptxas-sm<arch>-<hash>.txt``)."""
-    from .cuda_ext import cache_dir
+    from .extension import cache_dir
     cache = cache or cache_dir()
     num = arch.replace(".", "")
     path = os.path.join(cache, f"ptxas-sm{num}-{source_hash(arch)}.txt")

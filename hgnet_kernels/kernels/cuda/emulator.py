@@ -13,8 +13,8 @@ import shutil
 import subprocess
 import tempfile
 
-from . import cuda_build
-from .cuda_ext import cache_dir
+from . import build as cuda_build
+from .extension import cache_dir
 
 EMULATED_ARCH = 90  # the arch the emulated launchers see: fp16/bf16 take the WMMA path
 

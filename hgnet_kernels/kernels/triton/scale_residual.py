@@ -14,8 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import configs
 from ._common import cast_for_store, check_same_device, interpreting, pixel_channel_tile, round_bf16_by_hand
-from .checks import prepare_scale_residual
+from ..spec import prepare_scale_residual
 
 
 @triton.jit
@@ -47,16 +48,11 @@ def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch
     out = prepare_scale_residual(y, gate, identity, out)
     n, c, h, w = y.shape
     check_same_device(y=y, gate=gate, out=out, **({"identity": identity} if identity is not None else {}))
-    block_p, block_c = (128, 128) if interpreting() else (32, 64)
-    tiles_hw = triton.cdiv(h * w, block_p)
+    cfg = configs.tile_config("scale_residual", c, y.dtype, configs.arch_name(y.device), interpreting())
+    tiles_hw = configs.cdiv(h * w, cfg["BLOCK_P"])
     ident = identity if identity is not None else y
     if n > 0:
-        scale_residual_kernel[(n * tiles_hw, triton.cdiv(c, block_c))](
+        scale_residual_kernel[configs.tile_grid(n, h * w, c, cfg)](
             y, gate, ident, out, c, h, w, tiles_hw, *y.stride(), *ident.stride(), *out.stride(),
-            RESIDUAL=identity is not None, ROUND_BF16=round_bf16_by_hand(y.dtype), BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+            RESIDUAL=identity is not None, ROUND_BF16=round_bf16_by_hand(y.dtype), **cfg)
     return out
-
-
-def scale_residual_reference(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None) -> torch.Tensor:
-    out = y * gate.to(y.dtype)[:, :, None, None]
-    return out + identity if identity is not None else out

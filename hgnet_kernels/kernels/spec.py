@@ -1,21 +1,30 @@
-"""Argument checks, output allocation and weight packing shared by the Triton and CUDA launchers.
+"""What every kernel family must do, in one place: argument checks and output allocation, the
+weight layouts the Triton and CUDA kernels read, and the PyTorch reference of each op.
 
-Pure PyTorch (no Triton import), so the CUDA backend and its CPU emulator use it too. Each
-``prepare_*`` validates every argument with a message that says what to fix and returns the output
-tensor(s), allocated channels_last unless the caller passed a destination view.
+Pure PyTorch (no Triton import, no extension): the Triton family, the CUDA family (and its CPU
+emulator), the PyTorch family, the tests and the benchmarks all use it. Each ``prepare_*``
+validates every argument with a message that says what to fix and returns the output tensor(s),
+allocated channels_last unless the caller passed a destination view. Each ``*_reference`` is the
+op's math in PyTorch, computed in the input's dtype (float64 inputs give the exact reference).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
+
+from ..models.pphgnet import global_pool
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def output_size(size: int, kernel: int, stride: int) -> int:
+    """Output extent of a k×k window with stride s and padding k // 2 on both sides."""
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
+
+# ---- weight layouts -----------------------------------------------------------------------------
 
 def pack_conv_weight(weight: torch.Tensor) -> torch.Tensor:
     """OIHW → (KH, KW, C_in, C_out): the kernels stream the weight along C_out."""
@@ -26,6 +35,28 @@ def pack_depthwise_weight(weight: torch.Tensor) -> torch.Tensor:
     """(C, 1, 3, 3) → (3, 3, C): the nine taps, channels contiguous."""
     return weight[:, 0].permute(1, 2, 0).contiguous()
 
+
+# ---- what the kernels run ---------------------------------------------------------------------------
+
+def unsupported_by_v1_kernels(op) -> Optional[str]:
+    """Why the Triton / CUDA kernels cannot run a plan op exactly, or None: they implement PP-HGNet
+    v1's ops (k×k convs with k 1 or 3, stride 1 or 2, padding k // 2, ReLU; the 3×3 depthwise LDS
+    without activation; the 3×3/2 stem pool)."""
+    if op.kind in ("conv", "depthwise", "aggregation", "max_pool"):
+        if op.kernel not in ((3,) if op.kind in ("depthwise", "max_pool") else (1, 3)):
+            return f"{op.name}: a {op.kernel}×{op.kernel} {op.kind}"
+        if op.padding != (op.kernel // 2,) * 4:
+            return f"{op.name}: padding {op.padding}"
+        if op.stride not in (1, 2) or (op.kind == "max_pool" and op.stride != 2):
+            return f"{op.name}: stride {op.stride}"
+        if op.affine or op.residual:
+            return f"{op.name}: an affine or residual epilogue"
+        if op.kind == "depthwise" and op.relu:
+            return f"{op.name}: a depthwise conv with ReLU"
+    return None
+
+
+# ---- argument checks and output allocation --------------------------------------------------------
 
 def check_activation(name: str, t: torch.Tensor, channels: Optional[int] = None) -> None:
     if not torch.is_tensor(t) or t.dim() != 4:
@@ -126,3 +157,50 @@ def conv_psum(x: torch.Tensor, out: torch.Tensor, tile_rows: int) -> torch.Tenso
                        device=x.device, dtype=torch.float32)
 
 
+# ---- PyTorch references ---------------------------------------------------------------------------
+
+def conv_bn_act_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
+                          relu: bool = True) -> torch.Tensor:
+    """``act(conv(x, W) + b)`` with padding k // 2, computed in x's dtype."""
+    weight = packed_weight.permute(3, 2, 0, 1).to(x.dtype)
+    y = F.conv2d(x, weight, bias.to(x.dtype), stride, packed_weight.shape[0] // 2)
+    return torch.relu(y) if relu else y
+
+
+def aggregation_ese_reference(x: torch.Tensor, packed_weight: torch.Tensor,
+                              bias: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(y, per-image channel sums of y)``: the sums are what the partial sums add up to."""
+    y = conv_bn_act_reference(x, packed_weight, bias, 1, True)
+    return y, y.sum((2, 3))
+
+
+def depthwise_conv_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
+                             stride: int = 2) -> torch.Tensor:
+    weight = packed_weight.permute(2, 0, 1).unsqueeze(1).to(x.dtype)
+    return F.conv2d(x, weight, bias.to(x.dtype), stride, 1, 1, x.shape[1])
+
+
+def max_pool_reference(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 3, 2, 1)
+
+
+def ese_gate_reference(channel_sums: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
+    """The gate from per-image channel sums (N, C) — equal to ``psum.sum(1)``."""
+    mean = channel_sums / hw
+    return torch.sigmoid(mean @ weight.to(mean.dtype).t() + bias.to(mean.dtype))
+
+
+def scale_residual_reference(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+    out = y * gate.to(y.dtype)[:, :, None, None]
+    return out + identity if identity is not None else out
+
+
+def head_reference(x: torch.Tensor, pool: str, last_conv_weight: Optional[torch.Tensor],
+                   fc_weight: Optional[torch.Tensor], fc_bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """global pool → 1×1 conv (no bias, a GEMV on the pooled vector) → ReLU → (eval dropout:
+    identity) → FC; the conv and the FC only where the model has them. A few GEMVs: every family
+    runs it in PyTorch."""
+    x = global_pool(x, pool)
+    if last_conv_weight is not None:
+        x = torch.relu(F.linear(x, last_conv_weight))
+    return F.linear(x, fc_weight, fc_bias) if fc_weight is not None else x

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .conv_bn_act import conv_bn_act_reference, launch_conv
+from .conv_bn_act import launch_conv
 
 
 def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
@@ -30,10 +30,3 @@ def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Te
         raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
     y, psum = launch_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config)
     return y, psum
-
-
-def aggregation_ese_reference(x: torch.Tensor, packed_weight: torch.Tensor,
-                              bias: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(y, per-image channel sums of y)``: the sums are what the partial sums add up to."""
-    y = conv_bn_act_reference(x, packed_weight, bias, 1, True)
-    return y, y.sum((2, 3))

@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ... import configs
 from ._common import cast_for_store, check_same_device, interpreting, pixel_channel_tile, round_bf16_by_hand
-from .checks import prepare_depthwise
+from ..spec import prepare_depthwise
 
 
 @triton.jit
@@ -57,16 +57,10 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
     n, c, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
-    block_p, block_c = (128, 128) if interpreting() else (32, 64)
-    tiles_hw = triton.cdiv(ho * wo, block_p)
+    cfg = configs.tile_config("depthwise_conv", c, x.dtype, configs.arch_name(x.device), interpreting())
+    tiles_hw = configs.cdiv(ho * wo, cfg["BLOCK_P"])
     if n > 0:
-        depthwise_conv_kernel[(n * tiles_hw, triton.cdiv(c, block_c))](
+        depthwise_conv_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
             x, packed_weight, bias, out, h, w, c, ho, wo, tiles_hw, *x.stride(), *out.stride(),
-            STRIDE=stride, ROUND_BF16=round_bf16_by_hand(x.dtype), BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+            STRIDE=stride, ROUND_BF16=round_bf16_by_hand(x.dtype), **cfg)
     return out
-
-
-def depthwise_conv_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
-                             stride: int = 2) -> torch.Tensor:
-    weight = packed_weight.permute(2, 0, 1).unsqueeze(1).to(x.dtype)
-    return F.conv2d(x, weight, bias.to(x.dtype), stride, 1, 1, x.shape[1])

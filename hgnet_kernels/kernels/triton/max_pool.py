@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ... import configs
 from ._common import check_same_device, interpreting, pixel_channel_tile
-from .checks import prepare_max_pool
+from ..spec import prepare_max_pool
 
 
 @triton.jit
@@ -46,14 +46,10 @@ def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tenso
     n, c, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, out=out)
-    block_p, block_c = (128, 128) if interpreting() else (32, 64)
-    tiles_hw = triton.cdiv(ho * wo, block_p)
+    cfg = configs.tile_config("max_pool", c, x.dtype, configs.arch_name(x.device), interpreting())
+    tiles_hw = configs.cdiv(ho * wo, cfg["BLOCK_P"])
     if n > 0:
-        max_pool_kernel[(n * tiles_hw, triton.cdiv(c, block_c))](
+        max_pool_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
             x, out, h, w, c, ho, wo, tiles_hw, *x.stride(), *out.stride(),
-            BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+            **cfg)
     return out
-
-
-def max_pool_reference(x: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(x, 3, 2, 1)

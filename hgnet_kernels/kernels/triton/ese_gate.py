@@ -14,8 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import configs
 from ._common import check_same_device, interpreting
-from .checks import prepare_ese_gate
+from ..spec import prepare_ese_gate
 
 
 @triton.jit
@@ -52,15 +53,9 @@ def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: i
     gate = prepare_ese_gate(psum, weight, bias, hw)
     n, t, c = psum.shape
     check_same_device(psum=psum, weight=weight, bias=bias)
-    block_co, block_ci, block_t = (128, 128, 64) if interpreting() else (32, 64, 16)
+    cfg = configs.gate_config(c, weight.dtype, configs.arch_name(psum.device), interpreting())
     if n > 0:
-        ese_gate_kernel[(n, triton.cdiv(c, block_co))](
+        ese_gate_kernel[configs.gate_grid(n, c, cfg)](
             psum, weight, bias, gate, t, c, 1.0 / hw,
-            BLOCK_T=block_t, BLOCK_CO=block_co, BLOCK_CI=block_ci, num_warps=4)
+            **cfg)
     return gate
-
-
-def ese_gate_reference(channel_sums: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
-    """The same gate from per-image channel sums (N, C) — equal to ``psum.sum(1)``."""
-    mean = channel_sums / hw
-    return torch.sigmoid(mean @ weight.to(mean.dtype).t() + bias.to(mean.dtype))

@@ -18,11 +18,12 @@ from typing import Optional
 
 import torch
 
-from . import cuda_build
+from . import build as cuda_build
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "HGNET_KERNELS_CACHE"
-BUILD_INFO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_C_build.json")
+BUILD_INFO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "_C_build.json")
 
 
 def cache_dir() -> str:

@@ -1,6 +1,6 @@
 """Python launchers of the CUDA C++ ops (csrc/*.cu): check → allocate → launch.
 
-Same arguments and references as the Triton ops (``hgnet_kernels.ops``). CUDA tensors go to the
+Same arguments and references as the Triton ops (``hgnet_kernels.kernels.spec``). CUDA tensors go to the
 torch extension; CPU tensors go to the emulator build of the very same kernel source (slow: for
 checking numerics without a GPU).
 """
@@ -11,8 +11,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from .ops.checks import (conv_psum, pack_conv_weight, pack_depthwise_weight, prepare_conv,  # noqa: F401
-                         prepare_depthwise, prepare_ese_gate, prepare_max_pool, prepare_scale_residual)
+from ..spec import (conv_psum, prepare_conv, prepare_depthwise, prepare_ese_gate, prepare_max_pool,
+                    prepare_scale_residual)
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -30,7 +30,7 @@ def _emulated(*tensors: torch.Tensor) -> bool:
 
 
 def _ext():
-    from .cuda_ext import load
+    from .extension import load
     return load()
 
 
@@ -48,7 +48,7 @@ def _arch(device: torch.device, arch: Optional[int]) -> int:
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return major * 10 + minor
-    from .cuda_emulator import EMULATED_ARCH
+    from .emulator import EMULATED_ARCH
     return EMULATED_ARCH
 
 
@@ -56,13 +56,13 @@ def conv_tile_rows(dtype: torch.dtype, device: torch.device, arch: Optional[int]
     arch = _arch(device, arch)
     if device.type == "cuda":
         return _ext().conv_tile_rows(DTYPE_CODES[dtype], arch)
-    from .cuda_emulator import library
+    from .emulator import library
     return library().hgk_emu_conv_tile_rows(DTYPE_CODES[dtype], arch)
 
 
 def _launch_conv(x, packed_weight, bias, stride, relu, out, psum, arch):
     if _emulated(x, packed_weight, bias, out, psum):
-        from .cuda_emulator import call
+        from .emulator import call
         psum_ptr = ctypes.cast(_ptr(psum), ctypes.POINTER(ctypes.c_float))
         call("hgk_emu_conv_bn_act", _ptr(x), _dims(x), _ptr(out), _dims(out), _ptr(packed_weight), _ptr(bias),
              psum_ptr, DTYPE_CODES[x.dtype], packed_weight.shape[0], stride, int(relu), arch)
@@ -72,7 +72,7 @@ def _launch_conv(x, packed_weight, bias, stride, relu, out, psum, arch):
 
 def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
                 relu: bool = True, out: Optional[torch.Tensor] = None, arch: Optional[int] = None) -> torch.Tensor:
-    """``act(conv(x, W) + b)``; see ``hgnet_kernels.ops.conv_bn_act`` for the arguments. ``arch``
+    """``act(conv(x, W) + b)``; see ``hgnet_kernels.kernels.triton.conv_bn_act`` for the arguments. ``arch``
     (compute capability × 10) overrides the device's, e.g. to run the SIMT path in the emulator."""
     out = prepare_conv(x, packed_weight, bias, stride, out)
     _launch_conv(x, packed_weight, bias, stride, relu, out, None, _arch(x.device, arch))
@@ -95,7 +95,7 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
     out = prepare_depthwise(x, packed_weight, bias, stride, out)
     if _emulated(x, packed_weight, bias, out):
-        from .cuda_emulator import call
+        from .emulator import call
         call("hgk_emu_depthwise_conv", _ptr(x), _dims(x), _ptr(out), _dims(out), _ptr(packed_weight), _ptr(bias),
              DTYPE_CODES[x.dtype], stride)
     else:
@@ -106,7 +106,7 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
 def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     out = prepare_max_pool(x, out)
     if _emulated(x, out):
-        from .cuda_emulator import call
+        from .emulator import call
         call("hgk_emu_max_pool", _ptr(x), _dims(x), _ptr(out), _dims(out), DTYPE_CODES[x.dtype])
     else:
         _ext().max_pool(x, out)
@@ -116,7 +116,7 @@ def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tenso
 def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
     gate = prepare_ese_gate(psum, weight, bias, hw)
     if _emulated(psum, weight, bias):
-        from .cuda_emulator import call
+        from .emulator import call
         n, tiles, c = psum.shape
         call("hgk_emu_ese_gate", ctypes.cast(_ptr(psum), ctypes.POINTER(ctypes.c_float)), ctypes.c_int64(n),
              ctypes.c_int64(tiles), ctypes.c_int64(c), _ptr(weight), _ptr(bias), DTYPE_CODES[weight.dtype],
@@ -130,7 +130,7 @@ def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch
                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
     out = prepare_scale_residual(y, gate, identity, out)
     if _emulated(y, gate, identity, out):
-        from .cuda_emulator import call
+        from .emulator import call
         call("hgk_emu_scale_residual", _ptr(y), _dims(y), ctypes.cast(_ptr(gate), ctypes.POINTER(ctypes.c_float)),
              _ptr(identity), _dims(identity) if identity is not None else None, _ptr(out), _dims(out),
              DTYPE_CODES[y.dtype])

@@ -1,13 +1,30 @@
-"""Helpers shared by the Triton launchers: interpreter detection, tensor checks, dot precision."""
+"""Helpers shared by the Triton launchers: interpreter detection, availability, tensor checks,
+dot precision, and the small jit helpers of the epilogues."""
 from __future__ import annotations
 
+import importlib.util
 import os
+from typing import Optional
 
 import torch
 
 def interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """Why the Triton kernels cannot run on ``device``, or None."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (pip install triton; Linux only)"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu":
+        if interpreting():
+            return None
+        return ("Triton kernels need a CUDA GPU; to run them on the CPU through Triton's interpreter "
+                "(slow, for testing) set TRITON_INTERPRET=1 before importing hgnet_kernels")
+    return f"device type {device.type!r} is not supported"
 
 
 def upcast_dot(dtype: torch.dtype) -> bool:

@@ -1,0 +1,335 @@
+"""Backends: the plan (``plan.py``) executed through one kernel family.
+
+A backend is a name for a kernel family — ``torch`` (``kernels/pytorch.py``), ``triton``
+(``kernels/triton/``), ``cuda`` (``kernels/cuda/``) — and ``Backend`` runs any plan through any
+of them: one executor, one op table. Every family exposes the same names::
+
+    NAME, IN_PLACE, OPTIONS, CUDA_GRAPHS, unavailable_reason(device, dtype), unsupported(op),
+    pack_conv_weight(w), pack_depthwise_weight(w),
+    conv_bn_act(x, w, b, stride, relu, out), aggregation_ese(x, w, b, out) -> (y, psum),
+    depthwise_conv(x, w, b, stride, out), max_pool(x, out), ese_gate(psum, w, b, hw),
+    scale_residual(y, gate, identity, out)
+
+``out`` is a destination view (a slot of an HG-Block's concat buffer) or None; each op returns
+the tensor holding its result, which later reads of the same slice receive. Families import
+lazily, so ``import hgnet_kernels`` needs neither Triton nor a compiler.
+
+On CUDA, families that allow it run under CUDA graphs (``cuda_graph``): one graph per input
+shape, strides and dtype (LRU-bounded, ``max_graphs``) replays the whole plan in one launch.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from .kernels import spec
+from .plan import Plan, Ref
+
+log = logging.getLogger(__name__)
+
+BACKENDS = {"torch": "hgnet_kernels.kernels.pytorch", "triton": "hgnet_kernels.kernels.triton",
+            "cuda": "hgnet_kernels.kernels.cuda"}
+
+# "auto" tries these in order; the first that can run on the device wins.
+AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("torch",)}
+
+# Options of the executor itself, for families that allow CUDA graphs.
+GRAPH_OPTIONS = {"cuda_graph": (bool, "capture and replay CUDA graphs, CUDA only"),
+                 "max_graphs": (int, "graphs kept, one per input shape, LRU")}
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says why and what to do."""
+
+
+def family(name: str):
+    """The kernel family module of backend ``name``."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {['auto', *BACKENDS]}")
+    try:
+        return importlib.import_module(BACKENDS[name])
+    except ImportError as e:
+        raise BackendUnavailable(f"backend {name!r} cannot be imported: {e}") from e
+
+
+def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {['auto', *BACKENDS]}")
+    try:
+        return family(name).unavailable_reason(device, dtype)
+    except BackendUnavailable as e:
+        return str(e)
+
+
+def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:
+    """Turn ``"auto"`` into a concrete backend and check that the chosen one can run."""
+    if name == "auto":
+        reasons = []
+        for candidate in AUTO_ORDER.get(device.type, ("torch",)):
+            reason = unavailable_reason(candidate, device, dtype)
+            if reason is None:
+                return candidate
+            reasons.append(f"{candidate}: {reason}")
+        raise BackendUnavailable(f"no backend can run on {device} with {dtype}: " + "; ".join(reasons))
+    reason = unavailable_reason(name, device, dtype)
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name!r} is unavailable on {device} ({dtype}): {reason}")
+    return name
+
+
+def options_of(name: str) -> Dict[str, Tuple[type, str]]:
+    """Every keyword option backend ``name`` takes: (type, description)."""
+    fam = family(name)
+    return {**(GRAPH_OPTIONS if fam.CUDA_GRAPHS else {}), **fam.OPTIONS}
+
+
+def check_options(name: str, requested: str, device: torch.device, options: dict) -> None:
+    """Every option is one the backend takes, with a value of the right type; else a ``ValueError``
+    that names the valid options (raised before anything is built)."""
+    valid = options_of(name)
+    chosen = f"backend {name!r}" + (f" (chosen by {requested!r} on {device.type})" if requested != name else "")
+    for key, value in options.items():
+        if key not in valid:
+            listing = ", ".join(f"{k} ({doc})" for k, (_, doc) in valid.items()) or "none"
+            hint = ""
+            if key in GRAPH_OPTIONS and device.type != "cuda":
+                hint = "; CUDA graphs need a CUDA device and the triton or cuda backend"
+            raise ValueError(f"{chosen} does not take the option {key!r}{hint}. Its options: {listing}")
+        kind, doc = valid[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"option {key}={value!r} of {chosen}: expected {kind.__name__} ({doc})")
+
+
+# ---- the executor ---------------------------------------------------------------------------------
+
+class _Refs:
+    """Integer ids for every slice the plan reads or writes, and how each is materialised. Families
+    that write in place (``fam.IN_PLACE``) get concat buffers allocated up front, their slots
+    written through views; the others (oneDNN, cuDNN) return fresh tensors, and a read of a whole
+    concat buffer concatenates its slots then."""
+
+    def __init__(self, plan: Plan, in_place: bool):
+        self.plan, self.in_place = plan, in_place
+        self.ids: Dict[Ref, int] = {}
+        for op in plan.ops:
+            for ref in (*op.reads, *op.writes):
+                self.ids.setdefault(ref, len(self.ids))
+        self.refs = list(self.ids)
+        self.slots: Dict[str, List[int]] = {name: [] for name in plan.concat_buffers}
+        for op in plan.ops:
+            for ref in op.writes:
+                if ref.buffer in self.slots:
+                    self.slots[ref.buffer].append(self.ids[ref])
+        for name, ids in self.slots.items():
+            ids.sort(key=lambda i: self.refs[i].start)
+
+    def ref(self, i: int) -> Ref:
+        return self.refs[i]
+
+    def id(self, ref: Ref) -> int:
+        return self.ids[ref]
+
+
+class _Env:
+    """The tensors of one run, by ref id."""
+    __slots__ = ("refs", "values", "buffers", "spatial")
+
+    def __init__(self, refs: _Refs, x: torch.Tensor):
+        plan = refs.plan
+        self.refs = refs
+        self.values: List[Optional[torch.Tensor]] = [None] * len(refs.refs)
+        self.values[refs.id(plan.buffers[plan.input].whole())] = x
+        self.spatial = plan.spatial(x.shape[2], x.shape[3])
+        self.buffers: Dict[str, torch.Tensor] = {}
+        if refs.in_place:
+            for name in plan.concat_buffers:
+                self.buffers[name] = torch.empty((x.shape[0], plan.buffers[name].channels, *self.spatial[name]),
+                                                 device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+
+    def read(self, i: int) -> torch.Tensor:
+        value = self.values[i]
+        if value is None:  # a whole concat buffer
+            ref = self.refs.ref(i)
+            if self.refs.in_place:
+                value = self.buffers[ref.buffer]
+            else:
+                value = torch.cat([self.values[j] for j in self.refs.slots[ref.buffer]], dim=1)
+        return value
+
+    def out(self, i: int) -> Optional[torch.Tensor]:
+        """The destination view of a concat buffer's slot; None: the op allocates its output."""
+        if not self.refs.in_place:
+            return None
+        ref = self.refs.ref(i)
+        whole = self.buffers.get(ref.buffer)
+        return None if whole is None else whole[:, ref.start:ref.stop]
+
+    def wrote(self, i: int, result: torch.Tensor) -> None:
+        self.values[i] = result
+
+
+Step = Callable[[_Env], None]
+
+
+def _conv_step(fam, op, net, ids, options) -> Step:
+    module = net.get_submodule(op.name)
+    weight = (fam.pack_depthwise_weight if op.kind == "depthwise" else fam.pack_conv_weight)(module.weight)
+    bias, source, target, stride, relu = module.bias, ids(op.reads[0]), ids(op.writes[0]), op.stride, op.relu
+    if op.kind == "depthwise":
+        def step(env: _Env) -> None:
+            env.wrote(target, fam.depthwise_conv(env.read(source), weight, bias, stride, out=env.out(target)))
+    else:
+        def step(env: _Env) -> None:
+            env.wrote(target, fam.conv_bn_act(env.read(source), weight, bias, stride, relu, out=env.out(target),
+                                              **options))
+    return step
+
+
+def _aggregation_step(fam, op, net, ids, options) -> Step:
+    module = net.get_submodule(op.name)
+    weight, bias, source = fam.pack_conv_weight(module.weight), module.bias, ids(op.reads[0])
+    y, sums = map(ids, op.writes)
+
+    def step(env: _Env) -> None:
+        out, psum = fam.aggregation_ese(env.read(source), weight, bias, out=env.out(y), **options)
+        env.wrote(y, out)
+        env.wrote(sums, psum)
+    return step
+
+
+def _ese_gate_step(fam, op, net, ids, options) -> Step:
+    module = net.get_submodule(op.name)
+    weight, bias, sums, gate = module.ese_weight, module.ese_bias, ids(op.reads[0]), ids(op.writes[0])
+    summed = op.reads[0].buffer
+
+    def step(env: _Env) -> None:
+        h, w = env.spatial[summed]  # the mean is over the summed map's pixels
+        env.wrote(gate, fam.ese_gate(env.read(sums), weight, bias, h * w))
+    return step
+
+
+def _scale_residual_step(fam, op, net, ids, options) -> Step:
+    y, gate, target = ids(op.reads[0]), ids(op.reads[1]), ids(op.writes[0])
+    identity = ids(op.reads[2]) if op.residual else None
+
+    def step(env: _Env) -> None:
+        env.wrote(target, fam.scale_residual(env.read(y), env.read(gate),
+                                             None if identity is None else env.read(identity), out=env.out(target)))
+    return step
+
+
+def _max_pool_step(fam, op, net, ids, options) -> Step:
+    source, target = ids(op.reads[0]), ids(op.writes[0])
+
+    def step(env: _Env) -> None:
+        env.wrote(target, fam.max_pool(env.read(source), out=env.out(target)))
+    return step
+
+
+def _copy_step(fam, op, net, ids, options) -> Step:
+    source, target = ids(op.reads[0]), ids(op.writes[0])
+
+    def step(env: _Env) -> None:
+        out = env.out(target)
+        env.wrote(target, out.copy_(env.read(source)) if out is not None else env.read(source).clone())
+    return step
+
+
+def _head_step(fam, op, net, ids, options) -> Step:
+    source, target = ids(op.reads[0]), ids(op.writes[0])
+    pool, last, fc_weight, fc_bias = net.global_pool, net.last_conv_weight, net.fc_weight, net.fc_bias
+
+    def step(env: _Env) -> None:
+        env.wrote(target, spec.head_reference(env.read(source), pool, last, fc_weight, fc_bias))
+    return step
+
+
+# The op table: how each kind of plan op calls a family. It exists once, for every family.
+OP_TABLE = {"conv": _conv_step, "depthwise": _conv_step, "aggregation": _aggregation_step,
+            "ese_gate": _ese_gate_step, "scale_residual": _scale_residual_step, "max_pool": _max_pool_step,
+            "copy": _copy_step, "head": _head_step}
+
+
+class Backend:
+    """``plan`` run through backend ``name``'s kernel family on the folded weights ``net``."""
+
+    def __init__(self, name: str, net, plan: Plan, device: torch.device, cuda_graph: bool = False,
+                 max_graphs: int = 8, **family_options):
+        if cuda_graph and device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a CUDA device; the model is on {device}")
+        if max_graphs < 1:
+            raise ValueError(f"max_graphs must be at least 1, got {max_graphs}")
+        fam = family(name)
+        for op in plan.ops:
+            reason = fam.unsupported(op)
+            if reason:
+                raise BackendUnavailable(f"backend {name!r} cannot run {reason} exactly; use backend='torch'")
+        self.name, self.plan = name, plan
+        self._refs = _Refs(plan, fam.IN_PLACE)
+        self.steps: List[Step] = [OP_TABLE[op.kind](fam, op, net, self._refs.id, family_options) for op in plan.ops]
+        self._outputs = [self._refs.id(plan.buffers[b].whole()) for b in (*plan.features, plan.output)]
+        # Drop every intermediate right after its last read, as eager code would: peak memory stays
+        # that of one block, and the allocator reuses memory instead of mapping fresh pages.
+        last_use = {}
+        for index, op in enumerate(plan.ops):
+            for ref in (*op.reads, *op.writes):
+                last_use[self._refs.id(ref)] = index
+                for slot in self._refs.slots.get(ref.buffer, ()):  # a whole concat reads its slots
+                    if ref in op.reads:
+                        last_use[slot] = index
+        self._release: List[List[int]] = [[] for _ in plan.ops]
+        for ref_id, index in last_use.items():
+            if ref_id not in self._outputs:
+                self._release[index].append(ref_id)
+        self.cuda_graph, self.max_graphs = cuda_graph, max_graphs
+        self._graphs: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._graph_lock = threading.Lock()
+
+    def _execute(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The stage outputs followed by the head's output."""
+        env = _Env(self._refs, x)
+        values = env.values
+        for step, release in zip(self.steps, self._release):
+            step(env)
+            for ref_id in release:
+                values[ref_id] = None
+        return [values[i] for i in self._outputs]
+
+    def run(self, x: torch.Tensor, outputs: slice) -> List[torch.Tensor]:
+        """``outputs`` of [stage 1..4 maps, head output] for an NCHW input in the compute dtype."""
+        if not self.cuda_graph:
+            return self._execute(x)[outputs]
+        key = (tuple(x.shape), tuple(x.stride()), x.dtype)
+        with self._graph_lock:  # static input/output buffers are shared by every caller
+            entry = self._graphs.get(key)
+            if entry is None:
+                entry = self._capture(x)
+                self._graphs[key] = entry
+                while len(self._graphs) > self.max_graphs:
+                    self._graphs.popitem(last=False)
+            else:
+                self._graphs.move_to_end(key)
+            graph, static_in, static_out = entry
+            static_in.copy_(x)
+            graph.replay()
+            return [t.clone() for t in static_out[outputs]]  # the next replay overwrites static_out
+
+    def _capture(self, x: torch.Tensor):
+        log.info("%s backend: capturing a CUDA graph for input %s %s (%d cached)", self.name, tuple(x.shape),
+                 x.dtype, len(self._graphs))
+        static_in = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+        static_in.copy_(x)
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):  # compiles every kernel before capture
+            self._execute(static_in)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._execute(static_in)
+        return graph, static_in, static_out

@@ -1,0 +1,112 @@
+"""The PyTorch kernel family: each op as PyTorch calls on the folded weights, NHWC (channels_last).
+
+On the CPU in fp32 the convolutions call oneDNN directly with weights packed once into its
+blocked layout (``mkldnn._convolution_pointwise``, the op inductor's CPU freezing path uses);
+elsewhere ``F.conv2d`` (cuDNN on GPU). ReLU is an in-place pass after the conv, not oneDNN's fused
+ReLU post-op: that one maps NaN to 0, and a NaN must reach the output as it does in eager.
+oneDNN and cuDNN cannot write into a channel slice of a larger tensor, so when given ``out`` an
+op computes into a fresh tensor, copies it into ``out`` and returns the fresh (contiguous) one,
+which the executor hands to the next op that reads the same slice: each HG-Block layer output is
+copied once into its block buffer, as ``torch.cat`` would.
+
+Same names and arguments as the other families (``hgnet_kernels.backends``); the arguments come
+from the plan, so they are not re-checked here.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import spec
+
+NAME = "torch"
+IN_PLACE = False  # writes HG-Block layer outputs straight into their concat slots
+CUDA_GRAPHS = False
+OPTIONS: dict = {}
+_DILATION = [1, 1]
+
+
+def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    if device.type not in ("cpu", "cuda"):
+        return f"device type {device.type!r} is not supported (cpu or cuda)"
+    return None
+
+
+def unsupported(op) -> Optional[str]:
+    return None  # PyTorch runs every op of the plan
+
+
+def _onednn(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
+
+
+class PackedWeight:
+    """An OIHW weight and, on the CPU in fp32, its oneDNN-blocked copy, made at the first call
+    (oneDNN picks the layout from the first input's shape; it stays valid for every other shape)."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight.contiguous()
+        self.onednn: Optional[torch.Tensor] = None
+
+
+def pack_conv_weight(weight: torch.Tensor) -> PackedWeight:
+    return PackedWeight(weight)
+
+
+pack_depthwise_weight = pack_conv_weight
+
+
+def _conv(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor, stride: int, relu: bool) -> torch.Tensor:
+    weight = packed.weight
+    padding, strides, groups = [weight.shape[-1] // 2] * 2, [stride] * 2, x.shape[1] // weight.shape[1]
+    x = x.contiguous(memory_format=torch.channels_last)  # NHWC end to end (a no-op after the stem)
+    if _onednn(x):
+        if packed.onednn is None:
+            packed.onednn = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), padding, strides, _DILATION,
+                                                                      groups, list(x.shape))
+        y = torch.ops.mkldnn._convolution_pointwise(x, packed.onednn, bias, padding, strides, _DILATION, groups,
+                                                    "none", [], "")
+    else:
+        y = F.conv2d(x, weight, bias, strides, padding, 1, groups)
+    return y.relu_() if relu else y
+
+
+def _into(y: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+    if out is not None:
+        out.copy_(y)
+    return y
+
+
+def conv_bn_act(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor, stride: int = 1,
+                relu: bool = True, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return _into(_conv(x, packed_weight, bias, stride, relu), out)
+
+
+def depthwise_conv(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor, stride: int = 2,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return _into(_conv(x, packed_weight, bias, stride, False), out)
+
+
+def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return _into(spec.max_pool_reference(x), out)
+
+
+def aggregation_ese(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor,
+                    out: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(y, sums)`` with sums (N, 1, C) fp32: a single "tile" per image."""
+    y = _into(_conv(x, packed_weight, bias, 1, True), out)
+    return y, y.sum((2, 3), dtype=torch.float32).unsqueeze(1)
+
+
+def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
+    return spec.ese_gate_reference(psum.sum(1), weight, bias, hw)
+
+
+def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
+                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    scaled = y.mul_(gate.to(y.dtype)[:, :, None, None])  # y is this block's own temporary
+    return _into(scaled.add_(identity) if identity is not None else scaled, out)

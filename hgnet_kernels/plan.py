@@ -1,0 +1,282 @@
+"""The execution plan: the one description of a folded network that every backend runs.
+
+Folding (``folding.py``) turns an eager model into parameters; ``build_plan`` lowers them into an
+ordered list of op records. Each ``Op`` names its kind, the folded module holding its parameters
+(``name``, a path into the ``FoldedNet``), the buffer slices it reads and writes (``Ref``), and
+its geometry and epilogue (kernel, stride, padding, groups, ReLU, a scalar affine after the ReLU,
+a residual add). Buffers are declared once with their channel count; their spatial size follows
+from the input size by walking the ops (``Plan.shapes``), so the network's output-size arithmetic
+exists only here.
+
+An HG-Block's concatenation is a buffer with one slot per producer: the block input (slot 0,
+written by the previous block, the downsample or the stem pool) and each layer's output; the
+aggregation reads the whole buffer, so the concat is never copied.
+
+The plan is also the kernel engineer's map: ``Plan.costs`` gives each op's MACs and bytes, from
+which ``python -m hgnet_kernels plan`` prints intensities, roofline times and launch grids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+OP_KINDS = ("conv", "depthwise", "max_pool", "copy", "aggregation", "ese_gate", "scale_residual", "head")
+
+# Kinds whose output keeps the input's spatial size.
+_SAME_SIZE = ("copy", "aggregation", "scale_residual")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Channels ``[start, stop)`` of a buffer."""
+    buffer: str
+    start: int
+    stop: int
+
+    @property
+    def channels(self) -> int:
+        return self.stop - self.start
+
+    def __str__(self) -> str:
+        return f"{self.buffer}[{self.start}:{self.stop}]"
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A tensor the plan reads or writes. ``kind``: ``"map"`` (N, C, H, W) in the compute dtype,
+    channels_last; ``"sums"`` / ``"gate"`` (N, C) fp32 (ESE channel sums and gate); ``"vector"``
+    (N, C) in the compute dtype (the head's output). ``slots`` > 1: several ops write channel
+    slices of it (a concat buffer)."""
+    name: str
+    channels: int
+    kind: str = "map"
+    slots: int = 1
+
+    def whole(self) -> Ref:
+        return Ref(self.name, 0, self.channels)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One step. ``name`` is the folded module that holds its parameters, ``params`` the paths of
+    the parameter tensors it reads. ``reads[0]`` is the main input; with ``residual`` the last
+    read is added after the epilogue. ``padding`` is (top, bottom, left, right); ``affine``:
+    y = scale·y + shift after the ReLU, with the scalars of the folded module (LAB)."""
+    kind: str
+    name: str
+    reads: Tuple[Ref, ...]
+    writes: Tuple[Ref, ...]
+    params: Tuple[str, ...] = ()
+    kernel: int = 1
+    stride: int = 1
+    padding: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    groups: int = 1
+    relu: bool = False
+    affine: bool = False
+    residual: bool = False
+
+    def output_size(self, h: int, w: int) -> Tuple[int, int]:
+        if self.kind in _SAME_SIZE:
+            return h, w
+        top, bottom, left, right = self.padding
+        return ((h + top + bottom - self.kernel) // self.stride + 1,
+                (w + left + right - self.kernel) // self.stride + 1)
+
+    def describe(self) -> str:
+        """A short label: ``conv 3×3/2`` and the epilogue."""
+        if self.kind in ("conv", "depthwise", "max_pool", "aggregation"):
+            label = f"{self.kind} {self.kernel}×{self.kernel}/{self.stride}"
+        else:
+            label = self.kind
+        extras = [e for e, on in (("relu", self.relu), ("affine", self.affine), ("+res", self.residual)) if on]
+        return label + (f" {'+'.join(extras)}" if extras else "")
+
+
+def symmetric_padding(kernel: int) -> Tuple[int, int, int, int]:
+    p = kernel // 2
+    return (p, p, p, p)
+
+
+@dataclass
+class OpCost:
+    op: Op
+    input_shape: Tuple[int, ...]
+    output_shape: Tuple[int, ...]
+    macs: int
+    bytes_read: int
+    bytes_written: int
+
+    @property
+    def intensity(self) -> float:
+        """FLOP per byte moved (2 FLOP per MAC)."""
+        moved = self.bytes_read + self.bytes_written
+        return 2 * self.macs / moved if moved else 0.0
+
+
+@dataclass
+class Plan:
+    """``ops`` in execution order over ``buffers``; ``input`` is the image buffer, ``features``
+    the stage outputs (strides 4, 8, 16, 32), ``output`` the head's."""
+    model: str
+    buffers: Dict[str, Buffer]
+    ops: Tuple[Op, ...]
+    input: str
+    features: Tuple[str, ...]
+    output: str
+    _spatial: Dict[Tuple[int, int], Dict[str, Tuple[int, int]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def in_channels(self) -> int:
+        return self.buffers[self.input].channels
+
+    @property
+    def concat_buffers(self) -> Tuple[str, ...]:
+        return tuple(name for name, b in self.buffers.items() if b.slots > 1)
+
+    def spatial(self, h: int, w: int) -> Dict[str, Tuple[int, int]]:
+        """(H, W) of every map buffer for an h×w input; an aggregation's channel sums get the size
+        of the map they sum over."""
+        concrete = isinstance(h, int) and isinstance(w, int)  # symbolic under torch.compile's fake tensors
+        cached = self._spatial.get((h, w)) if concrete else None
+        if cached is not None:
+            return cached
+        sizes = {self.input: (h, w)}
+        for op in self.ops:
+            if op.kind in ("ese_gate", "head"):
+                continue
+            size = op.output_size(*sizes[op.reads[0].buffer])
+            for ref in op.writes:
+                known = sizes.setdefault(ref.buffer, size)
+                if known != size:
+                    raise AssertionError(f"{op.name} writes {size} into {ref.buffer} of size {known}")
+        if concrete:
+            self._spatial[(h, w)] = sizes
+        return sizes
+
+    def shapes(self, n: int, h: int, w: int) -> Dict[str, Tuple[int, ...]]:
+        """Shape of every buffer for an n×C×h×w input: (N, C, H, W) maps, (N, C) vectors."""
+        sizes = self.spatial(h, w)
+        return {name: (n, b.channels, *sizes[name]) if b.kind == "map" else (n, b.channels)
+                for name, b in self.buffers.items()}
+
+    def feature_shapes(self, n: int, h: int, w: int) -> List[Tuple[int, ...]]:
+        shapes = self.shapes(n, h, w)
+        return [shapes[name] for name in self.features]
+
+    def costs(self, n: int, h: int, w: int, element_bytes: int, param_shapes: Dict[str, Tuple[int, ...]]) -> List[OpCost]:
+        """MACs and bytes of each op for an n×C×h×w input; ``param_shapes``: the shape of every
+        parameter tensor by path (parameters are read once per call). Activations are counted once
+        per read and write (a k×k conv re-reads its halo from cache, not memory); ESE sums and
+        gates are fp32."""
+        shapes = self.shapes(n, h, w)
+
+        def size(ref: Ref) -> int:
+            shape = shapes[ref.buffer]
+            per_channel = 1
+            for extent in shape[2:]:
+                per_channel *= extent
+            scale = 4 if self.buffers[ref.buffer].kind in ("sums", "gate") else element_bytes
+            return shape[0] * ref.channels * per_channel * scale
+
+        out = []
+        for op in self.ops:
+            in_shape = (*shapes[op.reads[0].buffer][:1], op.reads[0].channels, *shapes[op.reads[0].buffer][2:])
+            main = op.writes[0]
+            out_shape = (*shapes[main.buffer][:1], main.channels, *shapes[main.buffer][2:])
+            numels = [_numel(param_shapes[p]) for p in op.params]
+            if op.kind in ("conv", "depthwise", "aggregation"):
+                macs = n * out_shape[2] * out_shape[3] * op.kernel ** 2 * (in_shape[1] // op.groups) * out_shape[1]
+            elif op.kind in ("ese_gate", "head"):  # GEMVs: one MAC per matrix entry and image
+                macs = n * sum(_numel(param_shapes[p]) for p in op.params if len(param_shapes[p]) == 2)
+            else:
+                macs = 0
+            out.append(OpCost(op, in_shape, out_shape, macs,
+                              sum(size(r) for r in op.reads) + sum(numels) * element_bytes,
+                              sum(size(r) for r in op.writes)))
+        return out
+
+
+def _numel(shape: Tuple[int, ...]) -> int:
+    count = 1
+    for extent in shape:
+        count *= extent
+    return count
+
+
+class _Builder:
+    def __init__(self, model: str, in_channels: int):
+        self.model = model
+        self.buffers: Dict[str, Buffer] = {}
+        self.ops: List[Op] = []
+        self.input = self.buffer("input", in_channels).whole()
+
+    def buffer(self, name: str, channels: int, kind: str = "map", slots: int = 1) -> Buffer:
+        if name in self.buffers:
+            raise AssertionError(f"buffer {name} declared twice")
+        self.buffers[name] = Buffer(name, channels, kind, slots)
+        return self.buffers[name]
+
+    def op(self, kind: str, name: str, reads, writes, params=(), **geometry) -> None:
+        self.ops.append(Op(kind, name, tuple(reads), tuple(writes), tuple(params), **geometry))
+
+    def conv(self, name: str, conv, source: Ref, target: Ref, residual: Optional[Ref] = None,
+             kind: Optional[str] = None) -> None:
+        """A ``FoldedConv`` (dense or depthwise) from ``source`` into ``target``."""
+        kind = kind or ("depthwise" if conv.groups > 1 else "conv")
+        params = [f"{name}.{p}" for p in conv.param_names()]
+        self.op(kind, name, (source, residual) if residual else (source,), (target,), params,
+                kernel=conv.kernel_size, stride=conv.stride, padding=conv.padding, groups=conv.groups,
+                relu=conv.relu, affine=conv.affine, residual=residual is not None)
+
+    def plan(self, features: List[str], output: str) -> Plan:
+        return Plan(self.model, self.buffers, tuple(self.ops), self.input.buffer, tuple(features), output)
+
+
+def _lower_v1(net) -> Plan:
+    """PP-HGNet (v1): stem convs → 3×3/2 max pool → stages of [LDS downsample] + HG-Blocks with ESE
+    aggregation → head."""
+    b = _Builder(f"PPHGNet_{net.config.name}", net.stem[0].in_channels)
+    x = b.input
+    for i, conv in enumerate(net.stem):
+        target = b.buffer(f"stem.{i}", conv.out_channels).whole()
+        b.conv(f"stem.{i}", conv, x, target)
+        x = target
+    features = []
+    for si, stage in enumerate(net.stages):
+        blocks = [b.buffer(f"stages.{si}.blocks.{bi}.cat", block.total_channels, slots=len(block.layers) + 1)
+                  for bi, block in enumerate(stage.blocks)]
+        slot0 = Ref(blocks[0].name, 0, stage.blocks[0].in_channels)
+        if si == 0:
+            b.op("max_pool", "stem.pool", (x,), (slot0,), kernel=3, stride=2, padding=symmetric_padding(3))
+        elif stage.downsample is not None:
+            b.conv(f"stages.{si}.downsample", stage.downsample, x, slot0)
+        else:
+            b.op("copy", f"stages.{si}.input", (x,), (slot0,))
+        output = b.buffer(f"stages.{si}", stage.blocks[-1].out_channels).whole()
+        for bi, block in enumerate(stage.blocks):
+            path, cat = f"stages.{si}.blocks.{bi}", blocks[bi]
+            block_input = previous = Ref(cat.name, 0, block.in_channels)
+            start = block.in_channels
+            for li, layer in enumerate(block.layers):
+                target = Ref(cat.name, start, start + layer.out_channels)
+                b.conv(f"{path}.layers.{li}", layer, previous, target)
+                previous, start = target, target.stop
+            y = b.buffer(f"{path}.y", block.out_channels).whole()
+            sums = b.buffer(f"{path}.sums", block.out_channels, kind="sums").whole()
+            gate = b.buffer(f"{path}.gate", block.out_channels, kind="gate").whole()
+            b.op("aggregation", f"{path}.aggregation", (cat.whole(),), (y, sums),
+                 [f"{path}.aggregation.{p}" for p in block.aggregation.param_names()], relu=True)
+            b.op("ese_gate", path, (sums,), (gate,), (f"{path}.ese_weight", f"{path}.ese_bias"))
+            target = output if bi + 1 == len(stage.blocks) else Ref(blocks[bi + 1].name, 0, block.out_channels)
+            reads = (y, gate, block_input) if block.identity else (y, gate)
+            b.op("scale_residual", path, reads, (target,), residual=block.identity)
+        x = output
+        features.append(output.buffer)
+    head = b.buffer("head", net.num_outputs, kind="vector").whole()
+    b.op("head", "", (x,), (head,), net.head_param_names())
+    return b.plan(features, head.buffer)
+
+
+def build_plan(net) -> Plan:
+    """The plan of a ``FoldedNet``."""
+    return _lower_v1(net)

@@ -1,0 +1,165 @@
+"""``python -m hgnet_kernels plan``: the execution plan as a table, the kernel engineer's map.
+
+Every figure is computed from the plan (``Plan.costs``), the launch configs (``configs``) and
+the GPU's data-sheet peaks (``configs/devices.json``), never typed in: per op the input and output
+shapes and slices, MACs, bytes read and written, arithmetic intensity, and on a known GPU (the
+one here, or ``--gpu``) the roofline time of the op and the launch grid that the Triton config
+gives (programs, and programs per SM), with the share of the tensor-core work that lands on
+padding (``mma eff.``: useful MACs / MACs of the whole tiles).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+
+from . import cli, configs
+from .models import MIN_INPUT_SIZE
+from .plan import OpCost
+from .shapes import model_plan
+from .verify import DTYPES
+
+# Ops whose kernels the Triton family launches with a configs grid (the head is a few cuBLAS GEMVs).
+_GRIDDED = ("conv", "depthwise", "aggregation", "max_pool", "scale_residual", "ese_gate")
+
+
+@dataclass
+class Row:
+    index: int
+    kind: str
+    name: str
+    input: str
+    output: str
+    macs: int
+    bytes_read: int
+    bytes_written: int
+    intensity: float
+    roofline_us: Optional[float] = None
+    bound: Optional[str] = None
+    programs: Optional[int] = None
+    programs_per_sm: Optional[float] = None
+    mma_efficiency: Optional[float] = None
+
+
+def _shape(cost_shape, ref, whole_channels) -> str:
+    text = "×".join(map(str, cost_shape))
+    return text if ref.channels == whole_channels else f"{text} [{ref.start}:{ref.stop}]"
+
+
+def short_name(name: str) -> str:
+    """``stages.1.blocks.0.layers.2`` → ``s1.b0.l2``: the table stays narrow."""
+    for long, short in (("stages.", "s"), ("blocks.", "b"), ("layers.", "l"), ("aggregation", "agg"),
+                        ("downsample", "ds")):
+        name = name.replace(long, short)
+    return name or "head"
+
+
+def launch(cost: OpCost, dtype: torch.dtype, arch: Optional[str]) -> Optional[dict]:
+    """Programs of the Triton launch of this op on ``arch`` and, for the GEMMs, the MACs its whole
+    tiles compute (padding included)."""
+    op = cost.op
+    if op.kind not in _GRIDDED:
+        return None
+    n, c_in, c_out = cost.input_shape[0], cost.input_shape[1], cost.output_shape[1]
+    if op.kind == "ese_gate":
+        return dict(programs=_product(configs.gate_grid(n, c_out, configs.gate_config(c_out, dtype, arch))))
+    h_out, w_out = cost.output_shape[2:]
+    if op.kind in ("conv", "aggregation"):
+        cfg = configs.conv_config(h_out * w_out, c_in, c_out, op.kernel, op.stride, dtype, arch)
+        rows, cols = configs.conv_grid(n, h_out * w_out, c_out, cfg)
+        k_padded = op.kernel ** 2 * configs.cdiv(c_in, cfg["BLOCK_K"]) * cfg["BLOCK_K"]
+        return dict(programs=rows * cols, padded_macs=rows * cols * cfg["BLOCK_M"] * cfg["BLOCK_N"] * k_padded)
+    kernel_name = {"depthwise": "depthwise_conv"}.get(op.kind, op.kind)
+    cfg = configs.tile_config(kernel_name, c_out, dtype, arch)
+    return dict(programs=_product(configs.tile_grid(n, h_out * w_out, c_out, cfg)))
+
+
+def _product(grid) -> int:
+    rows, cols = grid
+    return rows * cols
+
+
+def report(model: str, batch: int, size: int, dtype: torch.dtype, gpu: Optional[str]) -> List[Row]:
+    plan = model_plan(model)
+    net_shapes = _param_shapes(model)
+    element = torch.empty((), dtype=dtype).element_size()
+    peaks = configs.known_gpus().get(gpu) if gpu else None
+    rows = []
+    for index, cost in enumerate(plan.costs(batch, size, size, element, net_shapes)):
+        op = cost.op
+        row = Row(index, op.describe(), short_name(op.name),
+                  _shape(cost.input_shape, op.reads[0], plan.buffers[op.reads[0].buffer].channels),
+                  _shape(cost.output_shape, op.writes[0], plan.buffers[op.writes[0].buffer].channels),
+                  cost.macs, cost.bytes_read, cost.bytes_written, cost.intensity)
+        if peaks:
+            compute = 2 * cost.macs / peaks[str(dtype).split(".")[-1]]
+            memory = (cost.bytes_read + cost.bytes_written) / peaks["bandwidth"]
+            row.roofline_us = max(compute, memory) * 1e6
+            row.bound = "compute" if compute >= memory else "memory"
+            grid = launch(cost, dtype, peaks["arch"])
+            if grid:
+                row.programs = grid["programs"]
+                row.programs_per_sm = grid["programs"] / peaks["sms"]
+                if "padded_macs" in grid:
+                    row.mma_efficiency = cost.macs / grid["padded_macs"]
+        rows.append(row)
+    return rows
+
+
+def _param_shapes(model: str) -> Dict[str, tuple]:
+    from .folding import fold_model
+    from .models import PPHGNet
+    net = fold_model(PPHGNet(model).eval())
+    return {name: tuple(t.shape) for name, t in net.named_buffers()}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=["tiny", "small", "base"], default="tiny")
+    parser.add_argument("--size", type=cli.at_least(MIN_INPUT_SIZE, " (PP-HGNet downsamples by 32)"), default=224,
+                        help="input height and width")
+    parser.add_argument("--batch", type=cli.at_least(1), default=1)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
+    parser.add_argument("--gpu", choices=sorted(configs.known_gpus()), default=None,
+                        help="roofline and launch grid on this GPU (default: the GPU here, if known)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    gpu = args.gpu
+    if gpu is None and torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        gpu = next((key for key in configs.known_gpus() if key in name), None)
+    rows = report(args.model, args.batch, args.size, DTYPES[args.dtype], gpu)
+    if args.json:
+        json.dump({"model": args.model, "batch": args.batch, "size": args.size, "dtype": args.dtype, "gpu": gpu,
+                   "rows": [vars(r) for r in rows]}, sys.stdout, indent=1)
+        print()
+        return 0
+    header = ["#", "op", "name", "input", "output", "MMACs", "read KB", "write KB", "FLOP/B"]
+    if gpu:
+        header += ["roofline µs", "bound", "programs", "per SM", "mma eff."]
+    body = []
+    for r in rows:
+        line = [r.index, r.kind, r.name, r.input, r.output, f"{r.macs / 1e6:.1f}", f"{r.bytes_read / 1e3:.0f}",
+                f"{r.bytes_written / 1e3:.0f}", f"{r.intensity:.1f}"]
+        if gpu:
+            line += [f"{r.roofline_us:.2f}", r.bound, r.programs if r.programs is not None else "-",
+                     f"{r.programs_per_sm:.2f}" if r.programs_per_sm is not None else "-",
+                     f"{r.mma_efficiency:.0%}" if r.mma_efficiency is not None else "-"]
+        body.append(line)
+    macs = sum(r.macs for r in rows)
+    moved = sum(r.bytes_read + r.bytes_written for r in rows)
+    total = ["", "total", "", "", "", f"{macs / 1e6:.1f}", f"{sum(r.bytes_read for r in rows) / 1e3:.0f}",
+             f"{sum(r.bytes_written for r in rows) / 1e3:.0f}", f"{2 * macs / moved:.1f}"]
+    if gpu:
+        total += [f"{sum(r.roofline_us for r in rows):.1f}", "", "", "", ""]
+    body.append(total)
+    from .verify import _table
+    where = f" on {gpu} (data-sheet peaks; arch {configs.known_gpus()[gpu]['arch']} launch configs)" if gpu else ""
+    _table(f"PPHGNet_{args.model} plan: {args.batch}×3×{args.size}×{args.size} {args.dtype}{where}; "
+           f"{macs / 1e9:.2f} GMACs", header, body, width=200)
+    return 0

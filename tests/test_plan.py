@@ -1,0 +1,102 @@
+"""The execution plan: one description of the network, consistent with the eager model, and the
+`plan` command's figures computed from it."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import hgnet_kernels as hk
+from hgnet_kernels import configs
+from hgnet_kernels.__main__ import main
+from hgnet_kernels.folding import fold_model
+from hgnet_kernels.plan import OP_KINDS, build_plan
+from hgnet_kernels.plan_report import report
+
+# PaddleClas's published figures at 224×224 (its PP-HGNet documentation), in GMACs ("FLOPs" there).
+PUBLISHED_GMACS = {"tiny": 4.54, "small": 8.53, "base": 25.14}
+
+
+def _plan(size):
+    net = fold_model(hk.PPHGNet(size).eval())
+    return net, build_plan(net)
+
+
+@pytest.mark.parametrize("size", sorted(PUBLISHED_GMACS))
+def test_summed_macs_match_the_published_figures(size):
+    net, plan = _plan(size)
+    params = {name: tuple(t.shape) for name, t in net.named_buffers()}
+    gmacs = sum(c.macs for c in plan.costs(1, 224, 224, 4, params)) / 1e9
+    assert abs(gmacs / PUBLISHED_GMACS[size] - 1) <= 0.02, gmacs
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "base"])
+def test_plan_shapes_are_the_eager_models(size):
+    model = hk.PPHGNet(size).eval()
+    _, plan = _plan(size)
+    for h, w in [(97, 65), (32, 33), (224, 224)]:
+        with torch.no_grad():
+            eager = [tuple(f.shape) for f in model.forward_features(torch.randn(2, 3, h, w))]
+        assert plan.feature_shapes(2, h, w) == eager
+
+
+def test_every_read_is_written_first_and_slots_tile_their_buffer():
+    _, plan = _plan("small")
+    written = {plan.input}
+    slots = {name: [] for name in plan.concat_buffers}
+    for op in plan.ops:
+        assert op.kind in OP_KINDS
+        for ref in op.reads:
+            if ref.buffer in slots:  # a slot, or the whole concat once every slot is written
+                covered = sorted(slots[ref.buffer])
+                assert any(s <= ref.start and ref.stop <= e for s, e in covered) or \
+                    (ref.start, ref.stop) == (0, plan.buffers[ref.buffer].channels) == (covered[0][0], covered[-1][1])
+            else:
+                assert ref.buffer in written, f"{op.name} reads {ref} before it is written"
+        for ref in op.writes:
+            if ref.buffer in slots:
+                slots[ref.buffer].append((ref.start, ref.stop))
+            written.add(ref.buffer)
+    for name, ranges in slots.items():
+        ranges.sort()
+        assert ranges[0][0] == 0 and ranges[-1][1] == plan.buffers[name].channels
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), f"{name}: slots overlap or leave gaps"
+    assert plan.output in written and all(f in written for f in plan.features)
+
+
+def test_every_backend_runs_the_same_plan():
+    fused = {b: hk.FusedPPHGNet(hk.pphgnet_tiny(), backend=b) for b in ("torch", "triton", "cuda")}
+    ops = {b: [(op.kind, op.name) for op in f._backend.plan.ops] for b, f in fused.items()}
+    assert ops["torch"] == ops["triton"] == ops["cuda"]
+    assert len(fused["triton"]._backend.steps) == len(ops["triton"])
+
+
+def test_plan_command_table_and_json(capsys):
+    assert main(["plan", "--model", "tiny", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "GMACs" in out and "aggregation" in out and "s2.b1.l4" in out
+    assert main(["plan", "--model", "tiny", "--batch", "2", "--gpu", "H100", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = data["rows"]
+    assert data["gpu"] == "H100" and len(rows) == len(_plan("tiny")[1].ops)
+    conv = next(r for r in rows if r["kind"].startswith("conv 3×3/1"))
+    assert conv["programs"] > 0 and 0 < conv["mma_efficiency"] <= 1 and conv["roofline_us"] > 0
+    assert conv["programs_per_sm"] == pytest.approx(conv["programs"] / 132)
+
+
+def test_a_tuned_config_file_is_picked_up(tmp_path, monkeypatch):
+    """A triton_<arch>.json entry replaces the heuristic, for the kernels and for the plan's grids."""
+    key = configs.conv_key(56 * 56, 96, 96, 3, 1, torch.float16)
+    shutil.copy(os.path.join(configs.CONFIG_DIR, "devices.json"), tmp_path)
+    (tmp_path / "triton_sm90.json").write_text(json.dumps({
+        "conv_bn_act": {key: {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "num_warps": 2, "num_stages": 2}},
+        "scale_residual": {"c224_float16": {"BLOCK_P": 16, "BLOCK_C": 32, "num_warps": 2}}}))
+    heuristic = configs.conv_config(56 * 56, 96, 96, 3, 1, torch.float16, "sm90")
+    monkeypatch.setattr(configs, "CONFIG_DIR", str(tmp_path))
+    assert configs.conv_config(56 * 56, 96, 96, 3, 1, torch.float16, "sm90")["BLOCK_M"] == 32
+    assert configs.conv_config(56 * 56, 96, 96, 3, 1, torch.float16, "sm80") == heuristic  # another arch
+    assert configs.tile_config("scale_residual", 224, torch.float16, "sm90")["BLOCK_P"] == 16
+    rows = report("tiny", 1, 224, torch.float16, "H100")
+    layer = next(r for r in rows if r.name == "s0.b0.l1")
+    assert layer.programs == configs.cdiv(56 * 56, 32) * configs.cdiv(96, 32)
