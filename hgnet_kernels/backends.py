@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from .kernels import spec
+from .kernels.spec import symmetric
 from .plan import Plan, Ref
 
 log = logging.getLogger(__name__)
@@ -176,17 +177,42 @@ class _Env:
 Step = Callable[[_Env], None]
 
 
+def _affine(module) -> Optional[Tuple[float, float]]:
+    """The folded LAB's (scale, shift) as Python floats, read once at build time."""
+    return None if module.lab is None else (float(module.lab[0]), float(module.lab[1]))
+
+
+def _epilogue_options(op, module) -> dict:
+    """The keyword arguments of the op's geometry and epilogue that differ from the defaults:
+    families that implement only the defaults are never handed the others (``unsupported``)."""
+    options = {}
+    if op.padding != symmetric(op.kernel):
+        options["padding"] = op.padding
+    if op.affine:
+        options["affine"] = _affine(module)
+    if op.kind == "depthwise" and op.relu:
+        options["relu"] = True
+    return options
+
+
 def _conv_step(fam, op, net, ids, options) -> Step:
     module = net.get_submodule(op.name)
     weight = (fam.pack_depthwise_weight if op.kind == "depthwise" else fam.pack_conv_weight)(module.weight)
     bias, source, target, stride, relu = module.bias, ids(op.reads[0]), ids(op.writes[0]), op.stride, op.relu
+    extra = _epilogue_options(op, module)
     if op.kind == "depthwise":
         def step(env: _Env) -> None:
-            env.wrote(target, fam.depthwise_conv(env.read(source), weight, bias, stride, out=env.out(target)))
+            env.wrote(target, fam.depthwise_conv(env.read(source), weight, bias, stride, out=env.out(target), **extra))
+    elif op.residual:
+        residual = ids(op.reads[-1])
+
+        def step(env: _Env) -> None:
+            env.wrote(target, fam.conv_bn_act(env.read(source), weight, bias, stride, relu, out=env.out(target),
+                                              residual=env.read(residual), **extra, **options))
     else:
         def step(env: _Env) -> None:
             env.wrote(target, fam.conv_bn_act(env.read(source), weight, bias, stride, relu, out=env.out(target),
-                                              **options))
+                                              **extra, **options))
     return step
 
 
@@ -225,9 +251,14 @@ def _scale_residual_step(fam, op, net, ids, options) -> Step:
 
 def _max_pool_step(fam, op, net, ids, options) -> Step:
     source, target = ids(op.reads[0]), ids(op.writes[0])
+    extra = {}
+    if (op.kernel, op.stride, op.padding) != (3, 2, symmetric(3)):
+        extra.update(kernel=op.kernel, stride=op.stride, padding=op.padding)
+    if op.zero_pad:
+        extra["zero_pad"] = True
 
     def step(env: _Env) -> None:
-        env.wrote(target, fam.max_pool(env.read(source), out=env.out(target)))
+        env.wrote(target, fam.max_pool(env.read(source), out=env.out(target), **extra))
     return step
 
 
@@ -243,9 +274,10 @@ def _copy_step(fam, op, net, ids, options) -> Step:
 def _head_step(fam, op, net, ids, options) -> Step:
     source, target = ids(op.reads[0]), ids(op.writes[0])
     pool, last, fc_weight, fc_bias = net.global_pool, net.last_conv_weight, net.fc_weight, net.fc_bias
+    affine = None if net.head_lab is None else (float(net.head_lab[0]), float(net.head_lab[1]))
 
     def step(env: _Env) -> None:
-        env.wrote(target, spec.head_reference(env.read(source), pool, last, fc_weight, fc_bias))
+        env.wrote(target, spec.head_reference(env.read(source), pool, last, affine, fc_weight, fc_bias))
     return step
 
 

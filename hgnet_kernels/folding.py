@@ -114,6 +114,7 @@ class FoldedNet(nn.Module):
         self.stem = nn.ModuleList(stem)
         self.stages = nn.ModuleList(stages)
         self.global_pool = global_pool
+        self.register_buffer("head_lab", None)  # (scale, shift) of a LAB after the head's ReLU
         self.register_buffer("last_conv_weight", last_conv_weight)
         self.register_buffer("fc_weight", fc_weight)
         self.register_buffer("fc_bias", fc_bias)

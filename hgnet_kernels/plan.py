@@ -60,8 +60,9 @@ class Buffer:
 class Op:
     """One step. ``name`` is the folded module that holds its parameters, ``params`` the paths of
     the parameter tensors it reads. ``reads[0]`` is the main input; with ``residual`` the last
-    read is added after the epilogue. ``padding`` is (top, bottom, left, right); ``affine``:
-    y = scale·y + shift after the ReLU, with the scalars of the folded module (LAB)."""
+    read is added after the epilogue. ``padding`` is (top, bottom, left, right); the epilogue is
+    bias, then ReLU (``relu``), then y = scale·y + shift (``affine``, the scalars of the folded
+    module's LAB), then the residual."""
     kind: str
     name: str
     reads: Tuple[Ref, ...]
@@ -74,6 +75,7 @@ class Op:
     relu: bool = False
     affine: bool = False
     residual: bool = False
+    zero_pad: bool = False   # max pool: padded taps are zeros in the max (timm's v2 stem), not ignored
 
     def output_size(self, h: int, w: int) -> Tuple[int, int]:
         if self.kind in _SAME_SIZE:

@@ -60,45 +60,59 @@ def pack_conv_weight(weight: torch.Tensor) -> PackedWeight:
 pack_depthwise_weight = pack_conv_weight
 
 
-def _conv(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor, stride: int, relu: bool) -> torch.Tensor:
+def _conv(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor, stride: int,
+          padding: Optional[spec.Padding]) -> torch.Tensor:
     weight = packed.weight
-    padding, strides, groups = [weight.shape[-1] // 2] * 2, [stride] * 2, x.shape[1] // weight.shape[1]
+    kernel, groups = weight.shape[-1], x.shape[1] // weight.shape[1]
+    top, bottom, left, right = padding if padding is not None else spec.symmetric(kernel)
     x = x.contiguous(memory_format=torch.channels_last)  # NHWC end to end (a no-op after the stem)
+    if (top, left) != (bottom, right):  # asymmetric ("SAME" 2×2): pad explicitly, convolve unpadded
+        x, top, left = F.pad(x, (left, right, top, bottom)), 0, 0
+    padding_hw, strides = [top, left], [stride] * 2
     if _onednn(x):
         if packed.onednn is None:
-            packed.onednn = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), padding, strides, _DILATION,
-                                                                      groups, list(x.shape))
-        y = torch.ops.mkldnn._convolution_pointwise(x, packed.onednn, bias, padding, strides, _DILATION, groups,
-                                                    "none", [], "")
-    else:
-        y = F.conv2d(x, weight, bias, strides, padding, 1, groups)
-    return y.relu_() if relu else y
+            packed.onednn = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), padding_hw, strides,
+                                                                      _DILATION, groups, list(x.shape))
+        return torch.ops.mkldnn._convolution_pointwise(x, packed.onednn, bias, padding_hw, strides, _DILATION, groups,
+                                                       "none", [], "")
+    return F.conv2d(x, weight, bias, strides, padding_hw, 1, groups)
 
 
-def _into(y: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+def _epilogue(y: torch.Tensor, relu: bool, affine: Optional[Tuple[float, float]],
+              residual: Optional[torch.Tensor], out: Optional[torch.Tensor]) -> torch.Tensor:
+    """In place on the conv's fresh output y: ReLU (keeps NaN), a·y + c, + residual; then y into out."""
+    if relu:
+        y = y.relu_()
+    if affine is not None:
+        y = y.mul_(affine[0]).add_(affine[1])
+    if residual is not None:
+        y = y.add_(residual)
     if out is not None:
         out.copy_(y)
     return y
 
 
 def conv_bn_act(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor, stride: int = 1,
-                relu: bool = True, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    return _into(_conv(x, packed_weight, bias, stride, relu), out)
+                relu: bool = True, out: Optional[torch.Tensor] = None, *, padding: Optional[spec.Padding] = None,
+                affine: Optional[Tuple[float, float]] = None, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return _epilogue(_conv(x, packed_weight, bias, stride, padding), relu, affine, residual, out)
 
 
 def depthwise_conv(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor, stride: int = 2,
-                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    return _into(_conv(x, packed_weight, bias, stride, False), out)
+                   out: Optional[torch.Tensor] = None, *, relu: bool = False,
+                   affine: Optional[Tuple[float, float]] = None, padding: Optional[spec.Padding] = None) -> torch.Tensor:
+    return _epilogue(_conv(x, packed_weight, bias, stride, padding), relu, affine, None, out)
 
 
-def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    return _into(spec.max_pool_reference(x), out)
+def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,
+             padding: Optional[spec.Padding] = None, zero_pad: bool = False) -> torch.Tensor:
+    return _epilogue(spec.max_pool_reference(x, kernel, stride, padding, zero_pad), False, None, None, out)
 
 
 def aggregation_ese(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor,
                     out: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(y, sums)`` with sums (N, 1, C) fp32: a single "tile" per image."""
-    y = _into(_conv(x, packed_weight, bias, 1, True), out)
+    y = conv_bn_act(x, packed_weight, bias, 1, True, out)
     return y, y.sum((2, 3), dtype=torch.float32).unsqueeze(1)
 
 
@@ -109,4 +123,4 @@ def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: i
 def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
     scaled = y.mul_(gate.to(y.dtype)[:, :, None, None])  # y is this block's own temporary
-    return _into(scaled.add_(identity) if identity is not None else scaled, out)
+    return _epilogue(scaled, False, None, identity, out)

@@ -19,9 +19,22 @@ from ..models.pphgnet import global_pool
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+Padding = Tuple[int, int, int, int]  # top, bottom, left, right
+
+
 def output_size(size: int, kernel: int, stride: int) -> int:
     """Output extent of a k×k window with stride s and padding k // 2 on both sides."""
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def symmetric(kernel: int) -> Padding:
+    return (kernel // 2,) * 4
+
+
+def padded_output(h: int, w: int, kernel: int, stride: int, padding: Padding) -> Tuple[int, int]:
+    """(Ho, Wo) of a k×k window with stride s over an h×w map padded by (top, bottom, left, right)."""
+    top, bottom, left, right = padding
+    return (h + top + bottom - kernel) // stride + 1, (w + left + right - kernel) // stride + 1
 
 
 # ---- weight layouts -----------------------------------------------------------------------------
@@ -32,7 +45,7 @@ def pack_conv_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def pack_depthwise_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(C, 1, 3, 3) → (3, 3, C): the nine taps, channels contiguous."""
+    """(C, 1, k, k) → (k, k, C): the taps, channels contiguous."""
     return weight[:, 0].permute(1, 2, 0).contiguous()
 
 
@@ -82,12 +95,21 @@ def _check_vector(name: str, t: torch.Tensor, size: int) -> None:
                          f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
 
 
+def _check_padding(padding: Optional[Padding], kernel: int) -> Padding:
+    if padding is None:
+        return symmetric(kernel)
+    if len(padding) != 4 or any(not isinstance(p, int) or p < 0 or p >= kernel for p in padding):
+        raise ValueError(f"padding must be (top, bottom, left, right), each in [0, {kernel}), got {padding}")
+    return tuple(padding)
+
+
 def prepare_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int,
-                 out: Optional[torch.Tensor]) -> torch.Tensor:
+                 out: Optional[torch.Tensor], padding: Optional[Padding] = None,
+                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     check_activation("x", x)
     if packed_weight.dim() != 4 or packed_weight.shape[0] != packed_weight.shape[1] or \
-            packed_weight.shape[0] not in (1, 3):
-        raise ValueError(f"packed_weight: expected (k, k, C_in, C_out) with k 1 or 3, got "
+            packed_weight.shape[0] not in (1, 2, 3):
+        raise ValueError(f"packed_weight: expected (k, k, C_in, C_out) with k 1, 2 or 3, got "
                          f"{tuple(packed_weight.shape)}; pack OIHW weights with pack_conv_weight()")
     kernel, _, c_in, c_out = packed_weight.shape
     check_activation("x", x, channels=c_in)
@@ -97,28 +119,35 @@ def prepare_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
     if packed_weight.dtype != x.dtype or not packed_weight.is_contiguous():
         raise TypeError(f"packed_weight must be contiguous and {x.dtype}, got {packed_weight.dtype}")
     n, _, h, w = x.shape
-    return _output(out, (n, c_out, output_size(h, kernel, stride), output_size(w, kernel, stride)), x)
+    shape = (n, c_out, *padded_output(h, w, kernel, stride, _check_padding(padding, kernel)))
+    if residual is not None and (tuple(residual.shape) != shape or residual.dtype != x.dtype):
+        raise ValueError(f"residual: expected {shape} {x.dtype}, got {tuple(residual.shape)} {residual.dtype}")
+    return _output(out, shape, x)
 
 
 def prepare_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int,
-                      out: Optional[torch.Tensor]) -> torch.Tensor:
+                      out: Optional[torch.Tensor], padding: Optional[Padding] = None) -> torch.Tensor:
     check_activation("x", x)
     n, c, h, w = x.shape
-    if tuple(packed_weight.shape) != (3, 3, c) or not packed_weight.is_contiguous():
-        raise ValueError(f"packed_weight: expected a contiguous (3, 3, {c}) tensor from pack_depthwise_weight(), "
-                         f"got {tuple(packed_weight.shape)}")
+    kernel = packed_weight.shape[0] if packed_weight.dim() == 3 else 0
+    if kernel not in (3, 5) or tuple(packed_weight.shape) != (kernel, kernel, c) or not packed_weight.is_contiguous():
+        raise ValueError(f"packed_weight: expected a contiguous (k, k, {c}) tensor with k 3 or 5 from "
+                         f"pack_depthwise_weight(), got {tuple(packed_weight.shape)}")
     if packed_weight.dtype != x.dtype:
         raise TypeError(f"packed_weight must be {x.dtype}, got {packed_weight.dtype}")
     _check_vector("bias", bias, c)
     if stride not in (1, 2):
         raise ValueError(f"stride must be 1 or 2, got {stride}")
-    return _output(out, (n, c, output_size(h, 3, stride), output_size(w, 3, stride)), x)
+    return _output(out, (n, c, *padded_output(h, w, kernel, stride, _check_padding(padding, kernel))), x)
 
 
-def prepare_max_pool(x: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+def prepare_max_pool(x: torch.Tensor, out: Optional[torch.Tensor], kernel: int = 3, stride: int = 2,
+                     padding: Optional[Padding] = None) -> torch.Tensor:
     check_activation("x", x)
+    if kernel not in (2, 3) or stride not in (1, 2):
+        raise ValueError(f"max pool: kernel must be 2 or 3 and stride 1 or 2, got {kernel} and {stride}")
     n, c, h, w = x.shape
-    return _output(out, (n, c, output_size(h, 3, 2), output_size(w, 3, 2)), x)
+    return _output(out, (n, c, *padded_output(h, w, kernel, stride, _check_padding(padding, kernel))), x)
 
 
 def prepare_ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
@@ -159,12 +188,29 @@ def conv_psum(x: torch.Tensor, out: torch.Tensor, tile_rows: int) -> torch.Tenso
 
 # ---- PyTorch references ---------------------------------------------------------------------------
 
+def _pad(x: torch.Tensor, padding: Optional[Padding], kernel: int, value: float = 0.0) -> torch.Tensor:
+    top, bottom, left, right = padding if padding is not None else symmetric(kernel)
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def _epilogue(y: torch.Tensor, relu: bool, affine: Optional[Tuple[float, float]],
+              residual: Optional[torch.Tensor]) -> torch.Tensor:
+    if relu:
+        y = torch.relu(y)
+    if affine is not None:
+        y = y * affine[0] + affine[1]
+    return y + residual if residual is not None else y
+
+
 def conv_bn_act_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
-                          relu: bool = True) -> torch.Tensor:
-    """``act(conv(x, W) + b)`` with padding k // 2, computed in x's dtype."""
+                          relu: bool = True, padding: Optional[Padding] = None,
+                          affine: Optional[Tuple[float, float]] = None,
+                          residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``residual + affine(act(conv(x, W) + b))`` with zero padding (top, bottom, left, right)
+    (default k // 2 all round) and ``affine(y) = a·y + c``, computed in x's dtype."""
     weight = packed_weight.permute(3, 2, 0, 1).to(x.dtype)
-    y = F.conv2d(x, weight, bias.to(x.dtype), stride, packed_weight.shape[0] // 2)
-    return torch.relu(y) if relu else y
+    y = F.conv2d(_pad(x, padding, packed_weight.shape[0]), weight, bias.to(x.dtype), stride)
+    return _epilogue(y, relu, affine, residual)
 
 
 def aggregation_ese_reference(x: torch.Tensor, packed_weight: torch.Tensor,
@@ -175,13 +221,19 @@ def aggregation_ese_reference(x: torch.Tensor, packed_weight: torch.Tensor,
 
 
 def depthwise_conv_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
-                             stride: int = 2) -> torch.Tensor:
+                             stride: int = 2, relu: bool = False, affine: Optional[Tuple[float, float]] = None,
+                             padding: Optional[Padding] = None) -> torch.Tensor:
+    """Per channel: ``affine(act(conv(x_c, W_c) + b_c))``, k×k taps (k = 3 or 5), zero padding."""
     weight = packed_weight.permute(2, 0, 1).unsqueeze(1).to(x.dtype)
-    return F.conv2d(x, weight, bias.to(x.dtype), stride, 1, 1, x.shape[1])
+    y = F.conv2d(_pad(x, padding, packed_weight.shape[0]), weight, bias.to(x.dtype), stride, 0, 1, x.shape[1])
+    return _epilogue(y, relu, affine, None)
 
 
-def max_pool_reference(x: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(x, 3, 2, 1)
+def max_pool_reference(x: torch.Tensor, kernel: int = 3, stride: int = 2, padding: Optional[Padding] = None,
+                       zero_pad: bool = False) -> torch.Tensor:
+    """k×k max pool. Padded taps are ignored (−∞), as in PyTorch and Paddle; with ``zero_pad`` they
+    are zeros that take part in the max (timm's PP-HGNetV2 stem pads with ``F.pad`` first)."""
+    return F.max_pool2d(_pad(x, padding, kernel, 0.0 if zero_pad else float("-inf")), kernel, stride)
 
 
 def ese_gate_reference(channel_sums: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
@@ -196,11 +248,12 @@ def scale_residual_reference(y: torch.Tensor, gate: torch.Tensor, identity: Opti
 
 
 def head_reference(x: torch.Tensor, pool: str, last_conv_weight: Optional[torch.Tensor],
-                   fc_weight: Optional[torch.Tensor], fc_bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """global pool → 1×1 conv (no bias, a GEMV on the pooled vector) → ReLU → (eval dropout:
-    identity) → FC; the conv and the FC only where the model has them. A few GEMVs: every family
-    runs it in PyTorch."""
+                   affine: Optional[Tuple[float, float]], fc_weight: Optional[torch.Tensor],
+                   fc_bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """global pool → 1×1 conv (no bias, a GEMV on the pooled vector) → ReLU → affine (LAB) →
+    (eval dropout: identity) → FC; the conv, affine and FC only where the model has them. A few
+    GEMVs: every family runs it in PyTorch."""
     x = global_pool(x, pool)
     if last_conv_weight is not None:
-        x = torch.relu(F.linear(x, last_conv_weight))
+        x = _epilogue(F.linear(x, last_conv_weight), True, affine, None)
     return F.linear(x, fc_weight, fc_bias) if fc_weight is not None else x
