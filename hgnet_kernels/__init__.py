@@ -1,14 +1,18 @@
-"""hgnet_kernels: PP-HGNet inference with BN folding and fused Triton / CUDA C++ kernels.
+"""hgnet_kernels: PP-HGNet and PP-HGNetV2 inference with BN folding and fused Triton / CUDA C++ kernels.
 
 ``import hgnet_kernels`` is cheap and needs no GPU, nvcc or compiled extension: backends and
 kernels are imported the first time they are used.
 """
 from .fused import FusedPPHGNet
-from .models import CONFIGS, PPHGNet, pphgnet_base, pphgnet_small, pphgnet_tiny
+from .models import (CONFIGS, CONFIGS_V2, PPHGNet, PPHGNetV2, build_model, pphgnet_base, pphgnet_small,
+                     pphgnet_tiny, pphgnetv2_b0, pphgnetv2_b1, pphgnetv2_b2, pphgnetv2_b3, pphgnetv2_b4,
+                     pphgnetv2_b5, pphgnetv2_b6)
 from .weights import CheckpointError, load_model, load_weights
 from .backends import BackendUnavailable
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["FusedPPHGNet", "PPHGNet", "CONFIGS", "pphgnet_tiny", "pphgnet_small", "pphgnet_base",
-           "load_weights", "load_model", "CheckpointError", "BackendUnavailable", "__version__"]
+__all__ = ["FusedPPHGNet", "PPHGNet", "PPHGNetV2", "CONFIGS", "CONFIGS_V2", "build_model", "pphgnet_tiny",
+           "pphgnet_small", "pphgnet_base", "pphgnetv2_b0", "pphgnetv2_b1", "pphgnetv2_b2", "pphgnetv2_b3",
+           "pphgnetv2_b4", "pphgnetv2_b5", "pphgnetv2_b6", "load_weights", "load_model", "CheckpointError",
+           "BackendUnavailable", "__version__"]

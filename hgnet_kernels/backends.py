@@ -40,7 +40,7 @@ BACKENDS = {"torch": "hgnet_kernels.kernels.pytorch", "triton": "hgnet_kernels.k
 AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("torch",)}
 
 # Options of the executor itself, for families that allow CUDA graphs.
-GRAPH_OPTIONS = {"cuda_graph": (bool, "capture and replay CUDA graphs, CUDA only"),
+GRAPH_OPTIONS = {"cuda_graph": (bool, "capture and replay CUDA graphs (default: on, on CUDA)"),
                  "max_graphs": (int, "graphs kept, one per input shape, LRU")}
 
 
@@ -288,15 +288,22 @@ OP_TABLE = {"conv": _conv_step, "depthwise": _conv_step, "aggregation": _aggrega
 
 
 class Backend:
-    """``plan`` run through backend ``name``'s kernel family on the folded weights ``net``."""
+    """``plan`` run through backend ``name``'s kernel family on the folded weights ``net``.
 
-    def __init__(self, name: str, net, plan: Plan, device: torch.device, cuda_graph: bool = False,
+    ``cuda_graph``: None (the default) captures graphs on a CUDA device for families that allow
+    it; True insists (an error off CUDA); False never does. A graph replays the whole plan as one
+    launch; its outputs live in static buffers, so the outputs asked for are cloned out (and only
+    those)."""
+
+    def __init__(self, name: str, net, plan: Plan, device: torch.device, cuda_graph: Optional[bool] = None,
                  max_graphs: int = 8, **family_options):
+        fam = family(name)
         if cuda_graph and device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a CUDA device; the model is on {device}")
+        if cuda_graph and not fam.CUDA_GRAPHS:
+            raise ValueError(f"backend {name!r} does not capture CUDA graphs")
         if max_graphs < 1:
             raise ValueError(f"max_graphs must be at least 1, got {max_graphs}")
-        fam = family(name)
         for op in plan.ops:
             reason = fam.unsupported(op)
             if reason:
@@ -305,6 +312,9 @@ class Backend:
         self._refs = _Refs(plan, fam.IN_PLACE)
         self.steps: List[Step] = [OP_TABLE[op.kind](fam, op, net, self._refs.id, family_options) for op in plan.ops]
         self._outputs = [self._refs.id(plan.buffers[b].whole()) for b in (*plan.features, plan.output)]
+        # The op after which each output exists: a run that needs only early outputs stops there.
+        writers = {self._refs.id(ref): index for index, op in enumerate(plan.ops) for ref in op.writes}
+        self._produced_at = [writers[i] for i in self._outputs]
         # Drop every intermediate right after its last read, as eager code would: peak memory stays
         # that of one block, and the allocator reuses memory instead of mapping fresh pages.
         last_use = {}
@@ -318,29 +328,32 @@ class Backend:
         for ref_id, index in last_use.items():
             if ref_id not in self._outputs:
                 self._release[index].append(ref_id)
-        self.cuda_graph, self.max_graphs = cuda_graph, max_graphs
+        self.cuda_graph = (device.type == "cuda" and fam.CUDA_GRAPHS) if cuda_graph is None else cuda_graph
+        self.max_graphs = max_graphs
         self._graphs: "OrderedDict[tuple, tuple]" = OrderedDict()
         self._graph_lock = threading.Lock()
 
-    def _execute(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The stage outputs followed by the head's output."""
+    def _execute(self, x: torch.Tensor, outputs: Tuple[int, ...]) -> List[Optional[torch.Tensor]]:
+        """Runs the plan as far as ``outputs`` (indices into [stage maps…, head output]) need."""
         env = _Env(self._refs, x)
         values = env.values
-        for step, release in zip(self.steps, self._release):
+        last = max(self._produced_at[i] for i in outputs)
+        for step, release in zip(self.steps[:last + 1], self._release):
             step(env)
             for ref_id in release:
                 values[ref_id] = None
-        return [values[i] for i in self._outputs]
+        return [values[self._outputs[i]] for i in outputs]
 
-    def run(self, x: torch.Tensor, outputs: slice) -> List[torch.Tensor]:
-        """``outputs`` of [stage 1..4 maps, head output] for an NCHW input in the compute dtype."""
+    def run(self, x: torch.Tensor, outputs: Tuple[int, ...]) -> List[torch.Tensor]:
+        """``outputs`` (indices into [stage 1..4 maps, head output]) for an NCHW input in the
+        compute dtype."""
         if not self.cuda_graph:
-            return self._execute(x)[outputs]
-        key = (tuple(x.shape), tuple(x.stride()), x.dtype)
+            return self._execute(x, outputs)
+        key = (tuple(x.shape), tuple(x.stride()), x.dtype, outputs)
         with self._graph_lock:  # static input/output buffers are shared by every caller
             entry = self._graphs.get(key)
             if entry is None:
-                entry = self._capture(x)
+                entry = self._capture(x, outputs)
                 self._graphs[key] = entry
                 while len(self._graphs) > self.max_graphs:
                     self._graphs.popitem(last=False)
@@ -349,9 +362,9 @@ class Backend:
             graph, static_in, static_out = entry
             static_in.copy_(x)
             graph.replay()
-            return [t.clone() for t in static_out[outputs]]  # the next replay overwrites static_out
+            return [t.clone() for t in static_out]  # the next replay overwrites static_out
 
-    def _capture(self, x: torch.Tensor):
+    def _capture(self, x: torch.Tensor, outputs: Tuple[int, ...]):
         log.info("%s backend: capturing a CUDA graph for input %s %s (%d cached)", self.name, tuple(x.shape),
                  x.dtype, len(self._graphs))
         static_in = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
@@ -359,9 +372,9 @@ class Backend:
         side = torch.cuda.Stream(device=x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):  # compiles every kernel before capture
-            self._execute(static_in)
+            self._execute(static_in, outputs)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = self._execute(static_in)
+            static_out = self._execute(static_in, outputs)
         return graph, static_in, static_out

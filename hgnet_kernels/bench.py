@@ -22,21 +22,22 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from . import FusedPPHGNet, PPHGNet, __version__, cli
+from . import FusedPPHGNet, __version__, cli
 from .backends import BACKENDS, unavailable_reason
-from .models import MIN_INPUT_SIZE, randomize_statistics
+from .models import MODEL_NAMES, build_model, randomize_statistics
 from .numerics import relative_error, tolerance
 from .verify import DTYPES
 
-# PaddleClas's table (its PP-HGNet documentation): V100, TensorRT, FP32, batch 1.
-SEED_V100_TRT_FP32_B1_MS = {"tiny": 1.77, "small": 2.52, "base": 5.97}
+# PaddleClas's tables (its PP-HGNet and PP-HGNetV2 documentation): V100, TensorRT, FP32, batch 1, ms.
+SEED_V100_TRT_FP32_B1_MS = {"tiny": 1.77, "small": 2.52, "base": 5.97, "b0": 0.52, "b1": 0.58, "b2": 0.95,
+                            "b3": 1.18, "b4": 1.46, "b5": 2.84, "b6": 5.29}
 
 
 @dataclass
 class Row:
     model: str
     batch: int
-    size: int
+    size: str         # "HxW"
     dtype: str
     method: str
     latency_ms: Optional[float] = None
@@ -74,14 +75,63 @@ def machine_info(device: torch.device) -> Dict[str, str]:
     return info
 
 
-def _methods(eager: PPHGNet, dtype: torch.dtype, device: torch.device, args) -> Dict[str, Callable]:
+class GraphedEager:
+    """Eager PyTorch (channels_last) captured in a CUDA graph by hand, as a user can do without
+    any library: one static input, replayed, the output cloned out."""
+
+    def __init__(self, model, example: torch.Tensor):
+        self.model = model
+        self.static_in = example.clone().contiguous(memory_format=torch.channels_last)
+        side = torch.cuda.Stream(device=example.device)
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side), torch.no_grad():
+            model(self.static_in)  # warm-up (cuDNN picks its algorithms) outside the capture
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.static_out = model(self.static_in)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.static_in.copy_(x)
+        self.graph.replay()
+        return self.static_out.clone()
+
+
+def _with_tf32(fn):
+    """``fn`` with cuDNN's TF32 on for its convolutions — PyTorch's own default for convs."""
+    def call(x):
+        previous = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = True
+        try:
+            return fn(x)
+        finally:
+            torch.backends.cudnn.allow_tf32 = previous
+    return call
+
+
+def _compile_modes(device: torch.device, batch: int, args) -> List[str]:
+    if args.compile_modes:
+        return args.compile_modes
+    if device.type != "cuda":
+        return ["default"]
+    # max-autotune's own CUDA graphs are the point at batch 1; without them it is the fair large-batch peer.
+    return ["default", "max-autotune", "reduce-overhead"] + (["max-autotune-no-cudagraphs"] if batch >= 64 else [])
+
+
+def _methods(eager, dtype: torch.dtype, device: torch.device, batch: int, example: torch.Tensor,
+             args) -> Dict[str, Callable]:
     """Every method to time, by name; a method that cannot be built is a string: the reason."""
     methods: Dict[str, Callable] = {"eager": eager}
     eager_cl = copy.deepcopy(eager).to(memory_format=torch.channels_last)
     methods["eager_channels_last"] = lambda x: eager_cl(x.contiguous(memory_format=torch.channels_last))
-    modes = args.compile_modes or (["default", "max-autotune", "reduce-overhead"] if device.type == "cuda"
-                                   else ["default"])
-    for mode in modes if args.compile else []:
+    if device.type == "cuda":
+        try:
+            methods["eager_channels_last_graph"] = GraphedEager(eager_cl, example)
+        except Exception as e:  # noqa: BLE001 - reported in its row
+            methods["eager_channels_last_graph"] = f"failed: {type(e).__name__}: {_first_line(e)}"
+        if dtype == torch.float32:
+            methods["eager_channels_last_tf32"] = _with_tf32(methods["eager_channels_last"])
+    for mode in _compile_modes(device, batch, args) if args.compile else []:
         if time.perf_counter() - args.started > args.compile_budget:
             continue  # time-boxed: compiling stops once the budget is spent (noted in the output)
         methods[f"compile_{mode}"] = torch.compile(copy.deepcopy(eager), mode=None if mode == "default" else mode)
@@ -90,9 +140,9 @@ def _methods(eager: PPHGNet, dtype: torch.dtype, device: torch.device, args) -> 
         if reason:
             methods[f"fused_{backend}"] = f"unavailable: {reason}"
             continue
-        variants = {f"fused_{backend}": {}}
+        variants = {f"fused_{backend}": {}}  # CUDA graphs on by default on a GPU
         if device.type == "cuda" and backend != "torch":
-            variants[f"fused_{backend}_cudagraph"] = {"cuda_graph": True}
+            variants[f"fused_{backend}_nograph"] = {"cuda_graph": False}
         for name, options in variants.items():
             try:
                 methods[name] = FusedPPHGNet(eager, backend=backend, dtype=dtype, **options)
@@ -130,22 +180,22 @@ def _time_round(fn, inputs, iters: int, device: torch.device) -> float:
     return (time.perf_counter() - start_s) * 1e3 / iters
 
 
-def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, args, progress=None) -> List[Row]:
+def bench_case(model_name: str, batch: int, dtype_name: str, device: torch.device, args, progress=None) -> List[Row]:
     dtype = DTYPES[dtype_name]
     torch.manual_seed(0)
-    eager = randomize_statistics(PPHGNet(size)).to(device)
+    eager = randomize_statistics(build_model(model_name)).to(device)
     reference = copy.deepcopy(eager).double()
     eager = eager.to(dtype)
     gen = torch.Generator().manual_seed(1)
-    inputs = [torch.randn(batch, 3, args.size, args.size, generator=gen).to(device) for _ in range(2)]
+    inputs = [torch.randn(batch, eager.in_channels, *args.size, generator=gen).to(device) for _ in range(2)]
     with torch.no_grad():
         expected = reference(inputs[0].double())
-    methods = _methods(eager, dtype, device, args)
+    methods = _methods(eager, dtype, device, batch, inputs[0].to(dtype), args)
     rows: Dict[str, Row] = {}
     for name, fn in methods.items():
-        row = rows[name] = Row(size, batch, args.size, dtype_name, name)
-        if dtype == torch.float32 and batch == 1 and device.type == "cuda":
-            row.seed_v100_trt_ms = SEED_V100_TRT_FP32_B1_MS[size]
+        row = rows[name] = Row(model_name, batch, f"{args.size[0]}x{args.size[1]}", dtype_name, name)
+        if dtype == torch.float32 and batch == 1 and device.type == "cuda" and args.size == (224, 224):
+            row.seed_v100_trt_ms = SEED_V100_TRT_FP32_B1_MS[model_name]
         if isinstance(fn, str):
             row.error = fn
             continue
@@ -198,20 +248,22 @@ def bench_case(size: str, batch: int, dtype_name: str, device: torch.device, arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", choices=["tiny", "small", "base"], default=["tiny", "small", "base"])
+    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=["tiny", "small", "base"],
+                        help="tiny small base (PP-HGNet) b0 … b6 (PP-HGNetV2); default: tiny small base")
     parser.add_argument("--batches", nargs="+", type=cli.at_least(1), default=None,
                         help="default: 1 8 64 256 on a GPU, 1 8 on the CPU")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
                         help="default: float32 float16 bfloat16 on a GPU, float32 on the CPU")
-    parser.add_argument("--size", type=cli.at_least(MIN_INPUT_SIZE, " (PP-HGNet downsamples by 32)"), default=224)
+    parser.add_argument("--size", type=cli.image_size, default=(224, 224), help="input size: 224 or HxW, e.g. 640 or 48x320")
     parser.add_argument("--device", type=cli.device, default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=None,
                         help="default: all; a backend that cannot run here gets a row saying why (and, when "
                              "named here, fails the run)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
     parser.add_argument("--compile-modes", nargs="+", default=None,
-                        choices=["default", "max-autotune", "reduce-overhead"],
-                        help="default: all three on a GPU, default on the CPU")
+                        choices=["default", "max-autotune", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                        help="default: default, max-autotune, reduce-overhead on a GPU (and max-autotune-no-cudagraphs "
+                             "at batch >= 64); default on the CPU")
     parser.add_argument("--compile-budget", type=float, default=float("inf"),
                         help="seconds from the start after which no new torch.compile method is added")
     parser.add_argument("--rounds", type=cli.at_least(1), default=7)

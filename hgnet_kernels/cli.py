@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Tuple
 
 import torch
 
@@ -42,6 +43,25 @@ def device(text: str) -> torch.device:
     if parsed.type not in ("cpu", "cuda"):
         raise argparse.ArgumentTypeError(f"device type {parsed.type!r} is not supported; use cpu or cuda")
     return parsed
+
+
+def image_size(text: str) -> Tuple[int, int]:
+    """``224`` (square) or ``48x320`` (height × width), each at least 32 (the network downsamples by 32)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 224 or 48x320, got {text!r}") from None
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 32:
+        raise argparse.ArgumentTypeError(f"must be H or HxW with both at least 32 (the network downsamples by 32), "
+                                         f"got {text!r}")
+    return size
+
+
+def size_label(size: Tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
 
 
 def default_device() -> torch.device:

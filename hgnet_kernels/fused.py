@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -11,16 +11,16 @@ from . import library
 from .backends import Backend, check_options, resolve_backend
 from .folding import FoldedNet, fold_model
 from .plan import Plan, build_plan
-from .models.pphgnet import MIN_INPUT_SIZE, PPHGNet
+from .models import MIN_INPUT_SIZE, PPHGNet, PPHGNetV2
 
 log = logging.getLogger(__name__)
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _as_pphgnet(model: nn.Module) -> PPHGNet:
+def _as_pphgnet(model: nn.Module) -> Union[PPHGNet, PPHGNetV2]:
     """Ours as is; a timm ``hgnet_*`` converted exactly (or refused, naming what is unsupported),
     on the timm model's device and in its dtype."""
-    if isinstance(model, PPHGNet):
+    if isinstance(model, (PPHGNet, PPHGNetV2)):
         return model
     if type(model).__module__.startswith("timm."):  # converted without importing timm
         from .weights import load_model
@@ -29,33 +29,38 @@ def _as_pphgnet(model: nn.Module) -> PPHGNet:
                              "eval mode; call model.eval() first")
         param = next(model.parameters())
         return load_model(model).to(device=param.device, dtype=param.dtype)
-    raise TypeError(f"FusedPPHGNet takes a hgnet_kernels PPHGNet or a timm hgnet_* model, got "
-                    f"{type(model).__name__}")
+    raise TypeError(f"FusedPPHGNet takes a hgnet_kernels PPHGNet / PPHGNetV2 or a timm hgnet_* / hgnetv2_* "
+                    f"model, got {type(model).__name__}")
 
 
 class FusedPPHGNet(nn.Module):
     """Inference-only PP-HGNet: BN folded into the convs (in fp32), NHWC kernels behind one API.
 
     Args:
-        model: an eval-mode ``hgnet_kernels.PPHGNet`` or timm ``hgnet_tiny/small/base`` model (any
-            ``num_classes``, ``in_chans``, ``head_hidden_size`` and ``global_pool`` avg / max /
-            avgmax; anything else is refused with a message naming it). It is read once; later
-            changes to it do not affect this module, which lives on the model's device.
+        model: an eval-mode ``hgnet_kernels.PPHGNet`` / ``PPHGNetV2``, or a timm ``hgnet_*`` /
+            ``hgnetv2_*`` model (any ``num_classes``, ``in_chans``, ``head_hidden_size`` and
+            ``global_pool`` avg / max / avgmax; anything else is refused with a message naming it).
+            It is read once; later changes to it do not affect this module, which lives on the
+            model's device.
         backend: ``"torch"``, ``"triton"``, ``"cuda"`` or ``"auto"`` (the fastest that can run on
             the model's device: triton on CUDA, torch on the CPU).
         dtype: compute dtype (float32, float16 or bfloat16); default: the model's dtype, or
             float32 for a float64 model.
-        **options: options of the chosen backend (``cuda_graph``, ``max_graphs`` for triton and
-            cuda; ``allow_tf32`` for triton); others are a ``ValueError`` that lists the valid ones.
+        out_indices: the stages ``forward_features`` returns (0–3: strides 4, 8, 16, 32; RT-DETR and
+            D-FINE take (1, 2, 3)). The plan runs only as far as they need.
+        **options: options of the chosen backend (``cuda_graph`` — on by default on CUDA — and
+            ``max_graphs`` for triton and cuda; ``allow_tf32`` for triton); others are a
+            ``ValueError`` that lists the valid ones.
 
-    ``forward(x)`` returns logits and ``forward_features(x)`` the four stage maps (strides 4, 8,
-    16, 32, NCHW shape in channels_last memory), both in the compute dtype. Inputs are NCHW
-    floating-point tensors of any strides, at least 32×32, on the module's device; they are cast
-    to the compute dtype. No autograd graph is ever built: this module is for inference only.
+    ``forward(x)`` returns logits (or the pooled features of a model without a classifier) and
+    ``forward_features(x)`` the stage maps of ``out_indices`` (NCHW shape in channels_last memory),
+    both in the compute dtype. Inputs are NCHW floating-point tensors of any strides, at least
+    32×32, on the module's device; they are cast to the compute dtype. No autograd graph is ever
+    built: this module is for inference only.
     """
 
     def __init__(self, model: nn.Module, backend: str = "auto", dtype: Optional[torch.dtype] = None,
-                 **options):
+                 out_indices: Sequence[int] = (0, 1, 2, 3), **options):
         super().__init__()
         eager = _as_pphgnet(model)
         if eager.training:
@@ -67,6 +72,11 @@ class FusedPPHGNet(nn.Module):
             dtype = torch.float32 if weight.dtype == torch.float64 else weight.dtype
         if dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}, got {dtype}")
+        out_indices = tuple(out_indices)
+        if not out_indices or sorted(set(out_indices)) != list(out_indices) or not set(out_indices) <= {0, 1, 2, 3}:
+            raise ValueError(f"out_indices must be increasing stage indices from 0, 1, 2, 3 (strides 4, 8, 16, 32), "
+                             f"got {out_indices}")
+        self.out_indices = out_indices
         self.dtype = dtype
         self.config = eager.config
         self.requested_backend = backend
@@ -108,7 +118,7 @@ class FusedPPHGNet(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.net.stem[0].weight.device
+        return self.net.first_conv.weight.device
 
     @property
     def backend(self) -> str:
@@ -123,7 +133,7 @@ class FusedPPHGNet(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        moved_dtype = self.net.stem[0].weight.dtype
+        moved_dtype = self.net.first_conv.weight.dtype
         if moved_dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"FusedPPHGNet computes in {_SUPPORTED_DTYPES}; cannot convert to {moved_dtype}")
         self.dtype = moved_dtype
@@ -157,15 +167,15 @@ class FusedPPHGNet(nn.Module):
 
     # The two methods hgnet_kernels.library's custom ops call (see there).
     def execute(self, x: torch.Tensor, features: bool) -> List[torch.Tensor]:
-        """The stage maps (``features``) or ``[head output]`` of a checked input."""
-        count = len(self.plan.features)
+        """The stage maps of ``out_indices`` (``features``) or ``[head output]`` of a checked input."""
         with torch.no_grad():
-            return self._backend.run(x, slice(0, count) if features else slice(count, count + 1))
+            return self._backend.run(x, self.out_indices if features else (len(self.plan.features),))
 
     def output_specs(self, x: torch.Tensor, features: bool) -> List[Tuple[Tuple[int, ...], torch.dtype, torch.memory_format]]:
         n, _, h, w = x.shape
         if features:
-            return [(shape, self.dtype, torch.channels_last) for shape in self.plan.feature_shapes(n, h, w)]
+            shapes = self.plan.feature_shapes(n, h, w)
+            return [(shapes[i], self.dtype, torch.channels_last) for i in self.out_indices]
         return [((n, self.num_outputs), self.dtype, torch.contiguous_format)]
 
     # Both go through torch.library custom ops (hgnet_kernels.library), so torch.compile sees one

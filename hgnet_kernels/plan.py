@@ -279,6 +279,63 @@ def _lower_v1(net) -> Plan:
     return b.plan(features, head.buffer)
 
 
+def _lower_v2(net) -> Plan:
+    """PP-HGNetV2: stem1 → (2×2/1 max pool ‖ stem2a → stem2b) into one concat → stem3 → stem4 → stages
+    of [LDS downsample] + HG-Blocks (ConvBNAct or LightConv layers, squeeze and excitation 1×1s with
+    the residual in the excitation's epilogue) → head."""
+    stem = net.stem
+    b = _Builder(f"PPHGNetV2_{net.config.name.upper()}", stem["stem1"].in_channels)
+    mid = stem["stem1"].out_channels
+    stem1 = b.buffer("stem.stem1", mid).whole()
+    b.conv("stem.stem1", stem["stem1"], b.input, stem1)
+    cat = b.buffer("stem.cat", 2 * mid, slots=2)
+    b.op("max_pool", "stem.pool", (stem1,), (Ref(cat.name, 0, mid),), kernel=2, stride=1, padding=(0, 1, 0, 1),
+         zero_pad=net.stem_pool_zero)
+    stem2a = b.buffer("stem.stem2a", stem["stem2a"].out_channels).whole()
+    b.conv("stem.stem2a", stem["stem2a"], stem1, stem2a)
+    b.conv("stem.stem2b", stem["stem2b"], stem2a, Ref(cat.name, mid, 2 * mid))
+    stem3 = b.buffer("stem.stem3", stem["stem3"].out_channels).whole()
+    b.conv("stem.stem3", stem["stem3"], cat.whole(), stem3)
+    x: Optional[Ref] = None  # the previous stage's output
+    features = []
+    for si, stage in enumerate(net.stages):
+        blocks = [b.buffer(f"stages.{si}.blocks.{bi}.cat", block.total_channels, slots=len(block.layers) + 1)
+                  for bi, block in enumerate(stage.blocks)]
+        slot0 = Ref(blocks[0].name, 0, stage.blocks[0].in_channels)
+        if x is None:  # stem4 writes the first block's input slot (or the downsample's input)
+            target = slot0 if stage.downsample is None else b.buffer("stem", stem["stem4"].out_channels).whole()
+            b.conv("stem.stem4", stem["stem4"], stem3, target)
+            x = target
+        if stage.downsample is not None:
+            b.conv(f"stages.{si}.downsample", stage.downsample, x, slot0)
+        elif x != slot0:
+            b.op("copy", f"stages.{si}.input", (x,), (slot0,))
+        output = b.buffer(f"stages.{si}", stage.blocks[-1].out_channels).whole()
+        for bi, block in enumerate(stage.blocks):
+            path, cat_buffer = f"stages.{si}.blocks.{bi}", blocks[bi]
+            block_input = previous = Ref(cat_buffer.name, 0, block.in_channels)
+            start = block.in_channels
+            for li, layer in enumerate(block.layers):
+                target = Ref(cat_buffer.name, start, start + layer.out_channels)
+                if hasattr(layer, "conv1"):  # LightConv: the 1×1 into its own buffer, the depthwise into the slot
+                    reduced = b.buffer(f"{path}.layers.{li}.conv1", layer.conv1.out_channels).whole()
+                    b.conv(f"{path}.layers.{li}.conv1", layer.conv1, previous, reduced)
+                    b.conv(f"{path}.layers.{li}.conv2", layer.conv2, reduced, target)
+                else:
+                    b.conv(f"{path}.layers.{li}", layer, previous, target)
+                previous, start = target, target.stop
+            squeezed = b.buffer(f"{path}.squeeze", block.squeeze.out_channels).whole()
+            b.conv(f"{path}.squeeze", block.squeeze, cat_buffer.whole(), squeezed)
+            target = output if bi + 1 == len(stage.blocks) else Ref(blocks[bi + 1].name, 0, block.out_channels)
+            b.conv(f"{path}.excitation", block.excitation, squeezed, target,
+                   residual=block_input if block.identity else None)
+        x = output
+        features.append(output.buffer)
+    head = b.buffer("head", net.num_outputs, kind="vector").whole()
+    b.op("head", "", (x,), (head,), net.head_param_names())
+    return b.plan(features, head.buffer)
+
+
 def build_plan(net) -> Plan:
     """The plan of a ``FoldedNet``."""
-    return _lower_v1(net)
+    return _lower_v2(net) if net.version == 2 else _lower_v1(net)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import torch
 
 from . import cli, configs
-from .models import MIN_INPUT_SIZE
+from .models import MODEL_NAMES
 from .plan import OpCost
 from .shapes import model_plan
 from .verify import DTYPES
@@ -83,13 +83,15 @@ def _product(grid) -> int:
     return rows * cols
 
 
-def report(model: str, batch: int, size: int, dtype: torch.dtype, gpu: Optional[str]) -> List[Row]:
+def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str]) -> List[Row]:
+    """The rows of ``model``'s plan on a batch × C × H × W input (``size``: an int or (H, W))."""
+    h, w = (size, size) if isinstance(size, int) else size
     plan = model_plan(model)
     net_shapes = _param_shapes(model)
     element = torch.empty((), dtype=dtype).element_size()
     peaks = configs.known_gpus().get(gpu) if gpu else None
     rows = []
-    for index, cost in enumerate(plan.costs(batch, size, size, element, net_shapes)):
+    for index, cost in enumerate(plan.costs(batch, h, w, element, net_shapes)):
         op = cost.op
         row = Row(index, op.describe(), short_name(op.name),
                   _shape(cost.input_shape, op.reads[0], plan.buffers[op.reads[0].buffer].channels),
@@ -112,15 +114,15 @@ def report(model: str, batch: int, size: int, dtype: torch.dtype, gpu: Optional[
 
 def _param_shapes(model: str) -> Dict[str, tuple]:
     from .folding import fold_model
-    from .models import PPHGNet
-    net = fold_model(PPHGNet(model).eval())
+    from .models import build_model
+    net = fold_model(build_model(model))
     return {name: tuple(t.shape) for name, t in net.named_buffers()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=["tiny", "small", "base"], default="tiny")
-    parser.add_argument("--size", type=cli.at_least(MIN_INPUT_SIZE, " (PP-HGNet downsamples by 32)"), default=224,
-                        help="input height and width")
+    parser.add_argument("--model", choices=MODEL_NAMES, default="tiny",
+                        help="tiny, small, base (PP-HGNet) or b0 … b6 (PP-HGNetV2)")
+    parser.add_argument("--size", type=cli.image_size, default=(224, 224), help="input size: 224 or HxW, e.g. 640")
     parser.add_argument("--batch", type=cli.at_least(1), default=1)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     parser.add_argument("--gpu", choices=sorted(configs.known_gpus()), default=None,
@@ -160,6 +162,6 @@ def run(args: argparse.Namespace) -> int:
     body.append(total)
     from .verify import _table
     where = f" on {gpu} (data-sheet peaks; arch {configs.known_gpus()[gpu]['arch']} launch configs)" if gpu else ""
-    _table(f"PPHGNet_{args.model} plan: {args.batch}×3×{args.size}×{args.size} {args.dtype}{where}; "
+    _table(f"{model_plan(args.model).model} plan: {args.batch}×3×{cli.size_label(args.size)} {args.dtype}{where}; "
            f"{macs / 1e9:.2f} GMACs", header, body, width=200)
     return 0

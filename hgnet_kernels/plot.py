@@ -1,30 +1,52 @@
-"""Latency-vs-batch plot of a benchmark run: one panel per model, one line per method and dtype."""
-from collections import defaultdict
+"""The picture of a benchmark run: one panel per (model, batch, dtype), a horizontal bar per method
+(throughput, images/s), the speedup over eager written on each bar. Methods are named on the axis,
+so there is no legend to cover the data; colours group eager, torch.compile and our backends."""
+import math
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+_COLOURS = {"eager": "#9e9e9e", "compile": "#4c72b0", "fused": "#dd8452"}
+
+
+def _colour(method: str) -> str:
+    return next((c for prefix, c in _COLOURS.items() if method.startswith(prefix)), "#55a868")
+
 
 def plot_rows(rows, info, path) -> None:
-    models = sorted({r.model for r in rows}, key=["tiny", "small", "base"].index)
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        lines = defaultdict(list)
-        for r in rows:
-            if r.model == model and r.latency_ms:
-                lines[(r.method, r.dtype)].append((r.batch, r.latency_ms))
-        for (method, dtype), points in sorted(lines.items()):
-            points.sort()
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{method} {dtype}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("latency (ms, median)")
-        ax.set_title(f"PPHGNet_{model}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    cases = []
+    for r in rows:
+        key = (r.model, r.batch, r.dtype)
+        if key not in cases:
+            cases.append(key)
+    columns = min(len(cases), 3)
+    lines = math.ceil(len(cases) / columns)
+    height = max(len([r for r in rows if (r.model, r.batch, r.dtype) == cases[0]]), 4) * 0.32 + 1.2
+    fig, axes = plt.subplots(lines, columns, figsize=(6.2 * columns, height * lines), squeeze=False)
+    for ax, (model, batch, dtype) in zip(axes.flat, cases):
+        case = [r for r in rows if (r.model, r.batch, r.dtype) == (model, batch, dtype)]
+        names = [r.method for r in case]
+        values = [r.images_per_s or 0.0 for r in case]
+        ax.barh(range(len(case)), values, color=[_colour(n) for n in names])
+        ax.set_yticks(range(len(case)), names, fontsize=8)
+        ax.invert_yaxis()
+        top = max(values) if any(values) else 1.0
+        for i, r in enumerate(case):
+            if not r.images_per_s:
+                label = "failed" if r.error.startswith("failed") else "not run"
+            else:
+                label = f"{r.speedup_vs_eager:.2f}× eager" if r.speedup_vs_eager else f"{r.images_per_s:.0f}/s"
+                if r.correct is False:
+                    label += "  WRONG"
+            ax.text((r.images_per_s or 0.0) + top * 0.01, i, label, va="center", fontsize=7)
+        ax.set_xlim(0, top * 1.3)
+        ax.set_xlabel("images / s (higher is better)", fontsize=8)
+        ax.set_title(f"{model}  batch {batch}  {dtype}  ({case[0].size})", fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(cases):]:
+        ax.axis("off")
     fig.suptitle(f"{info.get('gpu') or info.get('cpu', info['device'])} · torch {info['torch']} · {info['date'][:10]}",
                  fontsize=9)
     fig.tight_layout()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import List
 
 from .folding import fold_model
-from .models import PPHGNet
+from .models import build_model
 from .plan import Plan, build_plan
 
 
@@ -37,12 +37,12 @@ class ConvShape:
 
 
 def model_plan(model: str) -> Plan:
-    """The plan of PPHGNet_<model> (random weights: only the structure matters here)."""
-    return build_plan(fold_model(PPHGNet(model).eval()))
+    """The plan of a model by short name (random weights: only the structure matters here)."""
+    return build_plan(fold_model(build_model(model)))
 
 
 def conv_shapes(model: str = "tiny", size: int = 224) -> "Counter[ConvShape]":
-    """Each distinct conv of PPHGNet_<model> on a size×size input, with how often it occurs."""
+    """Each distinct conv of a model (``"tiny"`` … ``"b6"``) on a size×size input, with how often it occurs."""
     plan = model_plan(model)
     spatial = plan.spatial(size, size)
     shapes: Counter = Counter()

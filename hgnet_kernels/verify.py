@@ -9,9 +9,9 @@ import sys
 
 import torch
 
-from . import FusedPPHGNet, PPHGNet, cli
+from . import FusedPPHGNet, cli
 from .backends import BACKENDS
-from .models import MIN_INPUT_SIZE, randomize_statistics
+from .models import MODEL_NAMES, build_model, model_label, randomize_statistics
 from .numerics import max_abs_error, relative_error, tolerance
 from .timing import median_latency_ms
 from .weights import load_model
@@ -26,14 +26,14 @@ CPU_STAND_INS = {"triton": ("TRITON_INTERPRET", "Triton's interpreter"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=["tiny", "small", "base"], default=None,
-                        help="default: the size of --weights, else tiny")
+    parser.add_argument("--model", choices=MODEL_NAMES, default=None,
+                        help="tiny, small, base (PP-HGNet) or b0 … b6 (PP-HGNetV2); default: the model of "
+                             "--weights, else tiny")
     parser.add_argument("--weights", default=None,
                         help="a .pdparams, timm or hgnet_kernels checkpoint (default: random weights "
                              "with random BN statistics)")
     parser.add_argument("--batch", type=cli.at_least(1), default=1)
-    parser.add_argument("--size", type=cli.at_least(MIN_INPUT_SIZE, " (PP-HGNet downsamples by 32)"), default=224,
-                        help="input height and width")
+    parser.add_argument("--size", type=cli.image_size, default=(224, 224), help="input size: 224 or HxW, e.g. 640x640")
     parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--device", type=cli.device, default=None, help="cpu or cuda (default: cuda when available)")
@@ -41,15 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _eager_model(args) -> PPHGNet:
+def _eager_model(args) -> torch.nn.Module:
     """The model to check: the checkpoint's (its size inferred, or checked against --model), else
     random weights with random BN statistics."""
     if not args.weights:
-        return randomize_statistics(PPHGNet(args.model or "tiny"), seed=args.seed)
+        return randomize_statistics(build_model(args.model or "tiny"), seed=args.seed)
     model = load_model(args.weights)
     if args.model and model.config.name != args.model:
-        raise cli.UserError(f"--weights {args.weights} holds a PPHGNet_{model.config.name}, not the "
-                            f"--model {args.model} you asked for; drop --model or pick the matching file")
+        raise cli.UserError(f"--weights {args.weights} holds a {model_label(model)}, not the --model {args.model} you "
+                            "asked for; drop --model or pick the matching file")
     return model
 
 
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     fused = FusedPPHGNet(eager, backend=args.backend, dtype=dtype)
 
     gen = torch.Generator().manual_seed(args.seed + 1)
-    inputs = [torch.randn(args.batch, eager.in_channels, args.size, args.size, generator=gen).to(device)
+    inputs = [torch.randn(args.batch, eager.in_channels, *args.size, generator=gen).to(device)
               for _ in range(3)]
     x = inputs[0]
     with torch.no_grad():
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     eager_ms = median_latency_ms(lambda t: eager(t.to(dtype)), inputs, iters=args.iters, warmup=warmup)
     fused_ms = median_latency_ms(fused, inputs, iters=args.iters, warmup=warmup)
-    title = (f"PPHGNet_{eager.config.name}  {args.batch}×3×{args.size}×{args.size}  {args.dtype} on {device}"
+    title = (f"{model_label(eager)}  {args.batch}×{eager.in_channels}×{cli.size_label(args.size)}  {args.dtype} on {device}"
              f"  backend={fused.backend}" + ("" if args.weights else "  (random weights)"))
     _table(title, ["method", "max abs err", "rel err vs fp64", "median ms", "speedup"], [
         ["eager (NCHW)", f"{max_abs_error(eager_out, expected):.3e}", f"{eager_err:.3e}", f"{eager_ms:.2f}", "1.00×"],

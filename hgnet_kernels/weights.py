@@ -16,12 +16,14 @@ into one ``CheckpointError`` and the model is left untouched.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
 import re
 import warnings
-from typing import Dict, Mapping, Union
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -68,10 +70,14 @@ def _read_paddle_pickle(data: bytes) -> Dict[str, torch.Tensor]:
 
 
 def _unwrap(obj) -> Mapping[str, torch.Tensor]:
-    """Accept a bare state dict or the usual training wrappers around one."""
+    """Accept a bare state dict or the usual training wrappers around one; an EMA copy (D-FINE,
+    DEIM and RT-DETRv2 keep ``{"model", "ema": {"module"}}``) wins, as their exports do."""
     if isinstance(obj, nn.Module):
         return obj.state_dict()
     if isinstance(obj, Mapping):
+        ema = obj.get("ema")
+        if isinstance(ema, Mapping) and isinstance(ema.get("module"), Mapping):
+            return _unwrap(ema["module"])
         for wrapper in ("state_dict", "model", "model_state_dict", "module"):
             inner = obj.get(wrapper)
             if isinstance(inner, Mapping) and not torch.is_tensor(inner):
@@ -159,38 +165,88 @@ def read_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
                           f"checkpoint (it starts with bytes {data[:8]!r})")
 
 
-_TIMM_RULES = [
+_TIMM_V1_RULES = [
     (re.compile(r"^stem\.stem\.(\d+)\."), r"stem.\1."),
     (re.compile(r"\.aggregation\.0\."), ".aggregation_conv."),
     (re.compile(r"\.aggregation\.1\."), ".att."),
     (re.compile(r"^head\.last_conv\.0\."), "last_conv."),
     (re.compile(r"^head\.fc\."), "fc."),
 ]
+# timm hgnetv2_*, D-FINE / DEIM, RT-DETRv2's torch port (its 2×2 stem convs sit after a ZeroPad2d).
+_TORCH_V2_RULES = [
+    (re.compile(r"\.aggregation\.0\."), ".aggregation_squeeze_conv."),
+    (re.compile(r"\.aggregation\.1\."), ".aggregation_excitation_conv."),
+    (re.compile(r"^head\.last_conv\.0\."), "last_conv."),
+    (re.compile(r"^head\.last_conv\.2\."), "lab."),
+    (re.compile(r"^head\.fc\."), "fc."),
+    (re.compile(r"^stem\.(stem2[ab])\.conv\.1\."), r"stem.\1.conv."),
+]
+
+# The first stem conv's key in each naming, longest first: it locates the backbone inside a
+# detector or OCR checkpoint ("backbone.", "backbone.pphgnet_b4.", …).
+_STEM_KEYS = ("stem.stem.0.conv.weight", "stem.stem1.conv.weight", "stem.0.conv.weight")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a state dict comes from: ``layout`` "paddle" (PaddleClas, PaddleDetection,
+    PaddleOCR), "timm" (timm, D-FINE, DEIM, RT-DETRv2's torch port) or "hgnet_kernels";
+    ``version`` 1 (PP-HGNet) or 2 (PP-HGNetV2); ``prefix`` stripped from the backbone's keys."""
+    layout: str
+    version: int
+    prefix: str
+
+    @property
+    def stem_pool_padding(self) -> str:
+        """Paddle's "SAME" stem pool ignores the padded cells; the torch ports pad with zeros."""
+        return "ignore" if self.layout in ("paddle", "hgnet_kernels") else "zero"
+
+
+def checkpoint_origin(state: Mapping[str, torch.Tensor]) -> Origin:
+    prefix = None
+    for suffix in _STEM_KEYS:
+        found = sorted(k[: -len(suffix)] for k in state if k.endswith(suffix))
+        if found:
+            prefix = min(found, key=len)
+            break
+    if prefix is None:
+        raise CheckpointError("no PP-HGNet stem convolution (stem.0.conv.weight, stem.stem.0.conv.weight or "
+                              "stem.stem1.conv.weight, under any prefix) in the checkpoint: not a PP-HGNet")
+    keys = [k[len(prefix):] for k in state if k.startswith(prefix)]
+    version = 2 if any(k.startswith("stem.stem1.") for k in keys) else 1
+    if any(k.endswith("bn._mean") or k.endswith("bn._variance") for k in keys):
+        layout = "paddle"
+    elif any(k.startswith("stem.stem.") or k.startswith("head.") or ".aggregation.0." in k
+             or k.startswith("stem.stem2a.conv.1.") for k in keys):
+        layout = "timm"
+    else:
+        layout = "hgnet_kernels"
+    return Origin(layout, version, prefix)
 
 
 def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
     """``"paddle"``, ``"timm"`` or ``"hgnet_kernels"``, from the key names."""
-    keys = list(state)
-    if any(k.endswith("bn._mean") or k.endswith("bn._variance") for k in keys):
-        return "paddle"
-    if any(k.startswith("stem.stem.") or k.startswith("head.") or ".aggregation.0." in k for k in keys):
-        return "timm"
-    return "hgnet_kernels"
+    return checkpoint_origin(state).layout
 
 
 def to_hgnet_kernels_keys(state: Mapping[str, torch.Tensor], dropout_prob: float) -> Dict[str, torch.Tensor]:
-    """Map a Paddle or timm state dict onto ``PPHGNet``'s names (ours pass through)."""
-    layout = detect_layout(state)
+    """Map a Paddle, timm or detector state dict onto our models' names (ours pass through): the
+    backbone's keys only, its prefix stripped. ``dropout_prob``: the model's Paddle head dropout,
+    whose inference scale 1 − p is folded into a Paddle ``fc.weight``."""
+    origin = checkpoint_origin(state)
+    rules = {(1, "timm"): _TIMM_V1_RULES, (2, "timm"): _TORCH_V2_RULES}.get((origin.version, origin.layout), [])
     out: Dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if layout == "paddle":
+        if not key.startswith(origin.prefix):
+            continue  # a detector's neck and head
+        key = key[len(origin.prefix):]
+        if origin.layout == "paddle":
             key = key.replace("bn._mean", "bn.running_mean").replace("bn._variance", "bn.running_var")
-            if key == "fc.weight":
+            if key == "fc.weight" and torch.is_tensor(value) and value.dim() == 2:
                 # Paddle stores [in, out] and scales by (1 - p) at inference (downscale_in_infer).
-                value = value.t().contiguous() * (1.0 - dropout_prob) if value.dim() == 2 else value
-        elif layout == "timm":
-            for pattern, repl in _TIMM_RULES:
-                key = pattern.sub(repl, key)
+                value = value.t().contiguous() * (1.0 - dropout_prob)
+        for pattern, repl in rules:
+            key = pattern.sub(repl, key)
         out[key] = value
     return out
 
@@ -240,42 +296,78 @@ def load_weights(model: nn.Module, source) -> nn.Module:
     else:
         name = type(source).__name__
         state = dict(_unwrap(source))
-    state = to_hgnet_kernels_keys(state, model.config.dropout_prob)
+    state = to_hgnet_kernels_keys(state, _paddle_dropout(model))
     load_state_dict_strict(model, state, source=repr(name))
     return model
 
 
+def _paddle_dropout(model: nn.Module) -> float:
+    """The p of the Paddle dropout before the FC (v2 has it only after a head 1×1 conv)."""
+    if hasattr(model, "dropout_prob"):
+        return model.dropout_prob if getattr(model, "last_conv", None) is not None else 0.0
+    return model.config.dropout_prob
+
+
 _STEM_WIDTH_TO_SIZE = {48: "tiny", 64: "small", 96: "base"}
+_TEXT_REC = ("a PP-OCR text-recognition backbone (a stage-1 downsample: PaddleOCR's text_rec, with (2, 1) / "
+             "(1, 2) stage strides) is not supported; detection and classification backbones are")
 
 
-def infer_model_size(state: Mapping[str, torch.Tensor]) -> str:
-    """Which PP-HGNet (tiny / small / base) a checkpoint of any supported layout belongs to."""
-    for key in ("stem.0.conv.weight", "stem.stem.0.conv.weight"):
-        if key in state and torch.is_tensor(state[key]):
-            width = state[key].shape[0]
-            if width in _STEM_WIDTH_TO_SIZE:
-                return _STEM_WIDTH_TO_SIZE[width]
-            raise CheckpointError(f"{key} has {width} output channels; PP-HGNet tiny/small/base have "
-                                  f"{sorted(_STEM_WIDTH_TO_SIZE)}")
-    raise CheckpointError("no stem convolution (stem.0.conv.weight) in the checkpoint: not a PP-HGNet")
+def _backbone_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, ...]]:
+    """Shapes of the stem and stage tensors, LAB scalars and BN counters left out."""
+    return {k: tuple(v.shape) for k, v in state.items()
+            if k.startswith(("stem.", "stages.")) and ".lab." not in k and not k.endswith("num_batches_tracked")
+            and torch.is_tensor(v)}
+
+
+@functools.lru_cache(maxsize=None)
+def _v2_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
+    from .models import PPHGNetV2
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = PPHGNetV2(name, num_classes=0, class_expand=None)
+    return _backbone_shapes(model.state_dict())
+
+
+def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
+    """Which model (``"tiny"``/``"small"``/``"base"`` or ``"b0"`` … ``"b6"``) a state dict in our key
+    names (``to_hgnet_kernels_keys``) holds."""
+    from .models import CONFIGS_V2
+    if "stages.0.downsample.conv.weight" in state:
+        raise CheckpointError(_TEXT_REC)
+    if "stem.stem1.conv.weight" in state:
+        shapes = _backbone_shapes(state)
+        for name in CONFIGS_V2:
+            if _v2_shapes(name) == shapes:
+                return name
+        width = tuple(state["stem.stem1.conv.weight"].shape)
+        raise CheckpointError(f"a PP-HGNetV2 whose shapes match none of B0–B6 (stem1 weight {width}): a custom "
+                              "configuration; build PPHGNetV2(PPHGNetV2Config(...)) and load_weights() into it")
+    weight = state.get("stem.0.conv.weight")
+    if not torch.is_tensor(weight):
+        raise CheckpointError("no stem convolution in the checkpoint: not a PP-HGNet")
+    width = weight.shape[0]
+    if width not in _STEM_WIDTH_TO_SIZE:
+        raise CheckpointError(f"stem.0.conv.weight has {width} output channels; PP-HGNet tiny/small/base have "
+                              f"{sorted(_STEM_WIDTH_TO_SIZE)}")
+    return _STEM_WIDTH_TO_SIZE[width]
 
 
 def _timm_options(module: nn.Module) -> dict:
-    """``PPHGNet`` options that reproduce a timm ``hgnet_*`` module exactly; a ``ValueError`` naming
-    the first option that has no exact equivalent here (nothing is converted then)."""
-    from .models.pphgnet import POOL_TYPES
+    """Model options that reproduce a timm ``hgnet_*`` / ``hgnetv2_*`` module exactly; a
+    ``ValueError`` naming the first option that has no exact equivalent here (nothing is converted
+    then)."""
+    from .models import POOL_TYPES
     kind = type(module).__name__
     if kind.startswith("Feature") or getattr(module, "feature_info", None) is not None and kind != "HighPerfGpuNet":
         raise ValueError(f"a timm features_only=True module ({kind}) is not supported: create the model without "
                          "features_only and call FusedPPHGNet(model).forward_features(x), which returns the "
                          "stage maps at strides 4, 8, 16 and 32")
     if kind != "HighPerfGpuNet":
-        raise TypeError(f"expected a timm HighPerfGpuNet (hgnet_*), got {kind}")
-    if type(getattr(module, "stem", None)).__name__ != "StemV1":
-        raise ValueError("timm hgnetv2_* (PP-HGNetV2) models are not supported yet; only hgnet_tiny/small/base")
-    if getattr(module, "use_lab", False):
-        raise ValueError("timm hgnet_* with use_lab=True is not supported: PP-HGNet v1 has no learnable "
-                         "affine blocks")
+        raise TypeError(f"expected a timm HighPerfGpuNet (hgnet_* or hgnetv2_*), got {kind}")
+    v2 = type(getattr(module, "stem", None)).__name__ == "StemV2"
+    if not v2 and getattr(module, "use_lab", False):
+        raise ValueError("timm hgnet_* (v1) with use_lab=True is not supported: PP-HGNet v1 has no learnable "
+                         "affine blocks (PP-HGNetV2, hgnetv2_*, has them)")
     if len(module.stages) != 4:
         raise ValueError(f"a timm hgnet_* with {len(module.stages)} stages (prune_intermediate_layers?) is not "
                          "supported: PP-HGNet has 4")
@@ -287,8 +379,9 @@ def _timm_options(module: nn.Module) -> dict:
     last = head.last_conv
     if isinstance(last, nn.Sequential):
         kinds = [type(m).__name__ for m in last]
-        if kinds != ["Conv2d", "ReLU"]:
-            raise ValueError(f"a timm head with last_conv {kinds} is not supported (expected Conv2d, ReLU)")
+        expected = ["Conv2d", "ReLU"] + (["LearnableAffineBlock"] if v2 and getattr(module, "use_lab", False) else [])
+        if kinds != expected:
+            raise ValueError(f"a timm head with last_conv {kinds} is not supported (expected {', '.join(expected)})")
         class_expand = last[0].out_channels
     elif isinstance(last, nn.Identity):
         class_expand = None  # head_hidden_size=None
@@ -297,30 +390,39 @@ def _timm_options(module: nn.Module) -> dict:
     return dict(global_pool=pool, class_expand=class_expand)
 
 
-def load_model(source) -> "nn.Module":
-    """Build the matching eval-mode ``PPHGNet`` for a checkpoint path, state dict or timm model: the
-    size (tiny / small / base), ``num_classes``, ``in_channels`` and the head's ``class_expand`` come
-    from the weights; a timm module also gives its ``global_pool`` (a state dict cannot: it is "avg").
-    Options with no exact equivalent are refused with a ``ValueError`` that names them."""
-    from .models.pphgnet import CONFIGS, PPHGNet
+def load_model(source, stem_pool_padding: Optional[str] = None) -> "nn.Module":
+    """Build the matching eval-mode model for a checkpoint path, state dict or timm model: the
+    variant (PP-HGNet tiny / small / base, PP-HGNetV2 B0–B6), ``num_classes``, ``in_channels``, the
+    head's ``class_expand`` and (v2) ``use_lab`` come from the weights; a timm module also gives its
+    ``global_pool`` (a state dict cannot: it is "avg"). A detector's or OCR model's checkpoint
+    gives its backbone (no head: ``forward_features`` is what it is for). The v2 stem pool pads as
+    the checkpoint's framework does (Paddle: ignored cells; timm, D-FINE, RT-DETRv2: zeros), unless
+    ``stem_pool_padding`` says otherwise. Options with no exact equivalent are refused with a
+    ``ValueError`` that names them."""
+    from .models import CONFIGS, PPHGNet, PPHGNetV2
     options = {}
     if isinstance(source, nn.Module):
-        options = _timm_options(source) if type(source).__name__ != "PPHGNet" else {}
+        options = _timm_options(source) if type(source).__module__.startswith("timm.") else {}
     state = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else dict(_unwrap(source))
-    size = infer_model_size(state)
-    mapped = to_hgnet_kernels_keys(state, CONFIGS[size].dropout_prob)
-    if "fc.weight" in mapped:
-        options["num_classes"] = mapped["fc.weight"].shape[0]
-    elif "fc.bias" not in mapped:
-        options["num_classes"] = 0  # timm num_classes=0: no classifier
+    origin = checkpoint_origin(state)
+    provisional = to_hgnet_kernels_keys(state, 0.0)
+    name = infer_model_name(provisional)
+    v2 = name not in CONFIGS
+    if "fc.weight" in provisional:
+        options["num_classes"] = provisional["fc.weight"].shape[0]
+    elif "fc.bias" not in provisional:
+        options["num_classes"] = 0  # no classifier: timm's num_classes=0, or a detector's backbone
     else:
         raise CheckpointError("the checkpoint has fc.bias but no fc.weight")
-    if "last_conv.weight" not in mapped:
-        options["class_expand"] = None
-    elif torch.is_tensor(mapped["last_conv.weight"]):
-        options["class_expand"] = mapped["last_conv.weight"].shape[0]
-    options["in_channels"] = mapped["stem.0.conv.weight"].shape[1]
-    model = PPHGNet(size, **options)
-    load_state_dict_strict(model, mapped, source=repr(os.fspath(source)) if isinstance(source, (str, os.PathLike))
-                           else type(source).__name__)
+    options["class_expand"] = provisional["last_conv.weight"].shape[0] if "last_conv.weight" in provisional else None
+    options["in_channels"] = provisional["stem.stem1.conv.weight" if v2 else "stem.0.conv.weight"].shape[1]
+    if v2:
+        options["use_lab"] = any(k.startswith("lab.") or ".lab." in k for k in provisional)
+        options["stem_pool_padding"] = stem_pool_padding or origin.stem_pool_padding
+        model = PPHGNetV2(name, **options)
+    else:
+        model = PPHGNet(name, **options)
+    mapped = to_hgnet_kernels_keys(state, _paddle_dropout(model))
+    label = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+    load_state_dict_strict(model, mapped, source=label)
     return model.eval()

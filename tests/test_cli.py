@@ -69,13 +69,13 @@ USER_ERRORS = [
     (["verify", "--weights", "/nonexistent/w.pdparams"], "does not exist"),
     (["verify", "--weights", "."], "is a directory"),
     (["verify", "--backend", "foo"], "invalid choice: 'foo'"),
-    (["verify", "--size", "16"], "must be at least 32"),
+    (["verify", "--size", "16"], "both at least 32"),
     (["verify", "--batch", "0"], "must be at least 1"),
     (["verify", "--device", "cuda"], "no CUDA GPU is visible"),
     (["verify", "--device", "tpu"], "unknown device"),
     (["bench", "--backends", "foo"], "invalid choice: 'foo'"),
     (["bench", "--batches", "0"], "must be at least 1"),
-    (["bench", "--size", "8"], "must be at least 32"),
+    (["bench", "--size", "8x64"], "both at least 32"),
 ]
 
 
@@ -167,3 +167,14 @@ def test_gpu_check_steps_report_failures(tmp_path):
     good = subprocess.run(["bash", "-c", "source bench/gpu_check_steps.sh; step fine 5 true; finish"], cwd=root,
                           capture_output=True, text=True)
     assert good.returncode == 0
+
+
+def test_pphgnetv2_through_the_command_line(tmp_path, capsys):
+    assert main(["verify", "--model", "b0", "--size", "64x96", "--iters", "1"]) == 0
+    assert "PPHGNetV2_B0" in capsys.readouterr().out
+    assert main(["plan", "--model", "b4", "--size", "640", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert any(r["kind"].startswith("depthwise 5×5/1 relu") for r in rows)
+    assert _bench(tmp_path, "--models", "b0", "--backends", "torch") == 0
+    row = next(r for r in json.loads((tmp_path / "t.json").read_text())["rows"] if r["method"] == "fused_torch")
+    assert row["model"] == "b0" and row["correct"] and row["size"] == "32x32"

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..models.pphgnet import global_pool
+from ..models import global_pool
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import POOL_TYPES, ConvBNAct, global_pool, init_paddle
+
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -49,40 +51,6 @@ CONFIGS = {
          StageConfig(640, 256, 960, 3, True), StageConfig(960, 288, 1280, 2, True)),
         layer_num=7, dropout_prob=0.2),
 }
-
-# The stem divides by 4 and three LDS downsamples by 2 more each; below this the last stage is empty.
-MIN_INPUT_SIZE = 32
-
-# Global pooling types of the head (timm's ``global_pool``): each keeps the channel count.
-POOL_TYPES = ("avg", "max", "avgmax")
-
-
-def global_pool(x: torch.Tensor, pool: str) -> torch.Tensor:
-    """(N, C, H, W) → (N, C): timm's SelectAdaptivePool2d for the types in ``POOL_TYPES``."""
-    if pool == "avg":
-        return x.mean((2, 3))
-    if pool == "max":
-        return x.amax((2, 3))
-    if pool == "avgmax":
-        return 0.5 * (x.mean((2, 3)) + x.amax((2, 3)))
-    raise ValueError(f"unknown global pool {pool!r}; expected one of {POOL_TYPES}")
-
-
-class ConvBNAct(nn.Module):
-    """conv (no bias, padding k//2) → BatchNorm → optional ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, use_act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                              padding=(kernel_size - 1) // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.use_act = use_act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
-        return torch.relu(x) if self.use_act else x
-
 
 class ESEModule(nn.Module):
     """Effective squeeze-excitation: x * sigmoid(conv1x1(mean_hw(x)) + b)."""
@@ -176,18 +144,7 @@ class PPHGNet(nn.Module):
         self.dropout = nn.Dropout(config.dropout_prob)
         self.num_features = class_expand or features  # the width of the pooled (pre-logits) output
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # PaddleClas: KaimingNormal (fan_in) for every conv, BN to identity, zero FC bias.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_paddle(self)
 
     def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The four stage outputs, at strides 4, 8, 16 and 32."""
@@ -207,26 +164,6 @@ class PPHGNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x)[-1])
-
-
-def randomize_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BN random running statistics and affine terms, and every bias random values.
-
-    Freshly initialised BNs are identities, which would let a broken BN fold pass unnoticed;
-    tests and ``verify`` on random weights use this to make folding and bias epilogues matter.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-    return model.eval()
 
 
 def _build(size: str, weights: Optional[str], num_classes: int) -> PPHGNet:
