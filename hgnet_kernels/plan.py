@@ -230,6 +230,29 @@ class _Builder:
                 kernel=conv.kernel_size, stride=conv.stride, padding=conv.padding, groups=conv.groups,
                 relu=conv.relu, affine=conv.affine, residual=residual is not None)
 
+    def stage_input(self, index: int, stage, x: Ref, slot0: Ref) -> None:
+        """A stage's input into its first block's slot 0: the LDS downsample, or a copy."""
+        if stage.downsample is not None:
+            self.conv(f"stages.{index}.downsample", stage.downsample, x, slot0)
+        elif x != slot0:
+            self.op("copy", f"stages.{index}.input", (x,), (slot0,))
+
+    def layers(self, path: str, cat: Buffer, block, lower) -> Ref:
+        """Each layer of a block from the previous slot into its own slot of the concat buffer
+        (``lower(name, layer, source, target)`` emits a layer's ops); returns the block input."""
+        block_input = previous = Ref(cat.name, 0, block.in_channels)
+        start = block.in_channels
+        for li, layer in enumerate(block.layers):
+            target = Ref(cat.name, start, start + layer.out_channels)
+            lower(f"{path}.layers.{li}", layer, previous, target)
+            previous, start = target, target.stop
+        return block_input
+
+    def head(self, net, x: Ref, features: List[str]) -> Plan:
+        head = self.buffer("head", net.num_outputs, kind="vector").whole()
+        self.op("head", "", (x,), (head,), net.head_param_names())
+        return self.plan(features, head.buffer)
+
     def plan(self, features: List[str], output: str) -> Plan:
         return Plan(self.model, self.buffers, tuple(self.ops), self.input.buffer, tuple(features), output)
 
@@ -250,19 +273,12 @@ def _lower_v1(net) -> Plan:
         slot0 = Ref(blocks[0].name, 0, stage.blocks[0].in_channels)
         if si == 0:
             b.op("max_pool", "stem.pool", (x,), (slot0,), kernel=3, stride=2, padding=symmetric_padding(3))
-        elif stage.downsample is not None:
-            b.conv(f"stages.{si}.downsample", stage.downsample, x, slot0)
         else:
-            b.op("copy", f"stages.{si}.input", (x,), (slot0,))
+            b.stage_input(si, stage, x, slot0)
         output = b.buffer(f"stages.{si}", stage.blocks[-1].out_channels).whole()
         for bi, block in enumerate(stage.blocks):
             path, cat = f"stages.{si}.blocks.{bi}", blocks[bi]
-            block_input = previous = Ref(cat.name, 0, block.in_channels)
-            start = block.in_channels
-            for li, layer in enumerate(block.layers):
-                target = Ref(cat.name, start, start + layer.out_channels)
-                b.conv(f"{path}.layers.{li}", layer, previous, target)
-                previous, start = target, target.stop
+            block_input = b.layers(path, cat, block, b.conv)
             y = b.buffer(f"{path}.y", block.out_channels).whole()
             sums = b.buffer(f"{path}.sums", block.out_channels, kind="sums").whole()
             gate = b.buffer(f"{path}.gate", block.out_channels, kind="gate").whole()
@@ -274,9 +290,7 @@ def _lower_v1(net) -> Plan:
             b.op("scale_residual", path, reads, (target,), residual=block.identity)
         x = output
         features.append(output.buffer)
-    head = b.buffer("head", net.num_outputs, kind="vector").whole()
-    b.op("head", "", (x,), (head,), net.head_param_names())
-    return b.plan(features, head.buffer)
+    return b.head(net, x, features)
 
 
 def _lower_v2(net) -> Plan:
@@ -296,6 +310,14 @@ def _lower_v2(net) -> Plan:
     b.conv("stem.stem2b", stem["stem2b"], stem2a, Ref(cat.name, mid, 2 * mid))
     stem3 = b.buffer("stem.stem3", stem["stem3"].out_channels).whole()
     b.conv("stem.stem3", stem["stem3"], cat.whole(), stem3)
+    def lower_layer(name: str, layer, source: Ref, target: Ref) -> None:
+        if hasattr(layer, "conv1"):  # LightConv: the 1×1 into its own buffer, the depthwise into the slot
+            reduced = b.buffer(f"{name}.conv1", layer.conv1.out_channels).whole()
+            b.conv(f"{name}.conv1", layer.conv1, source, reduced)
+            b.conv(f"{name}.conv2", layer.conv2, reduced, target)
+        else:
+            b.conv(name, layer, source, target)
+
     x: Optional[Ref] = None  # the previous stage's output
     features = []
     for si, stage in enumerate(net.stages):
@@ -306,24 +328,11 @@ def _lower_v2(net) -> Plan:
             target = slot0 if stage.downsample is None else b.buffer("stem", stem["stem4"].out_channels).whole()
             b.conv("stem.stem4", stem["stem4"], stem3, target)
             x = target
-        if stage.downsample is not None:
-            b.conv(f"stages.{si}.downsample", stage.downsample, x, slot0)
-        elif x != slot0:
-            b.op("copy", f"stages.{si}.input", (x,), (slot0,))
+        b.stage_input(si, stage, x, slot0)
         output = b.buffer(f"stages.{si}", stage.blocks[-1].out_channels).whole()
         for bi, block in enumerate(stage.blocks):
             path, cat_buffer = f"stages.{si}.blocks.{bi}", blocks[bi]
-            block_input = previous = Ref(cat_buffer.name, 0, block.in_channels)
-            start = block.in_channels
-            for li, layer in enumerate(block.layers):
-                target = Ref(cat_buffer.name, start, start + layer.out_channels)
-                if hasattr(layer, "conv1"):  # LightConv: the 1×1 into its own buffer, the depthwise into the slot
-                    reduced = b.buffer(f"{path}.layers.{li}.conv1", layer.conv1.out_channels).whole()
-                    b.conv(f"{path}.layers.{li}.conv1", layer.conv1, previous, reduced)
-                    b.conv(f"{path}.layers.{li}.conv2", layer.conv2, reduced, target)
-                else:
-                    b.conv(f"{path}.layers.{li}", layer, previous, target)
-                previous, start = target, target.stop
+            block_input = b.layers(path, cat_buffer, block, lower_layer)
             squeezed = b.buffer(f"{path}.squeeze", block.squeeze.out_channels).whole()
             b.conv(f"{path}.squeeze", block.squeeze, cat_buffer.whole(), squeezed)
             target = output if bi + 1 == len(stage.blocks) else Ref(blocks[bi + 1].name, 0, block.out_channels)
@@ -331,9 +340,7 @@ def _lower_v2(net) -> Plan:
                    residual=block_input if block.identity else None)
         x = output
         features.append(output.buffer)
-    head = b.buffer("head", net.num_outputs, kind="vector").whole()
-    b.op("head", "", (x,), (head,), net.head_param_names())
-    return b.plan(features, head.buffer)
+    return b.head(net, x, features)
 
 
 def build_plan(net) -> Plan:

@@ -82,9 +82,16 @@ def test_real_size_on_gpu(backend, size, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_cuda_graph_replay_matches_plain_launches(backend, dtype):
     model = randomize(hk.PPHGNet("tiny"), seed=15).cuda()
-    plain = hk.FusedPPHGNet(model, backend=backend, dtype=dtype)
-    graphed = hk.FusedPPHGNet(model, backend=backend, dtype=dtype, cuda_graph=True, max_graphs=2)
+    plain = hk.FusedPPHGNet(model, backend=backend, dtype=dtype, cuda_graph=False)
+    graphed = hk.FusedPPHGNet(model, backend=backend, dtype=dtype, max_graphs=2)  # graphs: the default on CUDA
+    assert graphed._backend.cuda_graph and not plain._backend.cuda_graph
     for shape in [(1, 3, 224, 224), (4, 3, 224, 224), (1, 3, 256, 192), (1, 3, 224, 224)]:
         x = torch.randn(shape, device="cuda")
-        assert torch.equal(graphed(x), plain(x))
+        first = graphed(x)
+        assert torch.equal(first, plain(x))
+        kept = first.clone()
+        graphed(torch.randn_like(x))  # the next replay must not overwrite what the first call returned
+        assert torch.equal(first, kept)
+        for got, want in zip(graphed.forward_features(x), plain.forward_features(x)):
+            assert torch.equal(got, want)
     assert len(graphed._backend._graphs) == 2

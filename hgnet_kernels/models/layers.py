@@ -1,6 +1,8 @@
 """Layers shared by PP-HGNet v1 and v2 (PaddleClas's names, so Paddle checkpoints map key for key)."""
 from __future__ import annotations
 
+from typing import List, Optional
+
 import torch
 import torch.nn as nn
 
@@ -52,6 +54,34 @@ class ConvBNAct(nn.Module):
         if self.use_act:
             x = torch.relu(x)
         return self.lab(x) if self.lab is not None else x
+
+
+class Backbone(nn.Module):
+    """What PP-HGNet and PP-HGNetV2 share: ``stem`` (``stem_forward``), four ``stages``, a head."""
+
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The four stage outputs, at strides 4, 8, 16 and 32."""
+        x = self.stem_forward(x)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x)[-1])
+
+
+def build(cls, name: str, weights: Optional[str], num_classes: int) -> nn.Module:
+    """``cls(name, num_classes)`` in eval mode, with ``weights`` (a path) loaded when given."""
+    model = cls(name, num_classes=num_classes)
+    if weights is not None:
+        from ..weights import load_weights
+        load_weights(model, weights)
+    return model.eval()
 
 
 def init_paddle(model: nn.Module) -> None:

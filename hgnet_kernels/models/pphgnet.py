@@ -7,13 +7,13 @@ single reference every fused backend is checked against.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import POOL_TYPES, ConvBNAct, global_pool, init_paddle
+from .layers import POOL_TYPES, Backbone, ConvBNAct, build, global_pool, init_paddle
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class HGStage(nn.Module):
         return self.blocks(x)
 
 
-class PPHGNet(nn.Module):
+class PPHGNet(Backbone):
     """PP-HGNet classifier: stem → 4 HG stages → global pool → 1×1 conv → ReLU → dropout → FC.
 
     Args:
@@ -146,14 +146,8 @@ class PPHGNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
         init_paddle(self)
 
-    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage outputs, at strides 4, 8, 16 and 32."""
-        x = self.pool(self.stem(x))
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.stem(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = global_pool(x, self.global_pool)
@@ -162,28 +156,18 @@ class PPHGNet(nn.Module):
         x = self.dropout(x)
         return self.fc(x) if self.fc is not None else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x)[-1])
-
-
-def _build(size: str, weights: Optional[str], num_classes: int) -> PPHGNet:
-    model = PPHGNet(size, num_classes=num_classes)
-    if weights is not None:
-        from ..weights import load_weights
-        load_weights(model, weights)
-    return model.eval()
 
 
 def pphgnet_tiny(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
     """PPHGNet_tiny (4.54 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
-    return _build("tiny", weights, num_classes)
+    return build(PPHGNet, "tiny", weights, num_classes)
 
 
 def pphgnet_small(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
     """PPHGNet_small (8.53 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
-    return _build("small", weights, num_classes)
+    return build(PPHGNet, "small", weights, num_classes)
 
 
 def pphgnet_base(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
     """PPHGNet_base (25.14 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
-    return _build("base", weights, num_classes)
+    return build(PPHGNet, "base", weights, num_classes)

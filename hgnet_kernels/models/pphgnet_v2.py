@@ -19,13 +19,13 @@ border (possible after a LAB) pools differently. ``stem_pool_padding`` picks: ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import POOL_TYPES, ConvBNAct, LearnableAffineBlock, global_pool, init_paddle
+from .layers import POOL_TYPES, Backbone, ConvBNAct, LearnableAffineBlock, build, global_pool, init_paddle
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class HGV2Stage(nn.Module):
         return self.blocks(x)
 
 
-class PPHGNetV2(nn.Module):
+class PPHGNetV2(Backbone):
     """PP-HGNetV2 classifier: stem → 4 HG stages → global pool → 1×1 conv → ReLU (→ LAB) →
     dropout → FC.
 
@@ -205,15 +205,6 @@ class PPHGNetV2(nn.Module):
     def stem_pool_padding(self) -> str:
         return self.stem.pool_padding
 
-    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage outputs, at strides 4, 8, 16 and 32."""
-        x = self.stem(x)
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = global_pool(x, self.global_pool)
         if self.last_conv is not None:
@@ -223,48 +214,38 @@ class PPHGNetV2(nn.Module):
             x = self.dropout(x)
         return self.fc(x) if self.fc is not None else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x)[-1])
-
-
-def _build(variant: str, weights: Optional[str], num_classes: int) -> PPHGNetV2:
-    model = PPHGNetV2(variant, num_classes=num_classes)
-    if weights is not None:
-        from ..weights import load_weights
-        load_weights(model, weights)
-    return model.eval()
 
 
 def pphgnetv2_b0(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
     """PPHGNetV2_B0 (D-FINE / DEIM N and S); ``weights`` is a .pdparams, timm, detector or our checkpoint."""
-    return _build("b0", weights, num_classes)
+    return build(PPHGNetV2, "b0", weights, num_classes)
 
 
 def pphgnetv2_b1(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
     """PPHGNetV2_B1; ``weights`` is a .pdparams, timm, detector or our checkpoint."""
-    return _build("b1", weights, num_classes)
+    return build(PPHGNetV2, "b1", weights, num_classes)
 
 
 def pphgnetv2_b2(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
     """PPHGNetV2_B2 (D-FINE / DEIM M); ``weights`` is a .pdparams, timm, detector or our checkpoint."""
-    return _build("b2", weights, num_classes)
+    return build(PPHGNetV2, "b2", weights, num_classes)
 
 
 def pphgnetv2_b3(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
     """PPHGNetV2_B3; ``weights`` is a .pdparams, timm, detector or our checkpoint."""
-    return _build("b3", weights, num_classes)
+    return build(PPHGNetV2, "b3", weights, num_classes)
 
 
 def pphgnetv2_b4(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
     """PPHGNetV2_B4 (RT-DETR L, D-FINE L, PP-OCRv5 server); ``weights``: any supported checkpoint."""
-    return _build("b4", weights, num_classes)
+    return build(PPHGNetV2, "b4", weights, num_classes)
 
 
 def pphgnetv2_b5(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
     """PPHGNetV2_B5 (RT-DETR X, D-FINE X); ``weights``: any supported checkpoint."""
-    return _build("b5", weights, num_classes)
+    return build(PPHGNetV2, "b5", weights, num_classes)
 
 
 def pphgnetv2_b6(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
     """PPHGNetV2_B6 (RT-DETR H); ``weights``: any supported checkpoint."""
-    return _build("b6", weights, num_classes)
+    return build(PPHGNetV2, "b6", weights, num_classes)
