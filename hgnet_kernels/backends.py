@@ -14,15 +14,15 @@ of them: one executor, one op table. Every family exposes the same names::
 the tensor holding its result, which later reads of the same slice receive. Families import
 lazily, so ``import hgnet_kernels`` needs neither Triton nor a compiler.
 
-On CUDA, families that allow it run under CUDA graphs (``cuda_graph``): one graph per input
-shape, strides and dtype (LRU-bounded, ``max_graphs``) replays the whole plan in one launch.
+On CUDA, families that allow it run under CUDA graphs (``cuda_graph``, on by default): one graph
+per input shape, strides, dtype and outputs asked for replays the whole plan in one launch; the
+first ``max_graphs`` of them are kept, and further shapes run as plain launches.
 """
 from __future__ import annotations
 
 import importlib
 import logging
 import threading
-from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -41,7 +41,7 @@ AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("torch",)}
 
 # Options of the executor itself, for families that allow CUDA graphs.
 GRAPH_OPTIONS = {"cuda_graph": (bool, "capture and replay CUDA graphs (default: on, on CUDA)"),
-                 "max_graphs": (int, "graphs kept, one per input shape, LRU")}
+                 "max_graphs": (int, "graphs kept, one per input shape; further shapes run without")}
 
 
 class BackendUnavailable(RuntimeError):
@@ -330,8 +330,9 @@ class Backend:
                 self._release[index].append(ref_id)
         self.cuda_graph = (device.type == "cuda" and fam.CUDA_GRAPHS) if cuda_graph is None else cuda_graph
         self.max_graphs = max_graphs
-        self._graphs: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._graphs: Dict[tuple, tuple] = {}
         self._graph_lock = threading.Lock()
+        self._warned_full = False
 
     def _execute(self, x: torch.Tensor, outputs: Tuple[int, ...]) -> List[Optional[torch.Tensor]]:
         """Runs the plan as far as ``outputs`` (indices into [stage maps…, head output]) need."""
@@ -353,12 +354,16 @@ class Backend:
         with self._graph_lock:  # static input/output buffers are shared by every caller
             entry = self._graphs.get(key)
             if entry is None:
+                if len(self._graphs) >= self.max_graphs:
+                    # Beyond max_graphs shapes, plain launches: recapturing on every new shape (a
+                    # detector fed many sizes) would cost far more than the graphs save.
+                    if not self._warned_full:
+                        log.warning("%s backend: %d CUDA graphs cached (max_graphs); further input shapes run "
+                                    "without a graph", self.name, self.max_graphs)
+                        self._warned_full = True
+                    return self._execute(x, outputs)
                 entry = self._capture(x, outputs)
                 self._graphs[key] = entry
-                while len(self._graphs) > self.max_graphs:
-                    self._graphs.popitem(last=False)
-            else:
-                self._graphs.move_to_end(key)
             graph, static_in, static_out = entry
             static_in.copy_(x)
             graph.replay()
