@@ -29,3 +29,8 @@ def test_detection_backbone():
 def test_folder_inference_on_generated_images():
     out = run("folder_inference.py", "--size", "64", "--batch", "4")
     assert "10 images" in out and out.count(": class ") == 10
+
+
+def test_detector_checkpoint_backbone():
+    out = run("detector_checkpoint_backbone.py", "--height", "96", "--width", "160")
+    assert "stride 32: (1, 1024, 3, 5)" in out and "PP-HGNetV2_B0, LAB True, stem pool padding 'zero'" in out
