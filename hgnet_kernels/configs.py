@@ -1,9 +1,13 @@
 """Launch configurations of the Triton kernels, as data, and device facts.
 
 Tuned configs live in ``hgnet_kernels/configs/triton_<arch>.json`` (``arch`` like ``sm90``),
-written by ``bench/tune_triton.py`` on that GPU: ``{"op": {"shape key": {param: value}}}``. At run
-time they are only looked up (users never pay tuning time, and nothing is tuned during CUDA-graph
-capture); a shape without an entry gets the op's heuristic below, each commented with its reason.
+written by ``bench/tune_triton.py`` on that GPU: ``{"op": {"shape key_bucket": {param: value}}}``,
+the key naming the layer's shape and dtype (``conv_key``, ``tile_key``) and the batch bucket it
+was tuned at (``BATCH_BUCKETS``: ``b1``, ``b16``, ``b64``); ``"_meta"`` records the run and
+fields starting with ``_`` are the tuner's timings. At run time they are only looked up (users
+never pay tuning time, and nothing is tuned during CUDA-graph capture); a shape without an entry
+gets the op's heuristic below, each commented with its reason, which takes the batch and the SM
+count into account.
 Under Triton's interpreter every op uses one fixed large-tile config, the interpreter's cost being
 per program and loop iteration.
 
@@ -39,83 +43,223 @@ def _load(directory: str, arch: str) -> Dict[str, Dict[str, Dict[str, int]]]:
         return json.load(f)
 
 
-def tuned(op: str, key: str, arch: Optional[str]) -> Optional[Dict[str, int]]:
-    """The tuned config of ``op`` for shape ``key`` on ``arch``, or None."""
+def tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None,
+          fallbacks: Tuple[str, ...] = ()) -> Optional[Dict[str, int]]:
+    """The tuned config of ``op`` for shape ``key`` on ``arch``, or None.
+
+    With ``batch``, the entry of its batch bucket (``key + "_" + bucket``) is looked up first;
+    then ``key`` itself and each of ``fallbacks`` (entries without a bucket serve every batch).
+    Fields starting with ``_`` (the tuner's timings) are notes, not launch parameters."""
     if arch is None:
         return None
-    entry = _load(CONFIG_DIR, arch).get(op, {}).get(key)
-    return dict(entry) if entry else None
+    table = _load(CONFIG_DIR, arch).get(op, {})
+    keys = ((f"{key}_{batch_bucket(batch)}",) if batch is not None else ()) + (key, *fallbacks)
+    for candidate in keys:
+        entry = table.get(candidate)
+        if entry:
+            return {k: v for k, v in entry.items() if not k.startswith("_")}
+    return None
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).split(".")[-1]
 
 
-# ---- conv (implicit GEMM) ----------------------------------------------------------------------
-
-def conv_key(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype) -> str:
-    """The shape key of a tuned conv config."""
-    return f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{_dtype_name(dtype)}"
-
-
-def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
-                arch: Optional[str], interpreter: bool = False) -> Dict[str, int]:
-    """BLOCK_M (pixels) × BLOCK_N (output channels) × BLOCK_K (input channels per step), warps and
-    pipeline stages of the conv kernel for this layer."""
-    if interpreter:  # few, large programs: the interpreter's cost is per program and iteration
-        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, num_warps=4, num_stages=1)
-    found = tuned("conv_bn_act", conv_key(hw_out, c_in, c_out, kernel, stride, dtype), arch)
-    if found:
-        return found
-    # The stem's first conv has 3 input channels: a 16-wide K step wastes the least. fp32 operands
-    # are twice as wide, so their K step is halved to keep the shared-memory tile the same size.
-    block_k = 16 if c_in <= 16 else (32 if dtype == torch.float32 else 64)
-    # Large maps get 128-pixel tiles (fewer programs re-reading the weights); small maps 64 so that
-    # the late stages still launch a few programs per image. Wide layers get 128 output channels.
-    return dict(BLOCK_M=128 if hw_out >= 4096 else 64, BLOCK_N=128 if c_out >= 128 else 64,
-                BLOCK_K=block_k, num_warps=4, num_stages=3)
-
-
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def conv_grid(n: int, hw_out: int, c_out: int, cfg: Dict[str, int]) -> Tuple[int, int]:
-    """The conv kernel's launch grid: (images × pixel tiles, output-channel tiles)."""
-    return n * cdiv(hw_out, cfg["BLOCK_M"]), cdiv(c_out, cfg["BLOCK_N"])
+# ---- batch buckets -------------------------------------------------------------------------------
+
+# Tuned entries are keyed by a batch bucket as well as the shape: the best tiles of a layer at
+# batch 1 (few GEMM rows: small tiles, split-K) are not its best at batch 64 (many rows: large
+# tiles). name: (smallest batch, largest batch or None, the batch the tuner times the bucket at).
+BATCH_BUCKETS = {"b1": (1, 1, 1), "b16": (2, 16, 8), "b64": (17, None, 64)}
+
+
+def batch_bucket(batch: int) -> str:
+    """The bucket name of a batch size: ``b1``, ``b16`` (2–16) or ``b64`` (17 and more)."""
+    for name, (low, high, _) in BATCH_BUCKETS.items():
+        if batch >= low and (high is None or batch <= high):
+            return name
+    return "b1"  # batch 0: nothing is launched; any bucket will do
+
+
+# H100 SXM's SM count: the heuristics' target when neither the device nor its arch is known.
+DEFAULT_SMS = 132
+
+
+def arch_sms(arch: Optional[str]) -> int:
+    """The SM count of the first GPU of ``devices.json`` with this arch (the launchers pass the
+    real device's count instead), else ``DEFAULT_SMS``."""
+    return next((int(g["sms"]) for g in _devices().values() if g.get("arch") == arch), DEFAULT_SMS)
+
+
+def _fit(size: int, blocks, slack: float = 0.125) -> int:
+    """The largest block whose padding efficiency (size / size rounded up to whole blocks) is at
+    least (1 − ``slack``) × the best of ``blocks``: less padding, but not at any price in tile size."""
+    efficiency = {b: size / (cdiv(size, b) * b) for b in blocks}
+    best = max(efficiency.values())
+    return max(b for b in blocks if efficiency[b] >= best * (1 - slack))
+
+
+# ---- conv (implicit GEMM) ----------------------------------------------------------------------
+
+def conv_key(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
+             padding: Optional[Tuple[int, int, int, int]] = None, batch: Optional[int] = None) -> str:
+    """The shape key of a tuned conv config, e.g. ``k3s1_cin96_cout96_hw3136_float16_b1``:
+    ``_p0101`` follows the dtype for padding other than k // 2 all round, then the batch bucket."""
+    key = f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{_dtype_name(dtype)}"
+    if padding is not None and tuple(padding) != (kernel // 2,) * 4:
+        key += "_p" + "".join(map(str, padding))
+    return key + (f"_{batch_bucket(batch)}" if batch is not None else "")
+
+
+# What a conv config holds besides BLOCK_M / BLOCK_N / BLOCK_K; entries tuned before these
+# existed (or written by hand) get these values.
+CONV_DEFAULTS = dict(FLAT_K=False, SPLIT_K=1, GROUP_M=8, num_warps=4, num_stages=3)
+# A split walks at least this many K steps: a 3-stage pipeline needs a few to pay its fill and drain.
+MIN_STEPS_PER_SPLIT = 4
+# More splits than this make the fp32 workspace round trip cost more than the parallelism gains.
+MAX_SPLIT_K = 16
+
+
+def conv_config_defaults(cfg: Dict[str, int]) -> Dict[str, int]:
+    return {**CONV_DEFAULTS, **cfg}
+
+
+def _k_step(c_in: int, kernel: int, widest: int) -> Tuple[int, bool]:
+    """(BLOCK_K, FLAT_K). Per-tap channel blocks (contiguous channel loads, row addresses computed
+    once per tap) when a block of ``widest`` or half that divides C_in; otherwise, for k > 1, the
+    flat K loop, which pads only the last step (the stem's 3 input channels would pad 3 → 16 per
+    tap, 81 % of the MMA work); a 1×1 conv has one tap, where the two are the same loop."""
+    for block in (widest, widest // 2):
+        if c_in % block == 0:
+            return block, False
+    if kernel == 1:
+        return widest, False
+    return _fit(kernel * kernel * c_in, [b for b in (128, 64, 32, 16) if b <= widest]), True
+
+
+def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
+                arch: Optional[str], interpreter: bool = False, *, batch: Optional[int] = None,
+                padding: Optional[Tuple[int, int, int, int]] = None, sms: Optional[int] = None) -> Dict[str, int]:
+    """The conv kernel's launch config for this layer at this batch: BLOCK_M (GEMM rows = output
+    pixels, across images) × BLOCK_N (output channels) × BLOCK_K (K per step), FLAT_K (a K loop
+    that ignores tap boundaries), SPLIT_K (K ranges run by separate programs, reduced in a fixed
+    order), GROUP_M (row tiles per group of the program order), warps and pipeline stages.
+
+    ``batch`` None means 1 for the heuristic and only bucket-less tuned entries; ``sms``: the
+    device's SM count (default: its arch's in ``devices.json``)."""
+    rows = (batch or 1) * hw_out
+    if interpreter:  # few, large programs: the interpreter's cost is per program and K step
+        block_k, flat = _k_step(c_in, kernel, 128)
+        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, FLAT_K=flat, SPLIT_K=1, GROUP_M=8,
+                    num_warps=4, num_stages=1)
+    found = tuned("conv_bn_act", conv_key(hw_out, c_in, c_out, kernel, stride, dtype, padding), arch, batch)
+    if found:
+        return conv_config_defaults(found)
+    sms = sms or arch_sms(arch)
+    # K: fp32 operands are twice as wide, so their step is halved to keep the shared-memory tiles
+    # (num_stages of them) the same size.
+    block_k, flat = _k_step(c_in, kernel, 32 if dtype == torch.float32 else 64)
+    # M × N: the largest tiles (each input row feeds more output channels, each weight more
+    # pixels) whose grid still has a program per SM; shrinking rows first (a late-stage map at batch
+    # 1 has 49–196 rows), then channels. Each side takes the block with the least padding among
+    # those allowed (within 1/8 of it): 160 channels get 64-wide tiles (83 %), not 128 (63 %).
+    for cap_m, blocks_n in ((128, (128, 64)), (64, (128, 64)), (64, (64, 32)), (32, (64, 32)), (32, (32,))):
+        block_m = _fit(rows, [b for b in (128, 64, 32, 16) if b <= cap_m])
+        block_n = _fit(c_out, blocks_n + tuple(b for b in (32, 16) if b >= c_out))  # 16 channels: 16 wide
+        tiles = cdiv(rows, block_m) * cdiv(c_out, block_n)
+        if tiles >= sms:
+            break
+    # Still fewer tiles than SMs (stages 3–4 at small batch): split K over more programs, each
+    # walking at least MIN_STEPS_PER_SPLIT steps; the reduction adds 2 · splits · M · C_out · 4
+    # bytes, small next to a serial K of up to 4608.
+    steps = conv_k_steps(c_in, kernel, dict(BLOCK_K=block_k, FLAT_K=flat))
+    split = 1
+    if tiles < sms:
+        split = conv_split(steps, max(1, min(cdiv(sms, tiles), steps // MIN_STEPS_PER_SPLIT, MAX_SPLIT_K)))[0]
+    # 128×128 fp32 accumulators are 128 registers a thread over 4 warps: give them 8; a 16×32 tile
+    # is 2 warps' worth of mma fragments.
+    warps = 8 if block_m * block_n >= 128 * 128 else (2 if block_m * block_n <= 512 else 4)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FLAT_K=flat, SPLIT_K=split, GROUP_M=8,
+                num_warps=warps, num_stages=3)
+
+
+def conv_k_steps(c_in: int, kernel: int, cfg: Dict[str, int]) -> int:
+    """Iterations of the conv's K loop: (tap, channel block) pairs, or flat BLOCK_K chunks of K."""
+    if cfg.get("FLAT_K"):
+        return cdiv(kernel * kernel * c_in, cfg["BLOCK_K"])
+    return kernel * kernel * cdiv(c_in, cfg["BLOCK_K"])
+
+
+def conv_split(steps: int, split: int) -> Tuple[int, int]:
+    """(splits, steps per split) for ``split`` requested: no split is left empty."""
+    per = cdiv(steps, max(1, min(split, steps)))
+    return cdiv(steps, per), per
+
+
+def conv_grid(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int]) -> Tuple[int, int]:
+    """The conv kernel's launch grid: (output tiles over N·Ho·Wo rows × C_out, K splits). A split-K
+    launch is followed by a reduction over the output tiles (``conv_bn_act.split_k_reduce_kernel``)."""
+    splits = conv_split(conv_k_steps(c_in, kernel, cfg), cfg.get("SPLIT_K", 1))[0]
+    return cdiv(n * hw_out, cfg["BLOCK_M"]) * cdiv(c_out, cfg["BLOCK_N"]), splits
+
+
+def conv_padded_macs(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int]) -> int:
+    """MACs of the whole tiles the conv computes (padding of M, N and K included): the useful MACs
+    over this is the tensor-core work not lost to padding."""
+    k = conv_k_steps(c_in, kernel, cfg) * cfg["BLOCK_K"]
+    return (cdiv(n * hw_out, cfg["BLOCK_M"]) * cfg["BLOCK_M"]) * (cdiv(c_out, cfg["BLOCK_N"]) * cfg["BLOCK_N"]) * k
 
 
 # ---- the small ops: depthwise conv, max pool, scale + residual, ESE gate -------------------------
 
+def tile_key(channels: int, dtype: torch.dtype, hw: Optional[int] = None, geometry: str = "") -> str:
+    """``k5s1_c24_hw3136_float16`` (geometry: the window of depthwise conv / max pool)."""
+    return (f"{geometry}_" if geometry else "") + f"c{channels}" + (f"_hw{hw}" if hw else "") + f"_{_dtype_name(dtype)}"
+
+
 def tile_config(op: str, channels: int, dtype: torch.dtype, arch: Optional[str],
-                interpreter: bool = False) -> Dict[str, int]:
-    """BLOCK_P (pixels) × BLOCK_C (channels) of the memory-bound NHWC ops (``depthwise_conv``,
-    ``max_pool``, ``scale_residual``)."""
+                interpreter: bool = False, *, hw: Optional[int] = None, batch: Optional[int] = None,
+                geometry: str = "", sms: Optional[int] = None) -> Dict[str, int]:
+    """BLOCK_P (pixels, across images) × BLOCK_C (channels) of the memory-bound NHWC ops
+    (``depthwise_conv``, ``max_pool``, ``scale_residual``)."""
     if interpreter:
         return dict(BLOCK_P=128, BLOCK_C=128, num_warps=4)
-    found = tuned(op, f"c{channels}_{_dtype_name(dtype)}", arch)
+    found = tuned(op, tile_key(channels, dtype, hw, geometry), arch, batch,
+                  fallbacks=(tile_key(channels, dtype),))
     if found:
         return found
     # 64 contiguous channels are 128 bytes in fp16: one full line per pixel row of the tile, and
-    # 32 pixels × 64 channels keep 4 warps busy with one element per thread per tap.
-    return dict(BLOCK_P=32, BLOCK_C=64, num_warps=4)
+    # 32 pixels × 64 channels keep 4 warps busy with one element per thread per tap. Late stages at
+    # batch 1 (49 pixels) would launch a few programs: halve the pixels, down to 8, until the
+    # grid covers the SMs.
+    block_p, sms = 32, sms or arch_sms(arch)
+    rows = (batch or 1) * (hw or 1)
+    while block_p > 8 and cdiv(rows, block_p) * cdiv(channels, 64) < sms:
+        block_p //= 2
+    return dict(BLOCK_P=block_p, BLOCK_C=64, num_warps=4)
 
 
 def tile_grid(n: int, hw: int, channels: int, cfg: Dict[str, int]) -> Tuple[int, int]:
-    """Launch grid of the pixel × channel tiled ops: (images × pixel tiles, channel tiles)."""
-    return n * cdiv(hw, cfg["BLOCK_P"]), cdiv(channels, cfg["BLOCK_C"])
+    """Launch grid of the pixel × channel tiled ops: (pixel tiles over N·H·W, channel tiles)."""
+    return cdiv(n * hw, cfg["BLOCK_P"]), cdiv(channels, cfg["BLOCK_C"])
 
 
-def gate_config(channels: int, dtype: torch.dtype, arch: Optional[str], interpreter: bool = False) -> Dict[str, int]:
+def gate_config(channels: int, dtype: torch.dtype, arch: Optional[str], interpreter: bool = False, *,
+                batch: Optional[int] = None, sms: Optional[int] = None) -> Dict[str, int]:
     """BLOCK_CO × BLOCK_CI of the ESE gate's GEMV and BLOCK_T, the partial-sum rows per step."""
     if interpreter:
         return dict(BLOCK_CO=128, BLOCK_CI=128, BLOCK_T=64, num_warps=4)
-    found = tuned("ese_gate", f"c{channels}_{_dtype_name(dtype)}", arch)
+    found = tuned("ese_gate", f"c{channels}_{_dtype_name(dtype)}", arch, batch)
     if found:
         return found
-    # A GEMV per image with C ≤ 1280: 32 output channels per program gives N · C / 32 programs
-    # (enough to spread over the SMs at batch ≥ 4), each streaming 64-wide rows of the weight.
-    return dict(BLOCK_CO=32, BLOCK_CI=64, BLOCK_T=16, num_warps=4)
+    # A GEMV per image with C ≤ 2048: 32 output channels per program gives N · C / 32 programs, each
+    # streaming 64-wide rows of the weight; at small batch, 16 doubles the programs.
+    block_co = 32 if (batch or 1) * cdiv(channels, 32) >= (sms or arch_sms(arch)) else 16
+    return dict(BLOCK_CO=block_co, BLOCK_CI=64, BLOCK_T=16, num_warps=4)
 
 
 def gate_grid(n: int, channels: int, cfg: Dict[str, int]) -> Tuple[int, int]:
@@ -125,7 +269,12 @@ def gate_grid(n: int, channels: int, cfg: Dict[str, int]) -> Tuple[int, int]:
 # ---- devices --------------------------------------------------------------------------------------
 
 def _devices() -> Dict[str, Dict[str, float]]:
-    with open(os.path.join(CONFIG_DIR, "devices.json")) as f:
+    return _read_devices(CONFIG_DIR)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_devices(directory: str) -> Dict[str, Dict[str, float]]:
+    with open(os.path.join(directory, "devices.json")) as f:
         return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
 
 
@@ -144,3 +293,109 @@ def device_peaks(device: torch.device) -> Optional[Dict[str, float]]:
         if key in name:
             return peaks
     return None
+
+
+# ---- CUDA C++ family: the sm_80+ conv kernel's tiles (csrc/conv_mma.cuh) ---------------------------
+# Tuned entries live in ``configs/cuda_<arch>.json``, the same shape as Triton's files:
+# ``{"conv_bn_act": {"<conv_key>_<bucket>": {"BM": …, "BN": …, "WARPS_M": …, "WARPS_N": …,
+# "STAGES": …, "SPLIT_K": …}}}`` with ``conv_key``'s shape key and batch bucket. None is committed
+# yet (nothing has been measured on a GPU); the heuristic below serves every shape until then.
+
+# The tiles csrc/conv_mma.cuh instantiates: BM, BN, WARPS_M, WARPS_N, STAGES (HGK_MMA_TILES for
+# fp16 / bf16, HGK_MMA_TILES_F32 for fp32's 3×TF32).
+CUDA_CONV_TILES = ((128, 128, 2, 4, 3), (128, 64, 2, 2, 4), (64, 128, 2, 2, 4), (64, 64, 2, 2, 4))
+CUDA_CONV_TILES_F32 = ((64, 64, 2, 2, 3),)
+
+
+def cuda_conv_tiles(dtype: torch.dtype) -> Tuple[Tuple[int, int, int, int, int], ...]:
+    return CUDA_CONV_TILES_F32 if dtype == torch.float32 else CUDA_CONV_TILES
+CUDA_CONV_BK = 32        # K elements per pipeline step
+CUDA_PSUM_ROWS = 64      # pixels per ESE partial sum: with psum each image's rows round up to this
+CUDA_MAX_SPLIT_K = 16
+CUDA_MIN_STEPS_PER_SPLIT = 4
+
+
+@functools.lru_cache(maxsize=None)
+def _load_cuda(directory: str, arch: str) -> Dict[str, Dict[str, Dict[str, int]]]:
+    path = os.path.join(directory, f"cuda_{arch}.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def cuda_tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None) -> Optional[Dict[str, int]]:
+    """The entry of ``configs/cuda_<arch>.json`` for ``key`` (its batch bucket first), or None."""
+    if arch is None:
+        return None
+    table = _load_cuda(CONFIG_DIR, arch).get(op, {})
+    keys = ((f"{key}_{batch_bucket(batch)}",) if batch is not None else ()) + (key,)
+    for candidate in keys:
+        entry = table.get(candidate)
+        if entry:
+            return {k: v for k, v in entry.items() if not k.startswith("_")}
+    return None
+
+
+def _cuda_rows_per_image(hw_out: int, psum: bool) -> int:
+    return cdiv(hw_out, CUDA_PSUM_ROWS) * CUDA_PSUM_ROWS if psum else hw_out
+
+
+def _cuda_least_padding(size: int, blocks) -> int:
+    """The largest of ``blocks`` whose padding (size rounded up to whole blocks) is within 1/8 of
+    the least padding any of them gives."""
+    efficiency = {b: size / (cdiv(size, b) * b) for b in blocks}
+    best = max(efficiency.values())
+    return max(b for b in blocks if efficiency[b] >= best - 0.125)
+
+
+def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
+                     arch: Optional[str], *, batch: int = 1, padding: Optional[Tuple[int, int, int, int]] = None,
+                     sms: Optional[int] = None, psum: bool = False) -> Dict[str, int]:
+    """The sm_80+ CUDA conv kernel's tile for this layer at this batch: BM (GEMM rows = output
+    pixels, across images) × BN (output channels), the warp grid, the cp.async stages, and SPLIT_K
+    (K slices reduced in a fixed order through an fp32 workspace). A tuned entry of
+    ``configs/cuda_<arch>.json`` wins; else the heuristic, by shape, batch and SM count."""
+    key = conv_key(hw_out, c_in, c_out, kernel, stride, dtype, padding)
+    found = cuda_tuned("conv_bn_act", key, arch, batch)
+    if found:
+        return found
+    sms = sms or arch_sms(arch)
+    rows = max(batch, 1) * _cuda_rows_per_image(hw_out, psum)
+    tiles = cuda_conv_tiles(dtype)
+    # The largest tile whose grid still has a block per SM (each A row then feeds more output
+    # channels, each weight more pixels), shrinking rows first, then channels; each side takes the
+    # block with the least padding among those allowed (160 channels: 64-wide tiles, 83 %).
+    for cap_m, cap_n in ((128, 128), (64, 128), (128, 64), (64, 64)):
+        bm = _cuda_least_padding(rows, [b for b in (128, 64) if b <= cap_m and any(t[0] == b for t in tiles)])
+        bn = _cuda_least_padding(c_out, [b for b in (128, 64) if b <= cap_n and any(t[1] == b for t in tiles)])
+        blocks = cdiv(rows, bm) * cdiv(c_out, bn)
+        if blocks >= sms:
+            break
+    tile = next(t for t in tiles if t[:2] == (bm, bn))
+    # Still fewer blocks than SMs (late stages at small batch): split K, each slice walking at
+    # least CUDA_MIN_STEPS_PER_SPLIT steps so the pipeline fills; the reduction costs
+    # 2 · splits · tiles · BM · BN · 4 bytes, small next to a K of up to 9 · 1024.
+    steps = cdiv(kernel * kernel * c_in, CUDA_CONV_BK)
+    split = 1
+    if blocks < sms:
+        split = max(1, min(cdiv(sms, blocks), steps // CUDA_MIN_STEPS_PER_SPLIT, CUDA_MAX_SPLIT_K))
+    return dict(BM=tile[0], BN=tile[1], WARPS_M=tile[2], WARPS_N=tile[3], STAGES=tile[4], SPLIT_K=split)
+
+
+def cuda_conv_splits(c_in: int, kernel: int, split: int) -> int:
+    """K slices actually launched for SPLIT_K = ``split`` (none left empty)."""
+    steps = cdiv(kernel * kernel * c_in, CUDA_CONV_BK)
+    per = cdiv(steps, max(1, split))
+    return cdiv(steps, per)
+
+
+def cuda_conv_workspace(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int],
+                        psum: bool = False) -> int:
+    """fp32 elements of split-K workspace the conv needs (0 without split-K); the kernel checks it
+    (``hgk::conv_workspace_floats``)."""
+    splits = cuda_conv_splits(c_in, kernel, cfg.get("SPLIT_K", 1))
+    if splits <= 1:
+        return 0
+    rows = n * _cuda_rows_per_image(hw_out, psum)
+    return splits * cdiv(rows, cfg["BM"]) * cdiv(c_out, cfg["BN"]) * cfg["BM"] * cfg["BN"]

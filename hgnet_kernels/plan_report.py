@@ -58,24 +58,30 @@ def short_name(name: str) -> str:
     return name or "head"
 
 
-def launch(cost: OpCost, dtype: torch.dtype, arch: Optional[str]) -> Optional[dict]:
-    """Programs of the Triton launch of this op on ``arch`` and, for the GEMMs, the MACs its whole
-    tiles compute (padding included)."""
+def launch(cost: OpCost, dtype: torch.dtype, arch: Optional[str], sms: Optional[int] = None) -> Optional[dict]:
+    """Programs of the Triton launch of this op on ``arch`` (a GPU of ``sms`` SMs) at the cost's
+    batch — the same config and grid functions the launchers call — and, for the GEMMs, the MACs
+    their whole tiles compute (padding of rows across images, channels and K included), the K
+    splits and the config."""
     op = cost.op
     if op.kind not in _GRIDDED:
         return None
     n, c_in, c_out = cost.input_shape[0], cost.input_shape[1], cost.output_shape[1]
     if op.kind == "ese_gate":
-        return dict(programs=_product(configs.gate_grid(n, c_out, configs.gate_config(c_out, dtype, arch))))
+        cfg = configs.gate_config(c_out, dtype, arch, batch=n, sms=sms)
+        return dict(programs=_product(configs.gate_grid(n, c_out, cfg)))
     h_out, w_out = cost.output_shape[2:]
+    hw = h_out * w_out
     if op.kind in ("conv", "aggregation"):
-        cfg = configs.conv_config(h_out * w_out, c_in, c_out, op.kernel, op.stride, dtype, arch)
-        rows, cols = configs.conv_grid(n, h_out * w_out, c_out, cfg)
-        k_padded = op.kernel ** 2 * configs.cdiv(c_in, cfg["BLOCK_K"]) * cfg["BLOCK_K"]
-        return dict(programs=rows * cols, padded_macs=rows * cols * cfg["BLOCK_M"] * cfg["BLOCK_N"] * k_padded)
+        cfg = configs.conv_config(hw, c_in, c_out, op.kernel, op.stride, dtype, arch, batch=n,
+                                  padding=op.padding, sms=sms)
+        tiles, splits = configs.conv_grid(n, hw, c_in, c_out, op.kernel, cfg)
+        return dict(programs=tiles * splits, splits=splits, config=cfg,
+                    padded_macs=configs.conv_padded_macs(n, hw, c_in, c_out, op.kernel, cfg))
     kernel_name = {"depthwise": "depthwise_conv"}.get(op.kind, op.kind)
-    cfg = configs.tile_config(kernel_name, c_out, dtype, arch)
-    return dict(programs=_product(configs.tile_grid(n, h_out * w_out, c_out, cfg)))
+    geometry = f"k{op.kernel}s{op.stride}" if op.kind in ("depthwise", "max_pool") else ""
+    cfg = configs.tile_config(kernel_name, c_out, dtype, arch, hw=hw, batch=n, geometry=geometry, sms=sms)
+    return dict(programs=_product(configs.tile_grid(n, hw, c_out, cfg)))
 
 
 def _product(grid) -> int:
@@ -102,7 +108,7 @@ def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str])
             memory = (cost.bytes_read + cost.bytes_written) / peaks["bandwidth"]
             row.roofline_us = max(compute, memory) * 1e6
             row.bound = "compute" if compute >= memory else "memory"
-            grid = launch(cost, dtype, peaks["arch"])
+            grid = launch(cost, dtype, peaks["arch"], int(peaks["sms"]))
             if grid:
                 row.programs = grid["programs"]
                 row.programs_per_sm = grid["programs"] / peaks["sms"]

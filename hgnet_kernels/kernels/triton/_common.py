@@ -2,6 +2,7 @@
 dot precision, and the small jit helpers of the epilogues."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from typing import Optional
@@ -32,9 +33,27 @@ def upcast_dot(dtype: torch.dtype) -> bool:
     return interpreting() and dtype != torch.float32
 
 
-def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    """Triton ``input_precision`` for fp32 operands: "ieee" unless TF32 was asked for."""
-    return "tf32" if (allow_tf32 and dtype == torch.float32 and not interpreting()) else "ieee"
+def dot_precision(dtype: torch.dtype, allow_tf32: bool, tf32x3: bool = False) -> str:
+    """Triton ``input_precision`` for fp32 operands: "ieee" (FMA units, the 1e-5 guarantee) unless
+    asked for "tf32x3" (each operand split into a TF32 high part and a TF32 remainder, three
+    tensor-core products: close to fp32 accuracy, not yet verified on a GPU) or plain "tf32"."""
+    if allow_tf32 and tf32x3:
+        raise ValueError("allow_tf32 and tf32x3 are exclusive: pick plain TF32 or the 3×TF32 split")
+    if dtype != torch.float32 or interpreting():  # the interpreter's fp32 dot is IEEE whatever is asked
+        return "ieee"
+    return "tf32x3" if tf32x3 else ("tf32" if allow_tf32 else "ieee")
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def device_sms(device: torch.device) -> Optional[int]:
+    """The SM count of a CUDA device, for the launch heuristics; None elsewhere (the interpreter)."""
+    if device.type != "cuda":
+        return None
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def check_same_device(**tensors: torch.Tensor) -> None:
@@ -67,11 +86,13 @@ def cast_for_store(x, dst_ptr, ROUND_BF16: tl.constexpr):
 
 
 @triton.jit
-def pixel_channel_tile(tiles_hw, Ho, Wo, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """This program's tile of an (N, C, Ho, Wo) output, grid (N · tiles_hw, C tiles): the image,
-    the rows and columns of its BLOCK_P pixels and its BLOCK_C channels (all int64), and masks."""
-    pid = tl.program_id(0)
-    offs_p = (pid % tiles_hw) * BLOCK_P + tl.arange(0, BLOCK_P)
+def pixel_channel_tile(M, HW, Wo, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's tile of an (N, C, Ho, Wo) output, grid (pixel tiles over the M = N·Ho·Wo
+    pixels of all images, C tiles): per pixel its image (int64), row and column (int32), the
+    BLOCK_C channels (int64), and masks. Tiles span images, so small maps fill whole tiles."""
+    offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    return ((pid // tiles_hw).to(tl.int64), (offs_p // Wo).to(tl.int64), (offs_p % Wo).to(tl.int64),
-            offs_c.to(tl.int64), offs_p < Ho * Wo, offs_c < C)
+    n = offs_p // HW
+    p = (offs_p - n * HW).to(tl.int32)
+    oh = p // Wo
+    return n, oh, p - oh * Wo, offs_c.to(tl.int64), offs_p < M, offs_c < C

@@ -4,11 +4,14 @@ ESE global-mean partial sums produced by the same epilogue.
 Math, for a block buffer X holding [input, layer_1, …, layer_L] along channels::
 
     y[n, co, h, w]  = relu( b[co] + Σ_ci X[n, ci, h, w] · W[ci, co] )
-    psum[n, t, co]  = Σ_{(h, w) in pixel tile t} y[n, co, h, w]        (fp32, before rounding y)
+    psum[n, j, co]  = Σ_{(h, w) of image n in its j-th row tile} y[n, co, h, w]   (fp32, before rounding y)
 
-``psum`` has one row per pixel tile of each image, written by exactly one program, so the later
-reduction (``ese_gate``) is deterministic: no float atomics, bitwise-equal results run to run.
-The kernel is ``conv_bn_act``'s with the partial-sum epilogue switched on.
+Row tiles run over the N·H·W pixels of all images (a tile may hold the end of one image and the
+start of the next); ``psum`` has one row per (image, tile it overlaps), written by exactly one
+program, and zero rows up to T (the layout: ``conv_bn_act``'s module docstring). So
+``psum.sum(1)`` is the per-image channel sums, and the later reduction (``ese_gate``) is
+deterministic: no float atomics, bitwise-equal results run to run, split-K or not. The kernel is
+``conv_bn_act``'s with the partial-sum epilogue switched on.
 """
 from __future__ import annotations
 
@@ -20,13 +23,13 @@ from .conv_bn_act import launch_conv
 
 
 def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
-                    out: Optional[torch.Tensor] = None, allow_tf32: bool = False,
+                    out: Optional[torch.Tensor] = None, *, allow_tf32: bool = False, tf32x3: bool = False,
                     config: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``(y, psum)``: y (N, C_out, H, W) and psum (N, tiles, C_out) fp32.
+    """Returns ``(y, psum)``: y (N, C_out, H, W) and psum (N, T, C_out) fp32.
 
     ``packed_weight`` is (1, 1, C_total, C_out) from ``pack_conv_weight``; ``x`` any strides.
     """
     if packed_weight.shape[:2] != (1, 1):
         raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
-    y, psum = launch_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config)
+    y, psum = launch_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config, tf32x3=tf32x3)
     return y, psum

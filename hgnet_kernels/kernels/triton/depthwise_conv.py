@@ -1,66 +1,86 @@
-"""Depthwise 3×3 convolution + folded BatchNorm, no activation: PP-HGNet's LDS downsample.
+"""Depthwise k×k convolution + folded BatchNorm (+ ReLU, + a scalar affine): PP-HGNet's LDS
+downsample (3×3/2, no activation) and PP-HGNetV2's LightConv (3×3 or 5×5, stride 1, ReLU, LAB).
 
-Math, per image n, channel c, output pixel (oh, ow), with stride s (2 in PP-HGNet) and padding 1::
+Math, per image n, channel c, output pixel (oh, ow), with stride s and zero padding
+(top, bottom, left, right) (default k // 2 all round)::
 
-    y[n, c, oh, ow] = b[c] + Σ_{kh, kw} x[n, c, oh·s − 1 + kh, ow·s − 1 + kw] · W[kh, kw, c]
+    z[n, c, oh, ow] = b[c] + Σ_{kh, kw} x[n, c, oh·s − p_top + kh, ow·s − p_left + kw] · W[kh, kw, c]
+    y = a · act(z) + c                   (act: ReLU keeping NaN, or none; a, c optional)
 
-An implicit GEMM is the wrong shape for groups = C (K would be 9), so each program owns a tile of
-pixels × channels and accumulates the nine taps in fp32, loading channels contiguously (NHWC).
-The output may be any strided view: the backend passes slot 0 of the next HG-Block's buffer.
+An implicit GEMM is the wrong shape for groups = C (K would be k²), so each program owns a tile
+of pixels (across images) × channels and accumulates the k² taps in fp32, loading channels
+contiguously (NHWC). The output may be any strided view: the backend passes slot 0 of the next
+HG-Block's buffer, or a layer's slot.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import cast_for_store, check_same_device, interpreting, pixel_channel_tile, round_bf16_by_hand
-from ..spec import prepare_depthwise
+from ._common import cast_for_store, check_same_device, device_sms, interpreting, pixel_channel_tile, round_bf16_by_hand
+from ..spec import prepare_depthwise, symmetric
 
 
 @triton.jit
 def depthwise_conv_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    H, W, C, Ho, Wo, tiles_hw,
+    M, H, W, C, Wo, HW, aff_a, aff_c,
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
-    STRIDE: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    KS: tl.constexpr, STRIDE: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
+    RELU: tl.constexpr, AFFINE: tl.constexpr, ROUND_BF16: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(tiles_hw, Ho, Wo, C, BLOCK_P, BLOCK_C)
+    n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(M, HW, Wo, C, BLOCK_P, BLOCK_C)
+    x_img = n64 * sxn
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for kh in tl.static_range(3):
-        ih = oh * STRIDE - 1 + kh
-        for kw in tl.static_range(3):
-            iw = ow * STRIDE - 1 + kw
+    for kh in tl.static_range(KS):
+        ih = oh * STRIDE - PAD_T + kh
+        for kw in tl.static_range(KS):
+            iw = ow * STRIDE - PAD_L + kw
             ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x = tl.load(x_ptr + n64 * sxn + (ih * sxh + iw * sxw)[:, None] + c64[None, :] * sxc,
+            x = tl.load(x_ptr + (x_img + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None] + c64[None, :] * sxc,
                         mask=ok[:, None] & c_ok[None, :], other=0.0)
-            wt = tl.load(w_ptr + (kh * 3 + kw) * C + c64, mask=c_ok, other=0.0)
+            wt = tl.load(w_ptr + (kh * KS + kw) * C + c64, mask=c_ok, other=0.0)
             acc += x.to(tl.float32) * wt.to(tl.float32)[None, :]
     acc += tl.load(b_ptr + c64, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-    y_off = n64 * syn + (oh * syh + ow * syw)[:, None] + c64[None, :] * syc
+    if RELU:
+        acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)  # NaN stays NaN, as in torch.relu
+    if AFFINE:
+        acc = acc * aff_a + aff_c
+    y_off = (n64 * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
     tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=p_ok[:, None] & c_ok[None, :])
 
 
 def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 2,
-                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``conv(x, W, groups=C) + b`` with a 3×3 kernel, padding 1, stride 1 or 2.
+                   out: Optional[torch.Tensor] = None, *, relu: bool = False,
+                   affine: Optional[Tuple[float, float]] = None, padding=None,
+                   config: Optional[dict] = None) -> torch.Tensor:
+    """``a · act(conv(x, W, groups=C) + b) + c`` with a k×k kernel (k 3 or 5), stride 1 or 2.
 
     Args:
-        x: (N, C, H, W), any strides. packed_weight: (3, 3, C) from ``pack_depthwise_weight``.
+        x: (N, C, H, W), any strides. packed_weight: (k, k, C) from ``pack_depthwise_weight``.
         bias: (C,). out: optional (N, C, Ho, Wo) destination of any strides.
+        relu: ReLU after the bias (NaN kept); affine: (a, c) after it; padding: (top, bottom, left,
+            right) zeros, default k // 2 all round. config: overrides ``configs.tile_config`` (tests, the tuner).
     """
-    out = prepare_depthwise(x, packed_weight, bias, stride, out)
+    out = prepare_depthwise(x, packed_weight, bias, stride, out, padding)
+    kernel = packed_weight.shape[0]
+    pad = tuple(padding) if padding is not None else symmetric(kernel)
     n, c, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
-    cfg = configs.tile_config("depthwise_conv", c, x.dtype, configs.arch_name(x.device), interpreting())
-    tiles_hw = configs.cdiv(ho * wo, cfg["BLOCK_P"])
-    if n > 0:
+    cfg = config or configs.tile_config("depthwise_conv", c, x.dtype, configs.arch_name(x.device), interpreting(),
+                              hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=device_sms(x.device))
+    a, shift = affine if affine is not None else (1.0, 0.0)
+    if n * ho * wo > 0 and c > 0:
         depthwise_conv_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
-            x, packed_weight, bias, out, h, w, c, ho, wo, tiles_hw, *x.stride(), *out.stride(),
-            STRIDE=stride, ROUND_BF16=round_bf16_by_hand(x.dtype), **cfg)
+            x, packed_weight, bias, out, n * ho * wo, h, w, c, wo, ho * wo, float(a), float(shift),
+            *x.stride(), *out.stride(),
+            KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], RELU=relu, AFFINE=affine is not None,
+            ROUND_BF16=round_bf16_by_hand(x.dtype), **cfg)
     return out

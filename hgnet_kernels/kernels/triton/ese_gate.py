@@ -2,20 +2,25 @@
 
 Math, per image n and output channel co (C channels, H·W pixels)::
 
-    mean[n, ci]  = (Σ_t psum[n, t, ci]) / (H·W)
+    mean[n, ci]  = (Σ_j psum[n, j, ci]) / (H·W)
     gate[n, co]  = sigmoid( b[co] + Σ_ci W[co, ci] · mean[n, ci] )
 
-A GEMV per image. Each program owns a block of output channels and walks the input channels and
-tiles in a fixed order (deterministic). The gate is fp32.
+``psum`` is this family's (N, T, C) layout (``conv_bn_act``'s module docstring): row j of image n
+holds the image's rows inside the j-th row tile it overlaps (tiles span images), zeros past its
+last tile; so the channel sums are Σ_j over the T rows. A GEMV per image. Each program owns a block
+of output channels and walks the input channels and the T rows in a fixed order (BLOCK_T rows at
+a time, then across steps): deterministic, no atomics. The gate is fp32.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, interpreting
+from ._common import check_same_device, device_sms, interpreting
 from ..spec import prepare_ese_gate
 
 
@@ -45,15 +50,18 @@ def ese_gate_kernel(
     tl.store(gate_ptr + n * C + offs_co, tl.sigmoid(acc), mask=co_ok)
 
 
-def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
-    """Gate (N, C) fp32 from partial sums (N, T, C) fp32 of an H·W = ``hw`` map.
+def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int, *,
+             config: Optional[dict] = None) -> torch.Tensor:
+    """Gate (N, C) fp32 from partial sums (N, T, C) fp32 of an H·W = ``hw`` map (any T rows per
+    image that add up to its channel sums).
 
     ``weight`` is the ESE 1×1 conv as (C_out, C_in) = (C, C); ``bias`` (C,).
     """
     gate = prepare_ese_gate(psum, weight, bias, hw)
     n, t, c = psum.shape
     check_same_device(psum=psum, weight=weight, bias=bias)
-    cfg = configs.gate_config(c, weight.dtype, configs.arch_name(psum.device), interpreting())
+    cfg = config or configs.gate_config(c, weight.dtype, configs.arch_name(psum.device), interpreting(), batch=n,
+                              sms=device_sms(psum.device))
     if n > 0:
         ese_gate_kernel[configs.gate_grid(n, c, cfg)](
             psum, weight, bias, gate, t, c, 1.0 / hw,

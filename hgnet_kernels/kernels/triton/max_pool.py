@@ -1,9 +1,12 @@
-"""3×3 stride-2 max pooling with padding 1 (the stem's pool), NHWC in, any strided view out.
+"""k×k max pooling (k 2 or 3, stride 1 or 2, any padding < k), NHWC in, any strided view out: PP-HGNet's
+3×3/2 stem pool and PP-HGNetV2's 2×2/1 "SAME" stem pool.
 
-    y[n, c, oh, ow] = max_{kh, kw} x[n, c, 2·oh − 1 + kh, 2·ow − 1 + kw]    (padding is −∞)
+    y[n, c, oh, ow] = max_{kh, kw} x[n, c, oh·s − p_top + kh, ow·s − p_left + kw]
 
-It exists so the stem's output lands directly in slot 0 of the first HG-Block's buffer.
-NaN propagates as in PyTorch: a window containing NaN yields NaN.
+Padded taps are ignored (−∞, as in PyTorch and Paddle), or, with ``zero_pad``, zeros that take
+part in the max (timm's PP-HGNetV2 stem pads with ``F.pad`` first). It exists so the pool's output
+lands directly in slot 0 of the first HG-Block's (or the V2 stem's) concat buffer. NaN propagates
+as in PyTorch: a window containing NaN yields NaN.
 """
 from __future__ import annotations
 
@@ -14,42 +17,48 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, interpreting, pixel_channel_tile
-from ..spec import prepare_max_pool
+from ._common import check_same_device, device_sms, interpreting, pixel_channel_tile
+from ..spec import prepare_max_pool, symmetric
 
 
 @triton.jit
 def max_pool_kernel(
-    x_ptr, y_ptr, H, W, C, Ho, Wo, tiles_hw,
+    x_ptr, y_ptr, M, H, W, C, Wo, HW,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    KS: tl.constexpr, STRIDE: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr, ZERO_PAD: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(tiles_hw, Ho, Wo, C, BLOCK_P, BLOCK_C)
+    n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(M, HW, Wo, C, BLOCK_P, BLOCK_C)
+    x_img = n64 * sxn
     best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
-    for kh in tl.static_range(3):
-        ih = oh * 2 - 1 + kh
-        for kw in tl.static_range(3):
-            iw = ow * 2 - 1 + kw
+    for kh in tl.static_range(KS):
+        ih = oh * STRIDE - PAD_T + kh
+        for kw in tl.static_range(KS):
+            iw = ow * STRIDE - PAD_L + kw
             ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x = tl.load(x_ptr + n64 * sxn + (ih * sxh + iw * sxw)[:, None] + c64[None, :] * sxc,
-                        mask=ok[:, None] & c_ok[None, :], other=float("-inf"))
+            x = tl.load(x_ptr + (x_img + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None] + c64[None, :] * sxc,
+                        mask=ok[:, None] & c_ok[None, :], other=0.0 if ZERO_PAD else float("-inf"))
             x = x.to(tl.float32)
             # NaN wins and then stays: NaN > v and v > NaN are both false.
             best = tl.where((x > best) | (x != x), x, best)
-    y_off = n64 * syn + (oh * syh + ow * syw)[:, None] + c64[None, :] * syc
+    y_off = (n64 * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
     tl.store(y_ptr + y_off, best.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
-def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """3×3 / stride 2 / padding 1 max pool of (N, C, H, W) ``x`` into ``out`` (any strides)."""
-    out = prepare_max_pool(x, out)
+def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,
+             padding=None, zero_pad: bool = False, config: Optional[dict] = None) -> torch.Tensor:
+    """``kernel``×``kernel`` / ``stride`` max pool of (N, C, H, W) ``x`` (any strides) into ``out``
+    (any strides), padding (top, bottom, left, right) default k // 2 all round: padded taps
+    ignored, or zeros in the max with ``zero_pad``. A max is exact in every dtype."""
+    out = prepare_max_pool(x, out, kernel, stride, padding)
+    pad = tuple(padding) if padding is not None else symmetric(kernel)
     n, c, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, out=out)
-    cfg = configs.tile_config("max_pool", c, x.dtype, configs.arch_name(x.device), interpreting())
-    tiles_hw = configs.cdiv(ho * wo, cfg["BLOCK_P"])
-    if n > 0:
+    cfg = config or configs.tile_config("max_pool", c, x.dtype, configs.arch_name(x.device), interpreting(),
+                              hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=device_sms(x.device))
+    if n * ho * wo > 0 and c > 0:
         max_pool_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
-            x, out, h, w, c, ho, wo, tiles_hw, *x.stride(), *out.stride(),
-            **cfg)
+            x, out, n * ho * wo, h, w, c, wo, ho * wo, *x.stride(), *out.stride(),
+            KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], ZERO_PAD=zero_pad, **cfg)
     return out

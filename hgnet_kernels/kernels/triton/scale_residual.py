@@ -15,44 +15,45 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import cast_for_store, check_same_device, interpreting, pixel_channel_tile, round_bf16_by_hand
+from ._common import cast_for_store, check_same_device, device_sms, interpreting, pixel_channel_tile, round_bf16_by_hand
 from ..spec import prepare_scale_residual
 
 
 @triton.jit
 def scale_residual_kernel(
     y_ptr, gate_ptr, id_ptr, out_ptr,
-    C, H, W, tiles_hw,
+    M, C, W, HW,
     syn, syc, syh, syw,
     sin, sic, sih, siw,
     son, soc, soh, sow,
     RESIDUAL: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    n64, h, w, c64, p_ok, c_ok = pixel_channel_tile(tiles_hw, H, W, C, BLOCK_P, BLOCK_C)
+    n64, h, w, c64, p_ok, c_ok = pixel_channel_tile(M, HW, W, C, BLOCK_P, BLOCK_C)
+    h64, w64 = h.to(tl.int64), w.to(tl.int64)
     mask = p_ok[:, None] & c_ok[None, :]
-    y = tl.load(y_ptr + n64 * syn + (h * syh + w * syw)[:, None] + c64[None, :] * syc, mask=mask, other=0.0)
-    g = tl.load(gate_ptr + n64 * C + c64, mask=c_ok, other=0.0)
-    out = y.to(tl.float32) * g[None, :]
+    y = tl.load(y_ptr + (n64 * syn + h64 * syh + w64 * syw)[:, None] + c64[None, :] * syc, mask=mask, other=0.0)
+    g = tl.load(gate_ptr + n64[:, None] * C + c64[None, :], mask=mask, other=0.0)  # a tile may span images
+    out = y.to(tl.float32) * g
     if RESIDUAL:
-        ident = tl.load(id_ptr + n64 * sin + (h * sih + w * siw)[:, None] + c64[None, :] * sic,
+        ident = tl.load(id_ptr + (n64 * sin + h64 * sih + w64 * siw)[:, None] + c64[None, :] * sic,
                         mask=mask, other=0.0)
         out += ident.to(tl.float32)
-    tl.store(out_ptr + n64 * son + (h * soh + w * sow)[:, None] + c64[None, :] * soc,
+    tl.store(out_ptr + (n64 * son + h64 * soh + w64 * sow)[:, None] + c64[None, :] * soc,
              cast_for_store(out, out_ptr, ROUND_BF16), mask=mask)
 
 
 def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
-                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   out: Optional[torch.Tensor] = None, *, config: Optional[dict] = None) -> torch.Tensor:
     """``y * gate[:, :, None, None] (+ identity)``; y, identity, out (N, C, H, W) of any strides,
     gate (N, C) fp32."""
     out = prepare_scale_residual(y, gate, identity, out)
     n, c, h, w = y.shape
     check_same_device(y=y, gate=gate, out=out, **({"identity": identity} if identity is not None else {}))
-    cfg = configs.tile_config("scale_residual", c, y.dtype, configs.arch_name(y.device), interpreting())
-    tiles_hw = configs.cdiv(h * w, cfg["BLOCK_P"])
+    cfg = config or configs.tile_config("scale_residual", c, y.dtype, configs.arch_name(y.device), interpreting(),
+                              hw=h * w, batch=n, sms=device_sms(y.device))
     ident = identity if identity is not None else y
-    if n > 0:
+    if n * h * w > 0 and c > 0:
         scale_residual_kernel[configs.tile_grid(n, h * w, c, cfg)](
-            y, gate, ident, out, c, h, w, tiles_hw, *y.stride(), *ident.stride(), *out.stride(),
+            y, gate, ident, out, n * h * w, c, w, h * w, *y.stride(), *ident.stride(), *out.stride(),
             RESIDUAL=identity is not None, ROUND_BF16=round_bf16_by_hand(y.dtype), **cfg)
     return out

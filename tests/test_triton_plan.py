@@ -1,0 +1,175 @@
+"""Issue #11 without a GPU: the `plan` cost view of the new conv launch (programs per SM, tensor-core
+work lost to padding) against the per-image tiling it replaces, launch configs as data keyed by
+shape, dtype and batch bucket, and the tuner's dry run."""
+import importlib
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+
+from hgnet_kernels import configs
+from hgnet_kernels.kernels import triton as fam
+from hgnet_kernels.plan_report import report
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import tune_triton  # noqa: E402
+
+H100_SMS = 132
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# The module (the package's ``conv_bn_act`` attribute is the function of that name).
+conv_module = importlib.import_module("hgnet_kernels.kernels.triton.conv_bn_act")
+
+
+def per_image_tiling(n, hw, c_in, c_out, kernel, dtype):
+    """The launch before issue #11 (commit ea12403's configs.conv_config and conv_grid): tiles
+    within one image, 64 or 128 pixels, 64 or 128 channels, one K loop per tap, no split."""
+    block_k = 16 if c_in <= 16 else (32 if dtype == torch.float32 else 64)
+    block_m, block_n = (128 if hw >= 4096 else 64), (128 if c_out >= 128 else 64)
+    programs = n * configs.cdiv(hw, block_m) * configs.cdiv(c_out, block_n)
+    padded = programs * block_m * block_n * kernel ** 2 * configs.cdiv(c_in, block_k) * block_k
+    return programs, padded
+
+
+def _gemm_rows(batch, dtype=torch.float16):
+    rows = [r for r in report("tiny", batch, 224, dtype, "H100") if r.kind.startswith(("conv", "aggregation"))]
+    out = []
+    for r in rows:
+        n, c_in, h, w = map(int, r.input.split(" ")[0].split("×"))
+        c_out, ho, wo = map(int, r.output.split(" ")[0].split("×")[1:])
+        kernel = int(r.kind.split(" ")[1][0])
+        out.append((r, per_image_tiling(n, ho * wo, c_in, c_out, kernel, dtype)))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+def test_batch1_tiny_on_h100_fills_the_gpu_and_wastes_less_than_per_image_tiles(dtype):
+    """Stages 3–4 (s2, s3) at batch 1: every conv and aggregation launches more programs per SM and
+    loses no more tensor-core work to padding than the per-image tiling; over each stage, strictly less."""
+    for stage in ("s2.", "s3."):
+        layers = [(r, old) for r, old in _gemm_rows(1, dtype) if r.name.startswith(stage)]
+        assert layers
+        useful = padded_new = padded_old = 0
+        for r, (old_programs, old_padded) in layers:
+            assert r.programs_per_sm > old_programs / H100_SMS, r.name
+            assert r.mma_efficiency >= r.macs / old_padded - 1e-12, r.name
+            useful += r.macs
+            padded_new += r.macs / r.mma_efficiency
+            padded_old += old_padded
+        assert useful / padded_new > useful / padded_old + 0.05, stage
+
+
+def test_plan_launch_is_the_launchers_grid(monkeypatch):
+    """``plan_report.launch`` and the launcher use the same config and grid functions: the grid the
+    launcher passes to the kernel (recorded here) is ``configs.conv_grid`` of the plan's config."""
+    launched = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launched.append((self.kernel, grid))
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setattr(conv_module, "conv_bn_act_kernel", Recorder("conv"))
+    monkeypatch.setattr(conv_module, "split_k_reduce_kernel", Recorder("reduce"))
+    for batch in (1, 3, 64):
+        for hw, c_in, c_out, kernel in [(7, 192, 192, 3), (14, 1248, 512, 1), (56, 96, 96, 3)]:
+            cfg = configs.conv_config(hw * hw, c_in, c_out, kernel, 1, torch.float16, "sm90", batch=batch,
+                                      sms=H100_SMS)
+            launched.clear()
+            x = torch.empty(batch, c_in, hw, hw, dtype=torch.float16, device=DEVICE)
+            fam.conv_bn_act(x, torch.empty(kernel, kernel, c_in, c_out, dtype=torch.float16, device=DEVICE),
+                            torch.empty(c_out, device=DEVICE), config=cfg)
+            tiles, splits = configs.conv_grid(batch, hw * hw, c_in, c_out, kernel, cfg)
+            assert launched[0] == ("conv", (tiles, splits))
+            if splits > 1:
+                assert launched[1] == ("reduce", (configs.cdiv(batch * hw * hw, cfg["BLOCK_M"]),
+                                                  configs.cdiv(c_out, cfg["BLOCK_N"])))
+            else:
+                assert len(launched) == 1
+    rows = report("tiny", 1, 224, torch.float16, "H100")
+    row = next(r for r in rows if r.name == "s3.b0.l1")
+    cfg = configs.conv_config(49, 192, 192, 3, 1, torch.float16, "sm90", batch=1, padding=(1, 1, 1, 1), sms=H100_SMS)
+    tiles, splits = configs.conv_grid(1, 49, 192, 192, 3, cfg)
+    assert row.programs == tiles * splits and splits > 1
+    assert row.mma_efficiency == pytest.approx(49 * 192 * 9 * 192 / configs.conv_padded_macs(1, 49, 192, 192, 3, cfg))
+
+
+def test_heuristic_depends_on_batch_and_sms():
+    small = configs.conv_config(196, 160, 160, 3, 1, torch.float16, "sm90", batch=1, sms=H100_SMS)
+    large = configs.conv_config(196, 160, 160, 3, 1, torch.float16, "sm90", batch=256, sms=H100_SMS)
+    assert small["SPLIT_K"] > 1 and large["SPLIT_K"] == 1 and large["BLOCK_M"] > small["BLOCK_M"]
+    assert configs.conv_config(3136, 3, 48, 3, 2, torch.float16, "sm90", batch=1)["FLAT_K"]  # the stem's 3 channels
+    few = configs.conv_config(196, 160, 160, 3, 1, torch.float16, None, batch=1, sms=20)
+    assert few["SPLIT_K"] < small["SPLIT_K"]
+
+
+def test_keys_and_batch_buckets():
+    assert [configs.batch_bucket(b) for b in (1, 2, 16, 17, 64, 256)] == ["b1", "b16", "b16", "b64", "b64", "b64"]
+    assert configs.conv_key(3136, 96, 96, 3, 1, torch.float16) == "k3s1_cin96_cout96_hw3136_float16"
+    assert configs.conv_key(3136, 96, 96, 3, 1, torch.float16, (1, 1, 1, 1), 1) == "k3s1_cin96_cout96_hw3136_float16_b1"
+    assert configs.conv_key(3136, 16, 16, 2, 1, torch.bfloat16, (0, 1, 0, 1), 8) == \
+        "k2s1_cin16_cout16_hw3136_bfloat16_p0101_b16"
+    assert configs.tile_key(224, torch.float16, 784, "k3s2") == "k3s2_c224_hw784_float16"
+
+
+def _config_dir(tmp_path, table, arch="sm90"):
+    shutil.copy(os.path.join(configs.CONFIG_DIR, "devices.json"), tmp_path)
+    (tmp_path / f"triton_{arch}.json").write_text(json.dumps(table))
+
+
+def test_tuned_entries_by_bucket_with_fallbacks(tmp_path, monkeypatch):
+    key = configs.conv_key(196, 160, 160, 3, 1, torch.float16)
+    _config_dir(tmp_path, {
+        "_meta": {"arch": "sm90"},
+        "conv_bn_act": {key + "_b1": {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 5, "_us": 3.2},
+                        key: {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}},
+        "depthwise_conv": {"c448_float16": {"BLOCK_P": 8, "BLOCK_C": 32, "num_warps": 2}}})
+    monkeypatch.setattr(configs, "CONFIG_DIR", str(tmp_path))
+    b1 = configs.conv_config(196, 160, 160, 3, 1, torch.float16, "sm90", batch=1)
+    assert b1["SPLIT_K"] == 5 and b1["BLOCK_M"] == 16 and "_us" not in b1 and b1["GROUP_M"] == 8  # defaults filled
+    assert configs.conv_config(196, 160, 160, 3, 1, torch.float16, "sm90", batch=64)["BLOCK_M"] == 64  # bucket-less
+    assert configs.tile_config("depthwise_conv", 448, torch.float16, "sm90", hw=196, batch=1,
+                               geometry="k3s2")["BLOCK_P"] == 8  # the per-channel-count entry serves every shape
+    rows = report("tiny", 1, 224, torch.float16, "H100")
+    layer = next(r for r in rows if r.name == "s2.b0.l1")
+    assert layer.programs == configs.cdiv(196, 16) * configs.cdiv(160, 32) * 5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run is the CPU's stand-in for the GPU tuning run")
+def test_tuner_dry_run_writes_the_config_format(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "tuned.json"
+    assert tune_triton.main(["--dry-run", "--out", str(out), "--min-gain", "-1"]) == 0
+    table = json.loads(out.read_text())
+    assert table["_meta"]["dry_run"] is True and table["_meta"]["batches"] == [1, 2]
+    ops = {op for op in table if not op.startswith("_")}
+    assert {"conv_bn_act", "depthwise_conv", "max_pool", "scale_residual", "ese_gate"} <= ops
+    for op in ops:
+        for key, entry in table[op].items():
+            assert key.endswith(("_b1", "_b16")), key
+            assert all(isinstance(v, (int, float, bool)) for v in entry.values())
+    # The library reads it: an entry comes back as the config of its shape and bucket.
+    key, entry = next(iter(table["conv_bn_act"].items()))
+    _config_dir(tmp_path, table)
+    monkeypatch.setattr(configs, "CONFIG_DIR", str(tmp_path))
+    shape = key.split("_")  # k3s2 cin3 cout48 hw256 float32 b1
+    kernel, stride = int(shape[0][1]), int(shape[0][3])
+    got = configs.conv_config(int(shape[3][2:]), int(shape[1][3:]), int(shape[2][4:]), kernel, stride, torch.float32,
+                              "sm90", batch={"b1": 1, "b16": 2}[shape[-1]])
+    assert got == {k: v for k, v in entry.items() if not k.startswith("_")}
+
+
+def test_tuner_never_overwrites_the_committed_file_unless_asked(tmp_path):
+    committed = os.path.join(configs.CONFIG_DIR, "triton_interpreter.json")
+    with pytest.raises(SystemExit):
+        tune_triton.main(["--dry-run", "--out", committed])
+    with pytest.raises(SystemExit):
+        tune_triton.main(["--dry-run", "--commit"])
+    assert not os.path.exists(committed)
+    default = tune_triton.output_path(tune_triton.parse_args(["--dry-run"]), "interpreter")
+    assert "tune-triton-dry-" in default and not default.startswith(configs.CONFIG_DIR)
+    os.rmdir(os.path.dirname(default))
