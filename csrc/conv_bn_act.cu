@@ -1,15 +1,22 @@
-// conv_bn_act.cu — fused conv + folded BN + optional ReLU as an implicit GEMM over NHWC, the CUDA
-// twin of hgnet_kernels/ops/conv_bn_act.py (same math, same arguments):
+// conv_bn_act.cu — fused conv + folded BN + epilogue as an implicit GEMM over NHWC, the CUDA twin of
+// hgnet_kernels/kernels/triton/conv_bn_act.py (same math, same arguments, spec.conv_bn_act_reference):
 //
-//   y[n,co,oh,ow] = act(b[co] + Σ_{kh,kw,ci} x[n,ci,oh·s−k/2+kh,ow·s−k/2+kw] · W[kh,kw,ci,co])
+//   y[n,co,oh,ow] = r[n,co,oh,ow]
+//                   + aff(act(b[co] + Σ_{kh,kw,ci} x[n,ci,oh·s−pt+kh,ow·s−pl+kw] · W[kh,kw,ci,co]))
 //
-// with optional ESE partial sums psum[n,tile,co] = Σ_{pixels of tile} y (fp32, one writer per
-// entry: deterministic). x and y are any-strided views (channel slices of a block buffer included).
-// Two paths: SIMT fp32-accumulating (every dtype; 16-byte float4 loads when the input is fp32 with
-// contiguous, 4-aligned channels), and tensor cores through WMMA for fp16 (sm_75+) and bf16 (sm_80+),
-// with 16-byte loads of input and weight tiles wherever strides and alignment allow.
+// k ∈ {1, 2, 3}, zero padding pt above / pl left (bottom / right follow from y's size: "SAME" 2×2
+// is pt = pl = 0), act = ReLU keeping NaN, aff(v) = a·v + c, r an optional residual; optional ESE
+// partial sums psum[n,tile,co] = Σ_{64 pixels of tile} y (fp32, one writer per entry:
+// deterministic). x, y and r are any-strided views (channel slices of a block buffer included).
+// Three kernels, chosen at run time by compute capability (conv_path):
+//   * sm_80+: conv_mma.cuh (cp.async ring, ldmatrix, mma.sync; split-K); fp32 as 3×TF32 when asked
+//     (tf32x3: opt-in until a GPU run confirms the 1e-5 guarantee);
+//   * sm_75, fp16: WMMA tensor cores, 16-byte loads of input and weight tiles where strides allow;
+//   * SIMT with fp32 accumulation: fp32 (IEEE) by default, bf16 before sm_80 (fp16 before sm_75); float4 loads
+//     when the input is fp32 with contiguous, 4-aligned channels.
 #include <type_traits>
 
+#include "conv_mma.cuh"
 #include "ops.h"
 
 namespace hgk {
@@ -28,22 +35,34 @@ __device__ __forceinline__ void tile_column_sums(const float* tile, int ld, int 
   }
 }
 
-// bias + optional ReLU (NaN kept, as torch.relu), stored when (m, co) is inside the output;
-// returns the activated value (0 outside) for the partial sums.
+// The epilogue after bias: ReLU, affine, residual (residual.data null when there is none).
+struct ConvEpilogue {
+  bool relu, affine;
+  float a, c;
+  View4 residual;
+};
+
+// bias, ReLU (NaN kept, as torch.relu), a·v + c, + residual, stored when (m, co) is inside the
+// output; returns the final fp32 value (0 outside) for the partial sums.
 template <typename T>
-__device__ __forceinline__ float bias_act_store(float acc, const View4& y, const T* bias, int64_t n, int64_t m,
-                                                int64_t co, bool relu) {
+__device__ __forceinline__ float epilogue_store(float acc, const View4& y, const T* bias, int64_t n, int64_t m,
+                                                int64_t co, const ConvEpilogue& e) {
   if (m >= y.h * y.w || co >= y.c) return 0.f;
   float v = acc + to_float(bias[co]);
-  if (relu && v < 0.f) v = 0.f;  // not fmaxf: NaN must propagate as in torch.relu
-  static_cast<T*>(y.data)[offset(y, n, co, m / y.w, m % y.w)] = from_float<T>(v);
+  if (e.relu && v < 0.f) v = 0.f;  // not fmaxf: NaN must propagate as in torch.relu
+  if (e.affine) v = v * e.a + e.c;
+  const int64_t oh = m / y.w, ow = m % y.w;
+  if (e.residual.data != nullptr)
+    v += to_float(static_cast<const T*>(e.residual.data)[offset(e.residual, n, co, oh, ow)]);
+  static_cast<T*>(y.data)[offset(y, n, co, oh, ow)] = from_float<T>(v);
   return v;
 }
 
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const T* __restrict__ w,
                                                         const T* __restrict__ bias, float* psum, int kernel,
-                                                        int stride, bool relu, int tiles) {
+                                                        int stride, int pad_top, int pad_left, ConvEpilogue epi,
+                                                        int tiles) {
   __shared__ float As[kSimtBK][kSimtBM + 4];
   __shared__ float Bs[kSimtBK][kSimtBN];
   __shared__ float Cs[kSimtBM][kSimtBN + 1];
@@ -54,7 +73,6 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
   const int64_t m0 = static_cast<int64_t>(tile) * kSimtBM;
   const int64_t co0 = static_cast<int64_t>(blockIdx.y) * kSimtBN;
   const int64_t c_in = x.c, c_out = y.c;
-  const int pad = kernel / 2;
   const T* xp = static_cast<const T*>(x.data);
   const int tx = tid % 16, ty = tid / 16;
   float acc[4][4] = {};
@@ -69,7 +87,7 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
           const int64_t c = c0 + quad * 4;
           float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
           if (m < hw_out && c < c_in) {
-            const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+            const int64_t ih = (m / y.w) * stride - pad_top + kh, iw = (m % y.w) * stride - pad_left + kw;
             if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) copy16(&v, xp + offset(x, n, c, ih, iw));
           }
           As[quad * 4 + 0][row] = v.x;
@@ -82,7 +100,7 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
             const int64_t m = m0 + row, c = c0 + k;
             float v = 0.f;
             if (m < hw_out && c < c_in) {
-              const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+              const int64_t ih = (m / y.w) * stride - pad_top + kh, iw = (m % y.w) * stride - pad_left + kw;
               if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) v = to_float(xp[offset(x, n, c, ih, iw)]);
             }
             As[k][row] = v;
@@ -107,7 +125,7 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
   }
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j)
-      Cs[ty * 4 + i][tx * 4 + j] = bias_act_store(acc[i][j], y, bias, n, m0 + ty * 4 + i, co0 + tx * 4 + j, relu);
+      Cs[ty * 4 + i][tx * 4 + j] = epilogue_store(acc[i][j], y, bias, n, m0 + ty * 4 + i, co0 + tx * 4 + j, epi);
   if (psum != nullptr) {
     __syncthreads();
     const int rows_valid = static_cast<int>(hw_out - m0 < kSimtBM ? hw_out - m0 : kSimtBM);
@@ -122,7 +140,8 @@ constexpr int kMmaBM = 64, kMmaBN = 64, kMmaBK = 32, kMmaThreads = 128;
 template <typename T, bool VEC_A, bool VEC_B>
 __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const T* __restrict__ w,
                                                         const T* __restrict__ bias, float* psum, int kernel,
-                                                        int stride, bool relu, int tiles) {
+                                                        int stride, int pad_top, int pad_left, ConvEpilogue epi,
+                                                        int tiles) {
 #if defined(HGK_EMULATE) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
   constexpr bool kSupported = true;
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
@@ -143,7 +162,6 @@ __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const 
   const int64_t m0 = static_cast<int64_t>(tile) * kMmaBM;
   const int64_t co0 = static_cast<int64_t>(blockIdx.y) * kMmaBN;
   const int64_t c_in = x.c, c_out = y.c;
-  const int pad = kernel / 2;
   const T* xp = static_cast<const T*>(x.data);
   const T zero = from_float<T>(0.f);
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
@@ -160,7 +178,7 @@ __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const 
             const int64_t m = m0 + row, c = c0 + k;
             bool loaded = false;
             if (m < hw_out && c < c_in) {
-              const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+              const int64_t ih = (m / y.w) * stride - pad_top + kh, iw = (m % y.w) * stride - pad_left + kw;
               if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) {
                 copy16(&As[row][k], xp + offset(x, n, c, ih, iw));
                 loaded = true;
@@ -174,7 +192,7 @@ __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const 
             const int64_t m = m0 + row, c = c0 + k;
             T v = zero;
             if (m < hw_out && c < c_in) {
-              const int64_t ih = (m / y.w) * stride - pad + kh, iw = (m % y.w) * stride - pad + kw;
+              const int64_t ih = (m / y.w) * stride - pad_top + kh, iw = (m % y.w) * stride - pad_left + kw;
               if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) v = xp[offset(x, n, c, ih, iw)];
             }
             As[row][k] = v;
@@ -216,7 +234,7 @@ __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const 
   __syncthreads();
   for (int e = tid; e < kMmaBM * kMmaBN; e += kMmaThreads) {
     const int row = e / kMmaBN, col = e % kMmaBN;
-    Cs[row][col] = bias_act_store(Cs[row][col], y, bias, n, m0 + row, co0 + col, relu);
+    Cs[row][col] = epilogue_store(Cs[row][col], y, bias, n, m0 + row, co0 + col, epi);
   }
   if (psum != nullptr) {
     __syncthreads();
@@ -226,56 +244,85 @@ __global__ void __launch_bounds__(128) conv_wmma_kernel(View4 x, View4 y, const 
   }
 }
 
-bool use_wmma(DType dtype, int arch) {
-  return (dtype == DType::f16 && arch >= 75) || (dtype == DType::bf16 && arch >= 80);
-}
-
 }  // namespace
 
-int conv_tile_rows(DType dtype, int arch) { return use_wmma(dtype, arch) ? kMmaBM : kSimtBM; }
+int conv_path(DType dtype, int arch, bool tf32x3) {
+  if (arch >= 80 && (dtype != DType::f32 || tf32x3)) return 2;
+  if (dtype == DType::f16 && arch >= 75) return 1;
+  return 0;
+}
+
+// Every path sums 64-pixel groups (the SIMT and WMMA tiles are 64 pixels; the sm_80+ kernel sums
+// each 64-row slab of its tile), so the partial-sum layout does not depend on the tile.
+int conv_tile_rows(DType, int) { return 64; }
+
+bool conv_tile_supported(DType dtype, const ConvTile& tile) {
+  return tile.splits >= 1 && tile.splits <= 64 && mma::tile_instantiated(dtype, tile);
+}
+
+int64_t conv_workspace_floats(const ConvArgs& a) {
+  if (conv_path(a.dtype, a.arch, a.tf32x3) != 2 || a.tile.splits <= 1) return 0;
+  const int64_t hw = a.y.h * a.y.w;
+  const int64_t m_img = a.psum ? cdiv(hw, mma::kPsumRows) * mma::kPsumRows : hw;
+  const int64_t k_steps = cdiv(static_cast<int64_t>(a.kernel) * a.kernel * a.x.c, mma::kBK);
+  const int64_t per_split = cdiv(k_steps, a.tile.splits);
+  const int64_t splits = cdiv(k_steps, per_split);
+  if (splits <= 1) return 0;
+  return splits * cdiv(a.x.n * m_img, a.tile.bm) * cdiv(a.y.c, a.tile.bn) * a.tile.bm * a.tile.bn;
+}
 
 void conv_bn_act(const ConvArgs& a, cudaStream_t stream) {
   const int64_t hw_out = a.y.h * a.y.w;
-  const int rows = conv_tile_rows(a.dtype, a.arch);
-  const int tiles = static_cast<int>(cdiv(hw_out, rows));
-  if (a.x.n == 0 || hw_out == 0) return;
+  if (a.x.n == 0 || hw_out == 0 || a.y.c == 0) return;
+  const int path = conv_path(a.dtype, a.arch, a.tf32x3);
+  if (path == 2) {
+    if (a.dtype == DType::f16)
+      conv_mma_f16(a, stream);
+    else if (a.dtype == DType::bf16)
+      conv_mma_bf16(a, stream);
+    else
+      conv_mma_f32(a, stream);
+    return;
+  }
+  const int tiles = static_cast<int>(cdiv(hw_out, 64));
   const dim3 grid(static_cast<unsigned>(a.x.n * tiles), static_cast<unsigned>(cdiv(a.y.c, 64)));
+  const ConvEpilogue epi{a.relu, a.affine, a.affine_a, a.affine_c, a.residual ? *a.residual : View4{}};
+  if (path == 1) {
+    const __half* w = static_cast<const __half*>(a.weight);
+    const __half* b = static_cast<const __half*>(a.bias);
+    // 16-byte loads: 8 halves with unit channel stride, every stride and C a multiple of 8.
+    const bool vec_a = a.x.sc == 1 && a.x.c % 8 == 0 && a.x.sn % 8 == 0 && a.x.sh % 8 == 0 && a.x.sw % 8 == 0 &&
+                       aligned16(a.x.data);
+    const bool vec_b = a.y.c % 8 == 0 && aligned16(a.weight);
+    const dim3 block(kMmaThreads);
+#define HGK_WMMA(VA, VB)                                                                                      \
+  HGK_LAUNCH((conv_wmma_kernel<__half, VA, VB>), grid, block, 0, stream, a.x, a.y, w, b, a.psum, a.kernel, \
+             a.stride, a.pad_top, a.pad_left, epi, tiles)
+    if (vec_a && vec_b)
+      HGK_WMMA(true, true);
+    else if (vec_a)
+      HGK_WMMA(true, false);
+    else if (vec_b)
+      HGK_WMMA(false, true);
+    else
+      HGK_WMMA(false, false);
+#undef HGK_WMMA
+    return;
+  }
   dispatch(a.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* w = static_cast<const T*>(a.weight);
     const T* b = static_cast<const T*>(a.bias);
-    if constexpr (!std::is_same<T, float>::value) {
-      if (use_wmma(a.dtype, a.arch)) {
-        // 16-byte loads: 8 halves with unit channel stride, every stride and C a multiple of 8.
-        const bool vec_a = a.x.sc == 1 && a.x.c % 8 == 0 && a.x.sn % 8 == 0 && a.x.sh % 8 == 0 &&
-                           a.x.sw % 8 == 0 && aligned16(a.x.data);
-        const bool vec_b = a.y.c % 8 == 0 && aligned16(a.weight);
-        const dim3 block(kMmaThreads);
-        if (vec_a && vec_b)
-          HGK_LAUNCH((conv_wmma_kernel<T, true, true>), grid, block, 0, stream, a.x, a.y, w, b, a.psum, a.kernel,
-                     a.stride, a.relu, tiles);
-        else if (vec_a)
-          HGK_LAUNCH((conv_wmma_kernel<T, true, false>), grid, block, 0, stream, a.x, a.y, w, b, a.psum, a.kernel,
-                     a.stride, a.relu, tiles);
-        else if (vec_b)
-          HGK_LAUNCH((conv_wmma_kernel<T, false, true>), grid, block, 0, stream, a.x, a.y, w, b, a.psum, a.kernel,
-                     a.stride, a.relu, tiles);
-        else
-          HGK_LAUNCH((conv_wmma_kernel<T, false, false>), grid, block, 0, stream, a.x, a.y, w, b, a.psum,
-                     a.kernel, a.stride, a.relu, tiles);
-        return;
-      }
-    }
     // float4 loads need fp32, unit channel stride and every other stride, the base and C_in
     // multiples of 4 elements (16 bytes); otherwise the scalar path.
     const bool vec = a.dtype == DType::f32 && a.x.sc == 1 && a.x.c % 4 == 0 && a.x.sn % 4 == 0 &&
                      a.x.sh % 4 == 0 && a.x.sw % 4 == 0 && aligned16(a.x.data);
     if (vec)
       HGK_LAUNCH((conv_simt_kernel<T, true>), grid, dim3(kSimtThreads), 0, stream, a.x, a.y, w, b, a.psum,
-                 a.kernel, a.stride, a.relu, tiles);
+                 a.kernel, a.stride, a.pad_top, a.pad_left, epi, tiles);
     else
       HGK_LAUNCH((conv_simt_kernel<T, false>), grid, dim3(kSimtThreads), 0, stream, a.x, a.y, w, b, a.psum,
-                 a.kernel, a.stride, a.relu, tiles);
+                 a.kernel, a.stride, a.pad_top, a.pad_left, epi, tiles);
   });
 }
 

@@ -17,10 +17,27 @@ needs_nvcc = pytest.mark.skipif(cuda_build.find_nvcc() is None, reason="nvcc is 
 def test_kernels_compile_for_sm90_without_spills():
     report = cuda_build.ptxas_report("9.0")
     kernels = cuda_build.spills(report)
-    # 3 dtypes × (2 SIMT variants + WMMA for fp16/bf16) conv kernels + 3 × (depthwise, pool, gate) + 6 scale
-    assert len(kernels) >= 8 + 9 + 6, sorted(kernels)
+    # 3 dtypes × 2 SIMT + 4 WMMA conv kernels, (4 fp16/bf16 tiles + 1 fp32) × 2 load paths + split-K
+    # reductions, 3 × (2 depthwise, pool, gate) + 6 scale, the PTX probes
+    assert len(kernels) >= 10 + 2 * 10 + 2 + 12 + 6 + 10, sorted(kernels)
     spilling = {k: v for k, v in kernels.items() if v != (0, 0)}
     assert not spilling, f"kernels spill registers (stores, loads): {spilling}"
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["8.0", "8.6", "8.9"])
+def test_sm80_conv_kernel_compiles_without_spills_on_every_target(arch):
+    """The sm_80+ conv kernel (conv_mma.cuh) on the other archs of the default build: no spills, and
+    the 16-byte-copy instantiations within the 128 registers their launch bounds allow (2 blocks of
+    256 or 4 of 128 threads per SM)."""
+    report = cuda_build.ptxas_report(arch, sources=cuda_build.MMA_SOURCES)
+    kernels = cuda_build.spills(report)
+    assert len(kernels) >= 2 * 10 + 2, sorted(kernels)
+    spilling = {k: v for k, v in kernels.items() if v != (0, 0)}
+    assert not spilling, f"sm_{arch}: kernels spill registers (stores, loads): {spilling}"
+    fast = {k: r for k, r in cuda_build.registers(report).items()
+            if "conv_mma_kernel" in k and k.endswith("Lb1EEEvNS0_6ParamsE")}  # VEC = true
+    assert fast and max(fast.values()) <= 128, fast
 
 
 @pytest.mark.skipif(cuda_build.can_build_extension() is not None,
@@ -36,9 +53,12 @@ def test_torch_extension_builds_and_checks_arguments():
 def test_spill_parser_reads_ptxas_reports():
     report = ("ptxas info    : Compiling entry function '_Z1kv' for 'sm_90'\n"
               "    8 bytes stack frame, 12 bytes spill stores, 4 bytes spill loads\n"
+              "ptxas info    : Used 96 registers, used 1 barriers\n"
               "ptxas info    : Compiling entry function '_Z1jv' for 'sm_90'\n"
-              "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n")
+              "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+              "ptxas info    : Used 32 registers, used 0 barriers\n")
     assert cuda_build.spills(report) == {"_Z1kv": (12, 4), "_Z1jv": (0, 0)}
+    assert cuda_build.registers(report) == {"_Z1kv": 96, "_Z1jv": 32}
 
 
 def test_arch_flags_and_toolkit_root():

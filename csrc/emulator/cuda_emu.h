@@ -7,27 +7,44 @@
 //   * __shared__ (static per-block arrays: mapped to function statics — blocks run one at a time),
 //     dynamic shared memory through HGK_DYNAMIC_SMEM(type, name);
 //   * __syncthreads(): a real barrier across the block's emulated threads. Each CUDA thread is a
-//     fiber (ucontext) with its own stack; fibers run until they reach the barrier or finish, so
-//     every interleaving a barrier allows on a GPU is one the emulator can produce;
+//     fiber with its own stack; fibers run until they reach a barrier or finish, so every
+//     interleaving a barrier allows on a GPU is one the emulator can produce. On x86-64 a fiber
+//     switch is a dozen instructions (below); elsewhere it is ucontext's swapcontext;
+//   * warp-level PTX (the wrappers of csrc/ptx.h), lane for lane as the PTX ISA documents it:
+//     ldmatrix .x1/.x2/.x4 (.trans), mma.sync m16n8k16 f16/bf16 → f32 and m16n8k8 tf32 → f32.
+//     The 32 lanes of a warp exchange registers through a per-warp staging area: each lane
+//     deposits its operands and waits at a warp barrier; the last lane to arrive computes every
+//     lane's result at that instant (as the warp-wide instruction does: no lane runs on between
+//     the reads of one ldmatrix), then all lanes take their own result and go on;
+//   * cp.async (16, 8 or 4 bytes, with src-size zero-fill), cp.async.commit_group and
+//     cp.async.wait_group, per thread as the PTX ISA defines them. A copy in flight reads as
+//     all-ones bytes (NaN in every float type) until a wait_group completes it: a read before the
+//     wait, or an overwrite of a stage another warp still reads, shows up as NaN in the output;
 //   * __half / __nv_bfloat16 with round-to-nearest-even conversions (__float2half, __half2float,
 //     __float2bfloat16, __bfloat162float);
-//   * float4 / uint4 (make_float4, make_uint4); 16-byte vector loads go through hgk::copy16, which
-//     is a memcpy here;
+//   * float2 / float4 / uint4 (make_*); 16-byte vector loads go through hgk::copy16, a memcpy here;
 //   * nvcuda::wmma fragments (matrix_a/matrix_b/accumulator, 16×16×16, row/col major, half and
 //     bf16 inputs, float accumulators): fill_fragment, load_matrix_sync, mma_sync,
 //     store_matrix_sync. Every lane holds the whole tile (a GPU spreads it over the warp); the
 //     results written to memory are identical, and kernels may not index fragment elements;
-//   * cudaStream_t (ignored), HGK_LAUNCH (runs the grid's blocks in order), cudaGetLastError.
-// Not supported: atomics, warp shuffles/votes, cooperative groups, async copies, textures.
+//   * cudaStream_t (ignored), HGK_LAUNCH (runs the grid's blocks in order), cudaGetLastError,
+//     cudaFuncSetAttribute (accepted, nothing to set), cudaGetDevice (device 0).
+// Not supported: atomics, warp shuffles/votes, cooperative groups, TMA/wgmma, textures.
 #pragma once
 
+#if !defined(__x86_64__)
 #include <ucontext.h>
+#endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -48,8 +65,15 @@ struct dim3 {
 typedef void* cudaStream_t;
 typedef int cudaError_t;
 static const cudaError_t cudaSuccess = 0;
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline const char* cudaGetErrorString(cudaError_t) { return "no error (emulated)"; }
+template <typename K>
+inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) { return cudaSuccess; }
+inline cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
 
 namespace hgk_emu {
 inline dim3& block_idx() { static dim3 v; return v; }
@@ -65,73 +89,244 @@ inline void* dynamic_smem() { return dynamic_smem_storage().data(); }
 #define blockDim (hgk_emu::block_dim())
 #define gridDim (hgk_emu::grid_dim())
 
+// ---- fibers --------------------------------------------------------------------------------------
+#if defined(__x86_64__)
+// hgk_emu_swap(save, load): pushes the callee-saved registers and the SSE/x87 control words on the
+// current stack, stores the stack pointer in *save, switches to the stack `load` and pops the
+// same. A new fiber's stack is laid out as if it had called hgk_emu_swap, returning into
+// hgk_emu_fiber_entry, which calls r13(r12). glibc's swapcontext also saves the signal mask
+// with a system call on every switch: the warp barriers of the PTX wrappers switch fibers
+// millions of times per network, which that would make 20× slower. Weak and hidden: each
+// translation unit emits a copy, the linker keeps one.
+extern "C" void hgk_emu_swap(void** save, void* load);
+extern "C" void hgk_emu_fiber_entry();
+asm(R"(
+  .pushsection .text
+  .weak hgk_emu_swap
+  .hidden hgk_emu_swap
+  .type hgk_emu_swap, @function
+hgk_emu_swap:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size hgk_emu_swap, .-hgk_emu_swap
+  .weak hgk_emu_fiber_entry
+  .hidden hgk_emu_fiber_entry
+  .type hgk_emu_fiber_entry, @function
+hgk_emu_fiber_entry:
+  movq %r12, %rdi
+  callq *%r13
+  ud2
+  .size hgk_emu_fiber_entry, .-hgk_emu_fiber_entry
+  .popsection
+)");
+#endif
+
 namespace hgk_emu {
 
-// One block's threads as fibers. A fiber runs until it calls __syncthreads() (it then yields to
-// the scheduler) or returns. When every live fiber waits at the barrier, all are released.
+// Exchange area of one warp-level instruction: what each lane deposits and what each receives.
+struct WarpSlot {
+  uint32_t in[32][12];
+  const void* ptr[32];
+  uint32_t out[32][4];
+  int arrived = 0;
+  int op = -1;
+};
+// Two slots used alternately: a lane can only deposit into a slot again after every lane has
+// passed the collective in between, so every lane has taken its result from the slot by then.
+struct WarpState {
+  WarpSlot slot[2];
+};
+
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  int bytes, src_bytes;
+};
+// One thread's cp.async state: copies not yet committed, and committed groups oldest first.
+struct ThreadAsync {
+  std::vector<AsyncCopy> open;
+  std::deque<std::vector<AsyncCopy>> groups;
+};
+
+// One block's threads as fibers. A fiber runs until it waits (at __syncthreads, or at a warp
+// collective its warp has not all reached) or finishes. When every unfinished fiber waits at
+// __syncthreads, all are released; a warp collective releases its warp when the last lane arrives.
 struct BlockScheduler {
+  enum State { kRunnable = 0, kAtBarrier = 1, kDone = 2, kAtWarp = 3 };
   static constexpr size_t kStackBytes = 256 * 1024;
+  std::vector<std::vector<unsigned char>> stacks;
+  std::vector<int> state;
+  std::vector<dim3> idx;
+  std::vector<WarpState> warps;
+  std::vector<unsigned> lane_seq;  // collectives each thread has entered (selects the slot)
+  std::vector<ThreadAsync> async;
+  unsigned nthreads = 0;
+  int current = -1;
+  std::exception_ptr error;
+#if defined(__x86_64__)
+  void* scheduler_sp = nullptr;
+  std::vector<void*> sp;
+#else
   ucontext_t scheduler_ctx;
   std::vector<ucontext_t> ctx;
-  std::vector<std::vector<unsigned char>> stacks;
-  std::vector<int> state;  // 0 runnable, 1 at barrier, 2 done
-  std::vector<dim3> idx;
-  int current = -1;
+#endif
 
   static BlockScheduler& instance() { static BlockScheduler s; return s; }
 
-  void barrier() {
-    state[current] = 1;
+  void to_scheduler() {
+#if defined(__x86_64__)
+    hgk_emu_swap(&sp[current], scheduler_sp);
+#else
     swapcontext(&ctx[current], &scheduler_ctx);
+#endif
+  }
+
+  void barrier() {
+    state[current] = kAtBarrier;
+    to_scheduler();
+  }
+
+  void wait_warp() {
+    state[current] = kAtWarp;
+    to_scheduler();
+  }
+
+  void release_warp(int warp) {
+    const unsigned end = std::min<unsigned>(nthreads, (warp + 1) * 32u);
+    for (unsigned t = warp * 32u; t < end; ++t)
+      if (state[t] == kAtWarp) state[t] = kRunnable;
   }
 
   template <typename Fn>
-  void run_block(unsigned nthreads, Fn* fn) {
-    if (stacks.size() < nthreads) stacks.resize(nthreads, std::vector<unsigned char>(kStackBytes));
-    ctx.assign(nthreads, ucontext_t{});
-    state.assign(nthreads, 0);
-    idx.resize(nthreads);
+  static void fiber_main(void* arg) {
+    BlockScheduler& s = instance();
+    try {
+      (*static_cast<Fn*>(arg))();
+    } catch (...) {
+      s.error = std::current_exception();
+    }
+    s.state[s.current] = kDone;
+    s.to_scheduler();  // never resumed
+    std::abort();
+  }
+
+#if !defined(__x86_64__)
+  template <typename Fn>
+  static void trampoline(unsigned lo, unsigned hi) {  // makecontext passes ints
+    fiber_main<Fn>(reinterpret_cast<void*>(static_cast<uintptr_t>(lo) | (static_cast<uintptr_t>(hi) << 32)));
+  }
+#endif
+
+  template <typename Fn>
+  void start_fiber(unsigned t, Fn* fn) {
+#if defined(__x86_64__)
+    // The frame hgk_emu_swap pops: control words, r15, r14, r13 (entry), r12 (argument), rbx,
+    // rbp, return address (hgk_emu_fiber_entry), which then calls with a 16-byte aligned stack.
+    uintptr_t top = reinterpret_cast<uintptr_t>(stacks[t].data() + kStackBytes) & ~uintptr_t{15};
+    uint64_t* frame = reinterpret_cast<uint64_t*>(top - 8 - 7 * 8);
+    uint32_t mxcsr;
+    uint16_t fpu_cw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpu_cw));
+    frame[0] = static_cast<uint64_t>(mxcsr) | (static_cast<uint64_t>(fpu_cw) << 32);
+    frame[1] = 0;                                               // r15
+    frame[2] = 0;                                               // r14
+    frame[3] = reinterpret_cast<uint64_t>(&fiber_main<Fn>);     // r13
+    frame[4] = reinterpret_cast<uint64_t>(fn);                  // r12
+    frame[5] = 0;                                               // rbx
+    frame[6] = 0;                                               // rbp
+    frame[7] = reinterpret_cast<uint64_t>(&hgk_emu_fiber_entry);  // return address
+    sp[t] = frame;
+#else
+    getcontext(&ctx[t]);
+    ctx[t].uc_stack.ss_sp = stacks[t].data();
+    ctx[t].uc_stack.ss_size = kStackBytes;
+    ctx[t].uc_link = &scheduler_ctx;
+    uintptr_t p = reinterpret_cast<uintptr_t>(fn);
+    makecontext(&ctx[t], reinterpret_cast<void (*)()>(&trampoline<Fn>), 2, static_cast<unsigned>(p & 0xffffffffu),
+                static_cast<unsigned>(p >> 32));
+#endif
+  }
+
+  void resume(unsigned t) {
+    current = static_cast<int>(t);
+    thread_idx() = idx[t];
+#if defined(__x86_64__)
+    hgk_emu_swap(&scheduler_sp, sp[t]);
+#else
+    swapcontext(&scheduler_ctx, &ctx[t]);
+#endif
+  }
+
+  template <typename Fn>
+  void run_block(unsigned n, Fn* fn) {
+    nthreads = n;
+    if (stacks.size() < n) stacks.resize(n, std::vector<unsigned char>(kStackBytes));
+#if defined(__x86_64__)
+    sp.assign(n, nullptr);
+#else
+    ctx.assign(n, ucontext_t{});
+#endif
+    state.assign(n, kRunnable);
+    idx.resize(n);
+    warps.assign((n + 31) / 32, WarpState{});
+    lane_seq.assign(n, 0);
+    async.assign(n, ThreadAsync{});
+    error = nullptr;
     const dim3 bd = block_dim();
-    for (unsigned t = 0; t < nthreads; ++t) {
+    for (unsigned t = 0; t < n; ++t) {
       idx[t] = dim3(t % bd.x, (t / bd.x) % bd.y, t / (bd.x * bd.y));
-      getcontext(&ctx[t]);
-      ctx[t].uc_stack.ss_sp = stacks[t].data();
-      ctx[t].uc_stack.ss_size = kStackBytes;
-      ctx[t].uc_link = &scheduler_ctx;
-      // makecontext passes ints: split the pointer into two halves.
-      uintptr_t p = reinterpret_cast<uintptr_t>(fn);
-      makecontext(&ctx[t], reinterpret_cast<void (*)()>(&trampoline<Fn>), 2,
-                  static_cast<unsigned>(p & 0xffffffffu), static_cast<unsigned>(p >> 32));
+      start_fiber(t, fn);
     }
     for (;;) {
-      bool any_runnable = false, any_waiting = false;
-      for (unsigned t = 0; t < nthreads; ++t) {
-        if (state[t] != 0) continue;
-        any_runnable = true;
-        current = static_cast<int>(t);
-        thread_idx() = idx[t];
-        swapcontext(&scheduler_ctx, &ctx[t]);
-        // Back here when fiber t reached the barrier (state 1) or returned (still 0: mark done).
-        if (state[t] == 0) state[t] = 2;
-      }
-      for (unsigned t = 0; t < nthreads; ++t) any_waiting |= state[t] == 1;
-      if (!any_waiting) break;
-      for (unsigned t = 0; t < nthreads; ++t) {
-        if (state[t] == 2) {
-          throw std::runtime_error("emulated __syncthreads(): a thread returned while others wait "
-                                   "at a barrier (divergent barrier, undefined on a GPU)");
+      bool ran = false;
+      for (unsigned t = 0; t < n; ++t) {
+        if (state[t] != kRunnable) continue;
+        ran = true;
+        resume(t);
+        if (error) {
+          current = -1;
+          std::rethrow_exception(error);
         }
-        state[t] = 0;
       }
-      (void)any_runnable;
+      if (ran) continue;
+      unsigned at_barrier = 0, at_warp = 0, done = 0;
+      for (unsigned t = 0; t < n; ++t) {
+        at_barrier += state[t] == kAtBarrier;
+        at_warp += state[t] == kAtWarp;
+        done += state[t] == kDone;
+      }
+      if (done == n) break;
+      current = -1;
+      if (at_warp)
+        throw std::runtime_error("emulated warp-level instruction: some lanes of a warp never reached it (they "
+                                 "returned or wait at __syncthreads; undefined on a GPU)");
+      if (done)
+        throw std::runtime_error("emulated __syncthreads(): a thread returned while others wait "
+                                 "at a barrier (divergent barrier, undefined on a GPU)");
+      for (unsigned t = 0; t < n; ++t) state[t] = kRunnable;
+      (void)at_barrier;
     }
     current = -1;
-  }
-
-  template <typename Fn>
-  static void trampoline(unsigned lo, unsigned hi) {
-    Fn* fn = reinterpret_cast<Fn*>(static_cast<uintptr_t>(lo) | (static_cast<uintptr_t>(hi) << 32));
-    (*fn)();
   }
 };
 
@@ -149,6 +344,36 @@ void launch(Kernel kernel, dim3 grid, dim3 block, size_t smem_bytes, Args... arg
         BlockScheduler::instance().run_block(nthreads, &body);
       }
 }
+
+// Runs one warp-level instruction: every lane deposits `in` (nin words) and `ptr`; the last lane
+// to arrive calls compute(slot), which fills slot.out for every lane; each lane gets its nout words.
+template <typename Compute>
+void warp_collective(int op, const uint32_t* in, int nin, const void* ptr, uint32_t* out, int nout,
+                     Compute&& compute) {
+  BlockScheduler& s = BlockScheduler::instance();
+  if (s.current < 0) throw std::logic_error("warp-level instruction outside a kernel");
+  const unsigned t = static_cast<unsigned>(s.current), warp = t / 32, lane = t % 32;
+  if ((warp + 1) * 32 > s.nthreads)
+    throw std::runtime_error("emulated warp-level instruction in a partial warp (block size not a multiple of 32)");
+  WarpSlot& slot = s.warps[warp].slot[s.lane_seq[t]++ & 1];
+  if (slot.arrived == 0) {
+    slot.op = op;
+  } else if (slot.op != op) {
+    throw std::runtime_error("emulated warp-level instruction: lanes of one warp execute different ones");
+  }
+  if (nin) std::memcpy(slot.in[lane], in, sizeof(uint32_t) * nin);
+  slot.ptr[lane] = ptr;
+  if (++slot.arrived == 32) {
+    compute(slot);
+    slot.arrived = 0;
+    s.release_warp(static_cast<int>(warp));
+  } else {
+    s.wait_warp();
+  }
+  std::memcpy(out, slot.out[lane], sizeof(uint32_t) * nout);
+}
+
+inline int lane_id() { return BlockScheduler::instance().current % 32; }
 
 }  // namespace hgk_emu
 
@@ -226,6 +451,172 @@ struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
+
+struct alignas(8) float2 {
+  float x, y;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+
+// ---- warp-level PTX and cp.async, lane for lane as the PTX ISA documents them ---------------------
+// (PTX ISA, "Warp-level matrix instructions": the ldmatrix fragment, the mma.m16n8k16 fragments for
+// .f16/.bf16 and the mma.m16n8k8 fragments for .tf32; "Data movement: cp.async".) groupID = lane / 4,
+// threadID_in_group = lane % 4, as the ISA names them; a .f16x2/.bf16x2 register holds the element
+// of the lower column (or row) index in its low 16 bits.
+namespace hgk_emu {
+
+enum WarpOp { kOpLdmatrix = 1, kOpMmaF16 = 100, kOpMmaBf16 = 101, kOpMmaTf32 = 102 };
+
+inline bool aligned_to(const void* p, unsigned bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+inline ThreadAsync& thread_async() {
+  BlockScheduler& s = BlockScheduler::instance();
+  if (s.current < 0) throw std::logic_error("cp.async outside a kernel");
+  return s.async[s.current];
+}
+
+// cp.async.{ca,cg}.shared.global [dst], [src], bytes, src_bytes: copies src_bytes and fills the
+// rest of the `bytes` with zeros, asynchronously: the data lands when a wait_group completes the
+// group holding the copy. Until then the destination reads as all-ones bytes (NaN).
+inline void ptx_cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+  if ((bytes != 4 && bytes != 8 && bytes != 16) || src_bytes < 0 || src_bytes > bytes)
+    throw std::runtime_error("emulated cp.async: cp-size must be 4, 8 or 16 and src-size at most cp-size");
+  if (!aligned_to(dst, bytes) || (src_bytes > 0 && !aligned_to(src, bytes)))
+    throw std::runtime_error("emulated cp.async: misaligned address (both must be aligned to cp-size)");
+  std::memset(dst, 0xff, bytes);
+  thread_async().open.push_back(AsyncCopy{dst, src, bytes, src_bytes});
+}
+
+// cp.async.commit_group: the thread's copies not yet in a group become one (possibly empty) group.
+inline void ptx_cp_async_commit() {
+  ThreadAsync& a = thread_async();
+  a.groups.push_back(std::move(a.open));
+  a.open.clear();
+}
+
+// cp.async.wait_group n: waits until at most the n most recent groups are pending; copies not
+// committed to a group are not waited for.
+inline void ptx_cp_async_wait(int n) {
+  ThreadAsync& a = thread_async();
+  while (static_cast<int>(a.groups.size()) > n) {
+    for (const AsyncCopy& c : a.groups.front()) {
+      if (c.src_bytes > 0) std::memcpy(c.dst, c.src, c.src_bytes);
+      std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+    }
+    a.groups.pop_front();
+  }
+}
+
+// ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16: lanes 8i..8i+7 give the addresses of the
+// 8 rows (16 bytes each) of matrix i. Register i of lane l holds, without .trans, row l/4,
+// elements 2(l%4) and 2(l%4)+1; with .trans, elements (2(l%4), l/4) and (2(l%4)+1, l/4).
+inline void ptx_ldmatrix(int num, bool trans, const void* row, uint32_t* regs) {
+  warp_collective(kOpLdmatrix + 2 * num + (trans ? 1 : 0), nullptr, 0, row, regs, num, [&](WarpSlot& s) {
+    for (int i = 0; i < num; ++i) {
+      uint16_t m[8][8];
+      for (int r = 0; r < 8; ++r) {
+        const void* p = s.ptr[8 * i + r];
+        if (p == nullptr || !aligned_to(p, 16))
+          throw std::runtime_error("emulated ldmatrix: a row address is null or not 16-byte aligned");
+        std::memcpy(m[r], p, 16);
+      }
+      for (int lane = 0; lane < 32; ++lane) {
+        const int g = lane / 4, t = lane % 4;
+        const uint16_t lo = trans ? m[2 * t][g] : m[g][2 * t];
+        const uint16_t hi = trans ? m[2 * t + 1][g] : m[g][2 * t + 1];
+        s.out[lane][i] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+      }
+    }
+  });
+}
+
+inline float b16_to_float(uint16_t bits, bool bf16) {
+  if (bf16) return hgk_bits_float(static_cast<uint32_t>(bits) << 16);
+  __half h;
+  h.bits = bits;
+  return __half2float(h);
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 d, a, b, c: D = A·B + C with
+// A 16×16 in a[0..3]: a[r] holds row g + 8(r%2), columns 2t + 8(r/2) and +1; B 16×8 in b[0..1]:
+// b[r] holds rows 2t + 8r and +1, column g; C and D 16×8 in c[0..3]: c[i] is row g + 8(i/2),
+// column 2t + i%2. The products of 16-bit inputs are exact in fp32; they are added in k order.
+inline void ptx_mma_m16n8k16(bool bf16, float* d, const uint32_t* a, const uint32_t* b, const float* c) {
+  uint32_t in[10];
+  std::memcpy(in, a, 16);
+  std::memcpy(in + 4, b, 8);
+  std::memcpy(in + 6, c, 16);
+  uint32_t out[4];
+  warp_collective(bf16 ? kOpMmaBf16 : kOpMmaF16, in, 10, nullptr, out, 4, [&](WarpSlot& s) {
+    float A[16][16], B[16][8], C[16][8];
+    for (int lane = 0; lane < 32; ++lane) {
+      const int g = lane / 4, t = lane % 4;
+      const uint32_t* r = s.in[lane];
+      for (int q = 0; q < 4; ++q) {
+        const int row = g + 8 * (q % 2), col = 2 * t + 8 * (q / 2);
+        A[row][col] = b16_to_float(static_cast<uint16_t>(r[q] & 0xffffu), bf16);
+        A[row][col + 1] = b16_to_float(static_cast<uint16_t>(r[q] >> 16), bf16);
+      }
+      for (int q = 0; q < 2; ++q) {
+        const int k = 2 * t + 8 * q;
+        B[k][g] = b16_to_float(static_cast<uint16_t>(r[4 + q] & 0xffffu), bf16);
+        B[k + 1][g] = b16_to_float(static_cast<uint16_t>(r[4 + q] >> 16), bf16);
+      }
+      for (int i = 0; i < 4; ++i) C[g + 8 * (i / 2)][2 * t + i % 2] = hgk_bits_float(r[6 + i]);
+    }
+    for (int lane = 0; lane < 32; ++lane) {
+      const int g = lane / 4, t = lane % 4;
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float acc = C[row][col];
+        for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+        s.out[lane][i] = hgk_float_bits(acc);
+      }
+    }
+  });
+  std::memcpy(d, out, 16);
+}
+
+// cvt.rna.tf32.f32: to 10 mantissa bits, rounding to nearest with ties away from zero (kept in an
+// fp32 register with the 13 low bits zero); NaN and infinity pass.
+inline float ptx_cvt_rna_tf32(float f) {
+  uint32_t u = hgk_float_bits(f);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  return hgk_bits_float(u);
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 d, a, b, c: A 16×8 in a[0..3]: a[r] is row
+// g + 8(r%2), column t + 4(r/2); B 8×8 in b[0..1]: b[r] is row t + 4r, column g; C, D as for
+// m16n8k16. The tensor cores read only the tf32 bits of each operand (the 13 low mantissa bits are
+// dropped); the products are then exact in fp32 and added in k order.
+inline void ptx_mma_m16n8k8_tf32(float* d, const uint32_t* a, const uint32_t* b, const float* c) {
+  uint32_t in[10];
+  std::memcpy(in, a, 16);
+  std::memcpy(in + 4, b, 8);
+  std::memcpy(in + 6, c, 16);
+  uint32_t out[4];
+  warp_collective(kOpMmaTf32, in, 10, nullptr, out, 4, [&](WarpSlot& s) {
+    float A[16][8], B[8][8], C[16][8];
+    for (int lane = 0; lane < 32; ++lane) {
+      const int g = lane / 4, t = lane % 4;
+      const uint32_t* r = s.in[lane];
+      for (int q = 0; q < 4; ++q) A[g + 8 * (q % 2)][t + 4 * (q / 2)] = hgk_bits_float(r[q] & 0xffffe000u);
+      for (int q = 0; q < 2; ++q) B[t + 4 * q][g] = hgk_bits_float(r[4 + q] & 0xffffe000u);
+      for (int i = 0; i < 4; ++i) C[g + 8 * (i / 2)][2 * t + i % 2] = hgk_bits_float(r[6 + i]);
+    }
+    for (int lane = 0; lane < 32; ++lane) {
+      const int g = lane / 4, t = lane % 4;
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float acc = C[row][col];
+        for (int k = 0; k < 8; ++k) acc += A[row][k] * B[k][col];
+        s.out[lane][i] = hgk_float_bits(acc);
+      }
+    }
+  });
+  std::memcpy(d, out, 16);
+}
+
+}  // namespace hgk_emu
 
 // ---- WMMA ---------------------------------------------------------------------------------------
 namespace nvcuda {

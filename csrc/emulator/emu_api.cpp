@@ -2,6 +2,7 @@
 // hgnet_kernels/kernels/cuda/emulator.py loads it with ctypes and passes CPU tensors' pointers. The
 // launchers and kernels are the very ones nvcc compiles; only this thin entry layer differs from
 // the torch bindings. Each call returns 0, or 1 with the message left in hgk_emu_last_error().
+#include <stdexcept>
 #include <string>
 
 #include "../ops.h"
@@ -31,25 +32,68 @@ const char* hgk_emu_last_error() { return last_error.c_str(); }
 
 int hgk_emu_conv_tile_rows(int dtype, int arch) { return hgk::conv_tile_rows(static_cast<hgk::DType>(dtype), arch); }
 
+int hgk_emu_conv_path(int dtype, int arch, int tf32x3) {
+  return hgk::conv_path(static_cast<hgk::DType>(dtype), arch, tf32x3 != 0);
+}
+
+// tile: bm, bn, warps_m, warps_n, stages, splits (the sm_80+ kernel's; ignored by the others).
 int hgk_emu_conv_bn_act(void* x, const int64_t* x_dims, void* y, const int64_t* y_dims, const void* weight,
-                        const void* bias, float* psum, int dtype, int kernel, int stride, int relu, int arch) {
+                        const void* bias, float* psum, int dtype, int kernel, int stride, int pad_top, int pad_left,
+                        int relu, int affine, float affine_a, float affine_c, void* residual,
+                        const int64_t* residual_dims, int arch, const int64_t* tile, float* workspace,
+                        int64_t workspace_floats, int tf32x3) {
   return guarded([&] {
-    hgk::ConvArgs a{view(x, x_dims), view(y, y_dims), weight, bias, psum, static_cast<hgk::DType>(dtype),
-                    kernel, stride, relu != 0, arch};
+    hgk::ConvArgs a;
+    a.x = view(x, x_dims);
+    a.y = view(y, y_dims);
+    a.weight = weight;
+    a.bias = bias;
+    a.psum = psum;
+    a.dtype = static_cast<hgk::DType>(dtype);
+    a.kernel = kernel;
+    a.stride = stride;
+    a.pad_top = pad_top;
+    a.pad_left = pad_left;
+    a.relu = relu != 0;
+    a.affine = affine != 0;
+    a.affine_a = affine_a;
+    a.affine_c = affine_c;
+    const hgk::View4 res = residual ? view(residual, residual_dims) : hgk::View4{};
+    a.residual = residual ? &res : nullptr;
+    a.arch = arch;
+    a.tf32x3 = tf32x3 != 0;
+    a.tile = hgk::ConvTile{static_cast<int>(tile[0]), static_cast<int>(tile[1]), static_cast<int>(tile[2]),
+                           static_cast<int>(tile[3]), static_cast<int>(tile[4]), static_cast<int>(tile[5])};
+    a.workspace = workspace;
+    a.workspace_floats = workspace_floats;
+    if (hgk::conv_path(a.dtype, arch, a.tf32x3) == 2 && !hgk::conv_tile_supported(a.dtype, a.tile))
+      throw std::invalid_argument("conv: tile configuration not instantiated");
+    if (hgk::conv_workspace_floats(a) > workspace_floats)
+      throw std::invalid_argument("conv: the split-K workspace is too small");
     hgk::conv_bn_act(a, nullptr);
   });
 }
 
 int hgk_emu_depthwise_conv(void* x, const int64_t* x_dims, void* y, const int64_t* y_dims, const void* weight,
-                           const void* bias, int dtype, int stride) {
+                           const void* bias, int dtype, int kernel, int stride, int pad_top, int pad_left, int relu,
+                           int affine, float affine_a, float affine_c) {
   return guarded([&] {
-    hgk::depthwise_conv(view(x, x_dims), view(y, y_dims), weight, bias, static_cast<hgk::DType>(dtype), stride,
-                        nullptr);
+    hgk::Epilogue e;
+    e.relu = relu != 0;
+    e.affine = affine != 0;
+    e.a = affine_a;
+    e.c = affine_c;
+    hgk::depthwise_conv(view(x, x_dims), view(y, y_dims), weight, bias, static_cast<hgk::DType>(dtype), kernel,
+                        stride, pad_top, pad_left, e, nullptr);
   });
 }
 
-int hgk_emu_max_pool(void* x, const int64_t* x_dims, void* y, const int64_t* y_dims, int dtype) {
-  return guarded([&] { hgk::max_pool(view(x, x_dims), view(y, y_dims), static_cast<hgk::DType>(dtype), nullptr); });
+int hgk_emu_max_pool(void* x, const int64_t* x_dims, void* y, const int64_t* y_dims, int dtype, int kernel,
+                     int stride, int pad_top, int pad_left, int zero_pad) {
+  return guarded([&] {
+    hgk::max_pool(view(x, x_dims), view(y, y_dims), static_cast<hgk::DType>(dtype), kernel, stride, pad_top,
+                  pad_left, zero_pad != 0, nullptr);
+  });
 }
 
 int hgk_emu_ese_gate(const float* psum, int64_t n, int64_t tiles, int64_t c, const void* weight, const void* bias,
@@ -66,6 +110,10 @@ int hgk_emu_scale_residual(void* y, const int64_t* y_dims, const float* gate, vo
     hgk::scale_residual(view(y, y_dims), gate, identity ? &id : nullptr, view(out, out_dims),
                         static_cast<hgk::DType>(dtype), nullptr);
   });
+}
+
+int hgk_emu_ptx_probe(int probe, const void* in, void* out) {
+  return guarded([&] { hgk::ptx_probe(static_cast<hgk::PtxProbe>(probe), in, out, nullptr); });
 }
 
 }  // extern "C"

@@ -10,14 +10,40 @@ from typing import Optional
 
 import torch
 
-from ..spec import pack_conv_weight, pack_depthwise_weight, unsupported_by_v1_kernels as unsupported
+from ..spec import pack_conv_weight, pack_depthwise_weight
 from .ops import aggregation_ese, conv_bn_act, depthwise_conv, ese_gate, max_pool, scale_residual
 
 NAME = "cuda"
 IN_PLACE = True  # writes HG-Block layer outputs straight into their concat slots
 CUDA_GRAPHS = True
-OPTIONS: dict = {}
+OPTIONS = {"tf32x3": (bool, "fp32 convs on sm_80+ tensor cores as 3×TF32; unverified on a GPU, off by default")}
 EMULATE_ENV = "HGNET_KERNELS_CUDA_EMULATE"
+
+
+def unsupported(op) -> Optional[str]:
+    """Why the CUDA kernels cannot run a plan op exactly, or None. They run: convs k×k with k 1, 2
+    or 3, stride 1 or 2, any zero padding below k per side ("SAME" 2×2 included), with ReLU, the
+    affine and a residual in the epilogue; the aggregation 1×1 + ReLU with the ESE sums; depthwise
+    k 3 or 5, stride 1 or 2, with ReLU and the affine; max pools 2×2 or 3×3, stride 1 or 2, padded
+    taps ignored or zero. Every path (SIMT, WMMA, sm_80+ mma.sync) implements all of it."""
+    if op.kind not in ("conv", "aggregation", "depthwise", "max_pool"):
+        return None
+    kernels = {"conv": (1, 2, 3), "aggregation": (1,), "depthwise": (3, 5), "max_pool": (2, 3)}[op.kind]
+    if op.kernel not in kernels:
+        return f"{op.name}: a {op.kernel}×{op.kernel} {op.kind}"
+    if op.stride not in ((1,) if op.kind == "aggregation" else (1, 2)):
+        return f"{op.name}: stride {op.stride}"
+    if len(op.padding) != 4 or any(not 0 <= p < op.kernel for p in op.padding):
+        return f"{op.name}: padding {op.padding}"
+    if op.kind == "conv" and op.groups != 1:
+        return f"{op.name}: a grouped conv ({op.groups} groups)"
+    if op.kind == "aggregation" and (not op.relu or op.affine or op.residual):
+        return f"{op.name}: an aggregation other than 1×1 + ReLU (with the ESE sums)"
+    if op.kind == "depthwise" and op.residual:
+        return f"{op.name}: a depthwise conv with a residual"
+    if op.kind == "max_pool" and (op.relu or op.affine or op.residual):
+        return f"{op.name}: a max pool with an epilogue"
+    return None
 
 
 def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str]:

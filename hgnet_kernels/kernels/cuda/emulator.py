@@ -1,6 +1,7 @@
 """The CUDA kernels compiled for the CPU: g++ builds csrc/*.cu with ``-DHGK_EMULATE`` against
 ``csrc/emulator/cuda_emu.h`` (the CUDA execution model on the CPU: fibers for threads, real
-``__syncthreads`` barriers, per-block shared memory, host WMMA), and ctypes calls the same host
+``__syncthreads`` barriers, per-block shared memory, host WMMA, and host versions of the warp-level
+PTX the sm_80+ kernel issues: ldmatrix, mma.sync, cp.async), and ctypes calls the same host
 launchers the torch extension calls. Built once per source hash into the cache directory.
 It exists to check the CUDA source's numerics where no GPU is: it is slow.
 """
@@ -16,7 +17,7 @@ import tempfile
 from . import build as cuda_build
 from .extension import cache_dir
 
-EMULATED_ARCH = 90  # the arch the emulated launchers see: fp16/bf16 take the WMMA path
+EMULATED_ARCH = 90  # the arch the emulated launchers see: fp16/bf16 take the sm_80+ mma.sync kernel
 
 _P, _I, _F, _I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_int64
 _DIMS = ctypes.POINTER(ctypes.c_int64)  # n, c, h, w, then the four strides
@@ -28,11 +29,18 @@ _FLOATS = ctypes.POINTER(ctypes.c_float)
 SIGNATURES = {
     "hgk_emu_last_error": ([], ctypes.c_char_p),
     "hgk_emu_conv_tile_rows": ([_I, _I], _I),
-    "hgk_emu_conv_bn_act": ([_P, _DIMS, _P, _DIMS, _P, _P, _FLOATS, _I, _I, _I, _I, _I], _I),
-    "hgk_emu_depthwise_conv": ([_P, _DIMS, _P, _DIMS, _P, _P, _I, _I], _I),
-    "hgk_emu_max_pool": ([_P, _DIMS, _P, _DIMS, _I], _I),
+    "hgk_emu_conv_path": ([_I, _I, _I], _I),
+    # x, dims, y, dims, weight, bias, psum, dtype, kernel, stride, pad top, pad left, relu, affine, a, c,
+    # residual, dims, arch, tile (6 × int64), workspace, workspace floats
+    "hgk_emu_conv_bn_act": ([_P, _DIMS, _P, _DIMS, _P, _P, _FLOATS, _I, _I, _I, _I, _I, _I, _I, _F, _F, _P, _DIMS, _I,
+                             _DIMS, _FLOATS, _I64, _I], _I),
+    # x, dims, y, dims, weight, bias, dtype, kernel, stride, pad top, pad left, relu, affine, a, c
+    "hgk_emu_depthwise_conv": ([_P, _DIMS, _P, _DIMS, _P, _P, _I, _I, _I, _I, _I, _I, _I, _F, _F], _I),
+    # x, dims, y, dims, dtype, kernel, stride, pad top, pad left, zero_pad
+    "hgk_emu_max_pool": ([_P, _DIMS, _P, _DIMS, _I, _I, _I, _I, _I, _I], _I),
     "hgk_emu_ese_gate": ([_FLOATS, _I64, _I64, _I64, _P, _P, _I, _F, _FLOATS], _I),
     "hgk_emu_scale_residual": ([_P, _DIMS, _FLOATS, _P, _DIMS, _P, _DIMS, _I], _I),
+    "hgk_emu_ptx_probe": ([_I, _P, _P], _I),
 }
 
 

@@ -1,4 +1,5 @@
-"""Python launchers of the CUDA C++ ops (csrc/*.cu): check → allocate → launch.
+"""Python launchers of the CUDA C++ ops (csrc/*.cu): check → allocate → launch (the sm_80+ conv's
+tile from ``configs.cuda_conv_config``, and its split-K workspace, are chosen here).
 
 Same arguments and references as the Triton ops (``hgnet_kernels.kernels.spec``). CUDA tensors go to the
 torch extension; CPU tensors go to the emulator build of the very same kernel source (slow: for
@@ -7,12 +8,14 @@ checking numerics without a GPU).
 from __future__ import annotations
 
 import ctypes
-from typing import Optional, Tuple
+import functools
+from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..spec import (conv_psum, prepare_conv, prepare_depthwise, prepare_ese_gate, prepare_max_pool,
-                    prepare_scale_residual)
+from ... import configs
+from ..spec import (Padding, conv_psum, prepare_conv, prepare_depthwise, prepare_ese_gate, prepare_max_pool,
+                    prepare_scale_residual, symmetric)
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -53,6 +56,7 @@ def _arch(device: torch.device, arch: Optional[int]) -> int:
 
 
 def conv_tile_rows(dtype: torch.dtype, device: torch.device, arch: Optional[int] = None) -> int:
+    """Pixels per ESE partial-sum row (64 on every path)."""
     arch = _arch(device, arch)
     if device.type == "cuda":
         return _ext().conv_tile_rows(DTYPE_CODES[dtype], arch)
@@ -60,56 +64,137 @@ def conv_tile_rows(dtype: torch.dtype, device: torch.device, arch: Optional[int]
     return library().hgk_emu_conv_tile_rows(DTYPE_CODES[dtype], arch)
 
 
-def _launch_conv(x, packed_weight, bias, stride, relu, out, psum, arch):
-    if _emulated(x, packed_weight, bias, out, psum):
+def uses_mma(dtype: torch.dtype, arch: int, tf32x3: bool = False) -> bool:
+    """Whether the sm_80+ mma.sync kernel runs a conv (``hgk::conv_path`` == 2): fp16 and bf16 from
+    sm_80; fp32 only with ``tf32x3`` (3×TF32 on the tensor cores: opt-in until a GPU run confirms the
+    1e-5 guarantee; by default fp32 runs the IEEE SIMT kernel)."""
+    return arch >= 80 and (dtype != torch.float32 or tf32x3)
+
+
+@functools.lru_cache(maxsize=None)
+def _sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    from .emulator import EMULATED_ARCH
+    return configs.arch_sms(f"sm{EMULATED_ARCH}")  # the emulator picks the tiles an H100 would get
+
+
+TILE_FIELDS = ("BM", "BN", "WARPS_M", "WARPS_N", "STAGES", "SPLIT_K")
+
+
+def conv_config(x: torch.Tensor, packed_weight: torch.Tensor, out: torch.Tensor, stride: int,
+                padding: Optional[Padding], psum: bool, arch: int) -> Dict[str, int]:
+    """The sm_80+ kernel's tile for this call (``configs.cuda_conv_config``)."""
+    k, _, c_in, c_out = packed_weight.shape
+    return configs.cuda_conv_config(out.shape[2] * out.shape[3], c_in, c_out, k, stride, x.dtype, f"sm{arch}",
+                                    batch=x.shape[0], padding=padding, sms=_sms(x.device), psum=psum)
+
+
+def _check_tile(config: Dict[str, int], dtype: torch.dtype) -> Tuple[int, ...]:
+    tile = tuple(int(config.get(f, 1)) for f in TILE_FIELDS)
+    if tile[:5] not in configs.cuda_conv_tiles(dtype) or not 1 <= tile[5] <= 64:
+        raise ValueError(f"config: {config} is not an instantiated tile for {dtype}; (BM, BN, WARPS_M, WARPS_N, "
+                         f"STAGES) must be one of {configs.cuda_conv_tiles(dtype)} and 1 <= SPLIT_K <= 64")
+    return tile
+
+
+def _check_affine(affine) -> Optional[Tuple[float, float]]:
+    if affine is None:
+        return None
+    if len(affine) != 2:
+        raise ValueError(f"affine must be (scale, shift), got {affine!r}")
+    return float(affine[0]), float(affine[1])
+
+
+def _launch_conv(x, packed_weight, bias, stride, relu, out, psum, arch, padding, affine, residual, config, tf32x3):
+    k = packed_weight.shape[0]
+    top, _, left, _ = padding if padding is not None else symmetric(k)
+    tile, workspace = (64, 64, 2, 2, 4, 1), None
+    if uses_mma(x.dtype, arch, tf32x3):
+        config = config or conv_config(x, packed_weight, out, stride, padding, psum is not None, arch)
+        tile = _check_tile(config, x.dtype)
+        floats = configs.cuda_conv_workspace(x.shape[0], out.shape[2] * out.shape[3], packed_weight.shape[2],
+                                             packed_weight.shape[3], k, dict(zip(TILE_FIELDS, tile)), psum is not None)
+        if floats:
+            workspace = torch.empty(floats, device=x.device, dtype=torch.float32)
+    a, c = affine if affine is not None else (1.0, 0.0)
+    if _emulated(x, packed_weight, bias, out, psum, residual):
         from .emulator import call
-        psum_ptr = ctypes.cast(_ptr(psum), ctypes.POINTER(ctypes.c_float))
+        floats_ptr = ctypes.POINTER(ctypes.c_float)
         call("hgk_emu_conv_bn_act", _ptr(x), _dims(x), _ptr(out), _dims(out), _ptr(packed_weight), _ptr(bias),
-             psum_ptr, DTYPE_CODES[x.dtype], packed_weight.shape[0], stride, int(relu), arch)
+             ctypes.cast(_ptr(psum), floats_ptr), DTYPE_CODES[x.dtype], k, stride, top, left, int(relu),
+             int(affine is not None), ctypes.c_float(a), ctypes.c_float(c), _ptr(residual),
+             _dims(residual) if residual is not None else None, arch, (ctypes.c_int64 * 6)(*tile),
+             ctypes.cast(_ptr(workspace), floats_ptr),
+             ctypes.c_int64(workspace.numel() if workspace is not None else 0), int(tf32x3))
     else:
-        _ext().conv_bn_act(x, packed_weight, bias, stride, relu, out, psum, arch)
+        _ext().conv_bn_act(x, packed_weight, bias, stride, relu, out, psum, arch, padding=list(padding or symmetric(k)),
+                           affine=list(affine) if affine is not None else None, residual=residual, tile=list(tile),
+                           workspace=workspace, tf32x3=tf32x3)
 
 
 def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
-                relu: bool = True, out: Optional[torch.Tensor] = None, arch: Optional[int] = None) -> torch.Tensor:
-    """``act(conv(x, W) + b)``; see ``hgnet_kernels.kernels.triton.conv_bn_act`` for the arguments. ``arch``
-    (compute capability × 10) overrides the device's, e.g. to run the SIMT path in the emulator."""
-    out = prepare_conv(x, packed_weight, bias, stride, out)
-    _launch_conv(x, packed_weight, bias, stride, relu, out, None, _arch(x.device, arch))
+                relu: bool = True, out: Optional[torch.Tensor] = None, arch: Optional[int] = None, *,
+                padding: Optional[Padding] = None, affine: Optional[Tuple[float, float]] = None,
+                residual: Optional[torch.Tensor] = None, config: Optional[Dict[str, int]] = None,
+                tf32x3: bool = False) -> torch.Tensor:
+    """``residual + affine(act(conv(x, W) + b))`` (``spec.conv_bn_act_reference``) with k 1, 2 or 3 and
+    zero padding (top, bottom, left, right). ``arch`` (compute capability × 10) overrides the
+    device's, e.g. to run the SIMT or WMMA path in the emulator; ``config`` overrides the sm_80+
+    kernel's tile (``configs.cuda_conv_config``'s fields); ``tf32x3`` runs fp32 on the sm_80+
+    tensor cores as 3×TF32 (see ``uses_mma``)."""
+    out = prepare_conv(x, packed_weight, bias, stride, out, padding, residual)
+    _launch_conv(x, packed_weight, bias, stride, relu, out, None, _arch(x.device, arch), padding,
+                 _check_affine(affine), residual, config, tf32x3)
     return out
 
 
 def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
-                    out: Optional[torch.Tensor] = None, arch: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """1×1 conv + bias + ReLU with the ESE partial sums: ``(y, psum)``."""
+                    out: Optional[torch.Tensor] = None, arch: Optional[int] = None, *,
+                    config: Optional[Dict[str, int]] = None, tf32x3: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """1×1 conv + bias + ReLU with the ESE partial sums: ``(y, psum)``, psum (N, cdiv(H·W, 64), C_out)
+    fp32: the sums of 64-pixel groups, which ``ese_gate`` consumes (a layout internal to this family)."""
     if packed_weight.shape[:2] != (1, 1):
         raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
     out = prepare_conv(x, packed_weight, bias, 1, out)
     arch = _arch(x.device, arch)
     psum = conv_psum(x, out, conv_tile_rows(x.dtype, x.device, arch))
-    _launch_conv(x, packed_weight, bias, 1, True, out, psum, arch)
+    _launch_conv(x, packed_weight, bias, 1, True, out, psum, arch, None, None, None, config, tf32x3)
     return out, psum
 
 
 def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 2,
-                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    out = prepare_depthwise(x, packed_weight, bias, stride, out)
+                   out: Optional[torch.Tensor] = None, *, relu: bool = False,
+                   affine: Optional[Tuple[float, float]] = None, padding: Optional[Padding] = None) -> torch.Tensor:
+    """``affine(act(depthwise(x, W) + b))`` with k 3 or 5 (``spec.depthwise_conv_reference``)."""
+    out = prepare_depthwise(x, packed_weight, bias, stride, out, padding)
+    k = packed_weight.shape[0]
+    top, _, left, _ = padding if padding is not None else symmetric(k)
+    affine = _check_affine(affine)
+    a, c = affine if affine is not None else (1.0, 0.0)
     if _emulated(x, packed_weight, bias, out):
         from .emulator import call
         call("hgk_emu_depthwise_conv", _ptr(x), _dims(x), _ptr(out), _dims(out), _ptr(packed_weight), _ptr(bias),
-             DTYPE_CODES[x.dtype], stride)
+             DTYPE_CODES[x.dtype], k, stride, top, left, int(relu), int(affine is not None), ctypes.c_float(a),
+             ctypes.c_float(c))
     else:
-        _ext().depthwise_conv(x, packed_weight, bias, stride, out)
+        _ext().depthwise_conv(x, packed_weight, bias, stride, out, padding=list(padding or symmetric(k)), relu=relu,
+                              affine=list(affine) if affine is not None else None)
     return out
 
 
-def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    out = prepare_max_pool(x, out)
+def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,
+             padding: Optional[Padding] = None, zero_pad: bool = False) -> torch.Tensor:
+    """k×k max pool (k 2 or 3); padded taps ignored, or zeros in the max with ``zero_pad``."""
+    out = prepare_max_pool(x, out, kernel, stride, padding)
+    top, _, left, _ = padding if padding is not None else symmetric(kernel)
     if _emulated(x, out):
         from .emulator import call
-        call("hgk_emu_max_pool", _ptr(x), _dims(x), _ptr(out), _dims(out), DTYPE_CODES[x.dtype])
+        call("hgk_emu_max_pool", _ptr(x), _dims(x), _ptr(out), _dims(out), DTYPE_CODES[x.dtype], kernel, stride, top,
+             left, int(zero_pad))
     else:
-        _ext().max_pool(x, out)
+        _ext().max_pool(x, out, kernel=kernel, stride=stride, padding=list(padding or symmetric(kernel)),
+                        zero_pad=zero_pad)
     return out
 
 
@@ -136,4 +221,27 @@ def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch
              DTYPE_CODES[y.dtype])
     else:
         _ext().scale_residual(y, gate, identity, out)
+    return out
+
+
+# The probes of csrc/ptx_probe.cu (hgk::PtxProbe): name → (code, input bytes, output bytes).
+PTX_PROBES = {"ldmatrix_x1": (0, 640, 512), "ldmatrix_x2": (1, 640, 512), "ldmatrix_x4": (2, 640, 512),
+              "ldmatrix_x1_trans": (3, 640, 512), "ldmatrix_x2_trans": (4, 640, 512),
+              "ldmatrix_x4_trans": (5, 640, 512), "mma_f16": (6, 1280, 512), "mma_bf16": (7, 1280, 512),
+              "mma_tf32": (8, 1280, 512), "cp_async": (9, 576, 640)}
+
+
+def ptx_probe(name: str, data: torch.Tensor) -> torch.Tensor:
+    """Runs one PTX wrapper of csrc/ptx.h in a one-warp kernel on ``data`` (uint8, the probe's input
+    layout, see csrc/ptx_probe.cu) and returns what the lanes wrote (uint8): on a GPU the hardware's
+    answer, on the CPU the emulator's."""
+    code, in_bytes, out_bytes = PTX_PROBES[name]
+    if data.dtype != torch.uint8 or data.numel() != in_bytes or not data.is_contiguous():
+        raise ValueError(f"{name}: expected {in_bytes} contiguous uint8 bytes, got {data.numel()} {data.dtype}")
+    out = torch.zeros(out_bytes, dtype=torch.uint8, device=data.device)
+    if _emulated(data, out):
+        from .emulator import call
+        call("hgk_emu_ptx_probe", code, _ptr(data), _ptr(out))
+    else:
+        _ext().ptx_probe(code, data, out)
     return out
