@@ -49,7 +49,8 @@ class FusedPPHGNet(nn.Module):
         out_indices: the stages ``forward_features`` returns (0–3: strides 4, 8, 16, 32; RT-DETR and
             D-FINE take (1, 2, 3)). The plan runs only as far as they need.
         **options: options of the chosen backend (``cuda_graph`` — on by default on CUDA — and
-            ``max_graphs`` for triton and cuda; ``allow_tf32`` for triton); others are a
+            ``max_graphs`` for triton and cuda; ``tf32x3`` (fp32 on tensor cores as 3×TF32, off:
+            unverified on a GPU) for both; ``allow_tf32`` for triton); others are a
             ``ValueError`` that lists the valid ones.
 
     ``forward(x)`` returns logits (or the pooled features of a model without a classifier) and

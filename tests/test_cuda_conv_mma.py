@@ -256,3 +256,10 @@ def test_tuner_dry_run_writes_the_config_format(tmp_path):
     for key, entry in table["conv_bn_act"].items():
         assert key.endswith("_float16_b1") and entry["_us"] > 0
         assert tuple(entry[f] for f in cuda_ops.TILE_FIELDS[:5]) in configs.CUDA_CONV_TILES
+
+
+def test_tile_side_takes_the_least_padding_relatively():
+    """16 output channels: a 64-wide tile (25 % useful) over a 128-wide one (12.5 %); 160: 64-wide."""
+    assert configs._cuda_least_padding(16, [128, 64]) == 64
+    assert configs._cuda_least_padding(160, [128, 64]) == 64
+    assert configs._cuda_least_padding(256, [128, 64]) == 128
