@@ -35,7 +35,7 @@ def plot_rows(rows, info, path) -> None:
         top = max(values) if any(values) else 1.0
         for i, r in enumerate(case):
             if not r.images_per_s:
-                label = "failed" if r.error.startswith("failed") else "not run"
+                label = r.error.split(":")[0] if r.error else "not run"  # "failed" or "unavailable"
             else:
                 label = f"{r.speedup_vs_eager:.2f}× eager" if r.speedup_vs_eager else f"{r.images_per_s:.0f}/s"
                 if r.correct is False:
