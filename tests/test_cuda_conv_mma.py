@@ -18,7 +18,7 @@ from hgnet_kernels.kernels import spec
 from hgnet_kernels.kernels.cuda import ops as cuda_ops
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from helpers import DEVICE, poisoned_slice
 SAME_2x2 = (0, 1, 0, 1)
 EMULATOR_ONLY = pytest.mark.skipif(DEVICE == "cuda", reason="the arch override exists for the emulator only")
 
@@ -37,11 +37,6 @@ def _tile(index, split=1, dtype=torch.float16):
     return dict(zip(cuda_ops.TILE_FIELDS, tiles[index % len(tiles)] + (split,)))
 
 
-def _poisoned_slice(n, c, h, w, offset, extra, dtype):
-    """Channels [offset, offset + c) of a NaN-filled channels_last buffer with ``extra`` more."""
-    buf = torch.full((n, c + extra, h, w), float("nan"), dtype=dtype, device=DEVICE)
-    buf = buf.contiguous(memory_format=torch.channels_last)
-    return buf, buf[:, offset:offset + c]
 
 
 def _eager(dtype, x, packed, bias, stride, relu, padding, affine, residual):
@@ -89,14 +84,14 @@ CASES = [  # n, c_in, c_out, k, stride, h, w, padding, relu, affine, residual, t
 def test_mma_conv_general_epilogue_into_poisoned_slices(case, dtype):
     n, c_in, c_out, k, stride, h, w, padding, relu, affine, residual, tile, split = case
     x64, packed, bias = _problem(n, c_in, c_out, k, h, w, dtype, seed=c_in + 7 * c_out)
-    in_buf, x = _poisoned_slice(n, c_in, h, w, 8, 16, dtype)  # 8-channel offset: the 16-byte cp.async path
+    in_buf, x = poisoned_slice(n, c_in, h, w, 8, 16, dtype)  # 8-channel offset: the 16-byte cp.async path
     x.copy_(x64)
     ho, wo = spec.padded_output(h, w, k, stride, padding or spec.symmetric(k))
     res = None
     if residual:
-        res_buf, res = _poisoned_slice(n, c_out, ho, wo, 8, 16, dtype)
+        res_buf, res = poisoned_slice(n, c_out, ho, wo, 8, 16, dtype)
         res.copy_(torch.randn(n, c_out, ho, wo, dtype=torch.float64))
-    out_buf, out = _poisoned_slice(n, c_out, ho, wo, 8, 24, dtype)
+    out_buf, out = poisoned_slice(n, c_out, ho, wo, 8, 24, dtype)
     y = cuda_ops.conv_bn_act(x, packed, bias, stride, relu, out=out, padding=padding, affine=affine, residual=res,
                              **_mma(dtype),
                              config=_tile(tile, split, dtype))
@@ -116,7 +111,7 @@ def test_mma_conv_element_load_path(layout, dtype):
     if layout == "nchw":
         x = x64.to(dtype).to(DEVICE)
     else:
-        _, x = _poisoned_slice(3, c_in, 11, 9, 3, 5, dtype)
+        _, x = poisoned_slice(3, c_in, 11, 9, 3, 5, dtype)
         x.copy_(x64)
     for tile, split in ((0, 1), (3, 2)):
         y = cuda_ops.conv_bn_act(x, packed, bias, 2, True, config=_tile(tile, split, dtype), **_mma(dtype))

@@ -14,6 +14,8 @@ from hgnet_kernels.kernels.spec import (aggregation_ese_reference, conv_bn_act_r
                                         pack_depthwise_weight, scale_residual_reference)
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
+from helpers import DEVICE, poisoned_slice, untouched_outside
+
 FAMILIES = {"triton": triton_family, "cuda": cuda_family}
 
 
@@ -21,7 +23,6 @@ FAMILIES = {"triton": triton_family, "cuda": cuda_family}
 def impl(request):
     return FAMILIES[request.param]
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
@@ -34,16 +35,8 @@ def assert_close_to_reference(got, low_precision_eager, exact, dtype):
         assert relative_error(got, exact) <= tolerance(dtype, eager_err), (relative_error(got, exact), eager_err)
 
 
-def buffer_slice(n, c, h, w, offset, extra, dtype, fill=float("nan")):
-    """A channel slice [offset, offset + c) of a larger NaN-poisoned channels_last buffer."""
-    buf = torch.full((n, c + extra, h, w), fill, dtype=dtype, device=DEVICE).contiguous(
-        memory_format=torch.channels_last)
-    return buf, buf[:, offset:offset + c]
 
 
-def assert_only_slice_written(buf, offset, c):
-    outside = torch.cat([buf[:, :offset], buf[:, offset + c:]], dim=1)
-    assert torch.isnan(outside).all(), "the kernel wrote outside its channel slice"
 
 
 def low_precision_reference(fn, dtype, *tensors, **kw):
@@ -70,18 +63,18 @@ def test_conv_bn_act(impl, case, dtype):
     w64 = torch.randn(c_out, c_in, k, k, dtype=torch.float64, device=DEVICE) / (c_in * k * k) ** 0.5
     b64 = torch.randn(c_out, dtype=torch.float64, device=DEVICE)
     if layout == "slice":
-        in_buf, x = buffer_slice(n, c_in, h, w, 5, 11, dtype)
+        in_buf, x = poisoned_slice(n, c_in, h, w, 5, 11, dtype)
         x.copy_(x64)
     elif layout == "channels_last":
         x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
     else:
         x = x64.to(dtype)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    out_buf, out = buffer_slice(n, c_out, ho, wo, 7, 9, dtype)
+    out_buf, out = poisoned_slice(n, c_out, ho, wo, 7, 9, dtype)
     result = impl.conv_bn_act(x, pack_conv_weight(w64.to(dtype)), b64.to(dtype), stride, relu=True, out=out)
     assert result.data_ptr() == out.data_ptr()
     assert not torch.isnan(out).any(), "unwritten output elements"
-    assert_only_slice_written(out_buf, 7, c_out)
+    assert untouched_outside(out_buf, 7, c_out), "the kernel wrote outside its channel slice"
     exact = conv_bn_act_reference(x.double(), pack_conv_weight(w64), b64.to(dtype).double(), stride)
     eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64,
                                     stride=stride) if dtype != torch.float32 else None
@@ -117,10 +110,10 @@ def test_depthwise_conv_into_buffer_slot(impl, n, c, h, w, dtype):
     w64 = torch.randn(c, 1, 3, 3, dtype=torch.float64, device=DEVICE) / 3
     b64 = torch.randn(c, dtype=torch.float64, device=DEVICE)
     x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
-    out_buf, out = buffer_slice(n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1, 0, 13, dtype)
+    out_buf, out = poisoned_slice(n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1, 0, 13, dtype)
     impl.depthwise_conv(x, pack_depthwise_weight(w64.to(dtype)), b64.to(dtype), 2, out=out)
     assert not torch.isnan(out).any()
-    assert_only_slice_written(out_buf, 0, c)
+    assert untouched_outside(out_buf, 0, c), "the kernel wrote outside its channel slice"
     exact = depthwise_conv_reference(x.double(), pack_depthwise_weight(w64.to(dtype).double()), b64.to(dtype).double())
     eager = low_precision_reference(depthwise_conv_reference, dtype, x, pack_depthwise_weight(w64), b64) \
         if dtype != torch.float32 else None
@@ -131,9 +124,9 @@ def test_depthwise_conv_into_buffer_slot(impl, n, c, h, w, dtype):
 @pytest.mark.parametrize("n,c,h,w", [(1, 17, 33, 31), (3, 160, 7, 9)])
 def test_max_pool_into_buffer_slot(impl, n, c, h, w, dtype):
     x = torch.randn(n, c, h, w, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
-    out_buf, out = buffer_slice(n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1, 0, 5, dtype)
+    out_buf, out = poisoned_slice(n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1, 0, 5, dtype)
     impl.max_pool(x, out=out)
-    assert_only_slice_written(out_buf, 0, c)
+    assert untouched_outside(out_buf, 0, c), "the kernel wrote outside its channel slice"
     assert torch.equal(out, max_pool_reference(x.float()).to(dtype))  # max is exact
 
 
@@ -181,11 +174,11 @@ def test_scale_residual_into_slot(impl, dtype, residual):
     n, c, h, w = 3, 160, 7, 9
     y = torch.randn(n, c, h, w, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
     gate = torch.rand(n, c, device=DEVICE)
-    id_buf, identity = buffer_slice(n, c, h, w, 0, 17, dtype)
+    id_buf, identity = poisoned_slice(n, c, h, w, 0, 17, dtype)
     identity.copy_(torch.randn(n, c, h, w))
-    out_buf, out = buffer_slice(n, c, h, w, 0, 33, dtype)
+    out_buf, out = poisoned_slice(n, c, h, w, 0, 33, dtype)
     impl.scale_residual(y, gate, identity if residual else None, out=out)
-    assert_only_slice_written(out_buf, 0, c)
+    assert untouched_outside(out_buf, 0, c), "the kernel wrote outside its channel slice"
     exact = scale_residual_reference(y.double(), gate.double(), identity.double() if residual else None)
     eager = scale_residual_reference(y, gate, identity if residual else None) if dtype != torch.float32 else None
     assert_close_to_reference(out, eager, exact, dtype)

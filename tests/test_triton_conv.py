@@ -16,18 +16,11 @@ from hgnet_kernels.kernels.triton._common import dot_precision
 from hgnet_kernels.kernels.triton.conv_bn_act import psum_tiles
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from helpers import DEVICE, poisoned_slice, untouched_outside
 
 
-def poisoned_slice(n, c, h, w, offset, extra, dtype):
-    """Channels [offset, offset + c) of a NaN-filled channels_last buffer, and the buffer."""
-    buf = torch.full((n, c + extra, h, w), float("nan"), dtype=dtype, device=DEVICE)
-    buf = buf.contiguous(memory_format=torch.channels_last)
-    return buf, buf[:, offset:offset + c]
 
 
-def untouched_outside(buf, offset, c):
-    return bool(torch.isnan(torch.cat([buf[:, :offset], buf[:, offset + c:]], 1)).all())
 
 
 def cfg(block_m, block_n, block_k, split=1, flat=False):

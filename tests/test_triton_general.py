@@ -13,18 +13,12 @@ from hgnet_kernels.kernels.spec import (depthwise_conv_reference, max_pool_refer
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 from hgnet_kernels.plan import Op, Ref, build_plan
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from helpers import DEVICE, poisoned_slice, untouched_outside
 SMALL_TILES = dict(BLOCK_P=32, BLOCK_C=16, num_warps=4)  # 7×7 maps: most pixel tiles straddle two images
 
 
-def poisoned_slice(n, c, h, w, offset, extra, dtype):
-    buf = torch.full((n, c + extra, h, w), float("nan"), dtype=dtype, device=DEVICE)
-    buf = buf.contiguous(memory_format=torch.channels_last)
-    return buf, buf[:, offset:offset + c]
 
 
-def untouched_outside(buf, offset, c):
-    return bool(torch.isnan(torch.cat([buf[:, :offset], buf[:, offset + c:]], 1)).all())
 
 
 DEPTHWISE_CASES = [  # kernel, stride, padding, relu, affine, n, h, w
