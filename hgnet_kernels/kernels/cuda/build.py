@@ -158,29 +158,27 @@ def ptxas_report(arch: str = "9.0", cache: Optional[str] = None, sources: Option
     return text
 
 
-def registers(report: str) -> dict:
-    """``{kernel: registers per thread}`` from a ptxas -v report."""
+def _per_kernel(report: str, pattern: str, value) -> dict:
+    """``{kernel: value(match)}`` for the first line matching ``pattern`` after each kernel's
+    "Compiling entry function" line of a ptxas -v report."""
     out, kernel = {}, None
     for line in report.splitlines():
         entry = re.search(r"Compiling entry function '([^']+)'", line)
         if entry:
             kernel = entry.group(1)
-        found = re.search(r"Used (\d+) registers", line)
+        found = re.search(pattern, line)
         if found and kernel:
-            out[kernel] = int(found.group(1))
+            out[kernel] = value(found)
             kernel = None
     return out
+
+
+def registers(report: str) -> dict:
+    """``{kernel: registers per thread}`` from a ptxas -v report."""
+    return _per_kernel(report, r"Used (\d+) registers", lambda m: int(m.group(1)))
 
 
 def spills(report: str) -> dict:
     """``{kernel: (spill store bytes, spill load bytes)}`` from a ptxas -v report."""
-    out, kernel = {}, None
-    for line in report.splitlines():
-        entry = re.search(r"Compiling entry function '([^']+)'", line)
-        if entry:
-            kernel = entry.group(1)
-        found = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
-        if found and kernel:
-            out[kernel] = (int(found.group(1)), int(found.group(2)))
-            kernel = None
-    return out
+    return _per_kernel(report, r"(\d+) bytes spill stores, (\d+) bytes spill loads",
+                       lambda m: (int(m.group(1)), int(m.group(2))))
