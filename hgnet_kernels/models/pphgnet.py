@@ -157,7 +157,6 @@ class PPHGNet(Backbone):
         return self.fc(x) if self.fc is not None else x
 
 
-
 def pphgnet_tiny(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
     """PPHGNet_tiny (4.54 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
     return build(PPHGNet, "tiny", weights, num_classes)

@@ -215,7 +215,6 @@ class PPHGNetV2(Backbone):
         return self.fc(x) if self.fc is not None else x
 
 
-
 def pphgnetv2_b0(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
     """PPHGNetV2_B0 (D-FINE / DEIM N and S); ``weights`` is a .pdparams, timm, detector or our checkpoint."""
     return build(PPHGNetV2, "b0", weights, num_classes)
