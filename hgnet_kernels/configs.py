@@ -35,8 +35,9 @@ def arch_name(device: torch.device) -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _load(directory: str, arch: str) -> Dict[str, Dict[str, Dict[str, int]]]:
-    path = os.path.join(directory, f"triton_{arch}.json")
+def _load(directory: str, family: str, arch: str) -> Dict[str, Dict[str, Dict[str, int]]]:
+    """The tuned file ``<family>_<arch>.json`` (``family``: "triton" or "cuda"), or {}."""
+    path = os.path.join(directory, f"{family}_{arch}.json")
     if not os.path.exists(path):
         return {}
     with open(path) as f:
@@ -52,7 +53,7 @@ def tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None,
     Fields starting with ``_`` (the tuner's timings) are notes, not launch parameters."""
     if arch is None:
         return None
-    table = _load(CONFIG_DIR, arch).get(op, {})
+    table = _load(CONFIG_DIR, "triton", arch).get(op, {})
     keys = ((f"{key}_{batch_bucket(batch)}",) if batch is not None else ()) + (key, *fallbacks)
     for candidate in keys:
         entry = table.get(candidate)
@@ -315,20 +316,11 @@ CUDA_MAX_SPLIT_K = 16
 CUDA_MIN_STEPS_PER_SPLIT = 4
 
 
-@functools.lru_cache(maxsize=None)
-def _load_cuda(directory: str, arch: str) -> Dict[str, Dict[str, Dict[str, int]]]:
-    path = os.path.join(directory, f"cuda_{arch}.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def cuda_tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None) -> Optional[Dict[str, int]]:
     """The entry of ``configs/cuda_<arch>.json`` for ``key`` (its batch bucket first), or None."""
     if arch is None:
         return None
-    table = _load_cuda(CONFIG_DIR, arch).get(op, {})
+    table = _load(CONFIG_DIR, "cuda", arch).get(op, {})
     keys = ((f"{key}_{batch_bucket(batch)}",) if batch is not None else ()) + (key,)
     for candidate in keys:
         entry = table.get(candidate)

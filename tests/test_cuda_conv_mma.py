@@ -228,13 +228,13 @@ def test_heuristic_tiles_and_tuned_entries(monkeypatch, tmp_path):
         ' "_ms": 0.01}}}' % key)
     shutil.copy(os.path.join(configs.CONFIG_DIR, "devices.json"), tmp_path)
     monkeypatch.setattr(configs, "CONFIG_DIR", str(tmp_path))
-    configs._load_cuda.cache_clear()
+    configs._load.cache_clear()
     try:
         tuned = configs.cuda_conv_config(49, 1024, 1024, 3, 1, torch.float16, "sm90", batch=1)
         assert tuned == dict(BM=64, BN=128, WARPS_M=2, WARPS_N=2, STAGES=4, SPLIT_K=6)
         assert configs.cuda_conv_config(49, 1024, 1024, 3, 1, torch.float16, "sm90", batch=64) != tuned  # other bucket
     finally:
-        configs._load_cuda.cache_clear()
+        configs._load.cache_clear()
 
 
 @EMULATOR_ONLY

@@ -536,6 +536,21 @@ inline float b16_to_float(uint16_t bits, bool bf16) {
   return __half2float(h);
 }
 
+// D = A·B + C for a 16×8 output with K = 16 or 8, products added in k order, written back as each
+// lane's d[0..3]: d[i] is row g + 8(i/2), column 2t + i%2 (the same C/D layout for both shapes).
+template <int K, typename Slot>
+inline void mma_accumulate(const float (&A)[16][K], const float (&B)[K][8], const float (&C)[16][8], Slot& s) {
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+      float acc = C[row][col];
+      for (int k = 0; k < K; ++k) acc += A[row][k] * B[k][col];
+      s.out[lane][i] = hgk_float_bits(acc);
+    }
+  }
+}
+
 // mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 d, a, b, c: D = A·B + C with
 // A 16×16 in a[0..3]: a[r] holds row g + 8(r%2), columns 2t + 8(r/2) and +1; B 16×8 in b[0..1]:
 // b[r] holds rows 2t + 8r and +1, column g; C and D 16×8 in c[0..3]: c[i] is row g + 8(i/2),
@@ -563,15 +578,7 @@ inline void ptx_mma_m16n8k16(bool bf16, float* d, const uint32_t* a, const uint3
       }
       for (int i = 0; i < 4; ++i) C[g + 8 * (i / 2)][2 * t + i % 2] = hgk_bits_float(r[6 + i]);
     }
-    for (int lane = 0; lane < 32; ++lane) {
-      const int g = lane / 4, t = lane % 4;
-      for (int i = 0; i < 4; ++i) {
-        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
-        float acc = C[row][col];
-        for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
-        s.out[lane][i] = hgk_float_bits(acc);
-      }
-    }
+    mma_accumulate<16>(A, B, C, s);
   });
   std::memcpy(d, out, 16);
 }
@@ -603,15 +610,7 @@ inline void ptx_mma_m16n8k8_tf32(float* d, const uint32_t* a, const uint32_t* b,
       for (int q = 0; q < 2; ++q) B[t + 4 * q][g] = hgk_bits_float(r[4 + q] & 0xffffe000u);
       for (int i = 0; i < 4; ++i) C[g + 8 * (i / 2)][2 * t + i % 2] = hgk_bits_float(r[6 + i]);
     }
-    for (int lane = 0; lane < 32; ++lane) {
-      const int g = lane / 4, t = lane % 4;
-      for (int i = 0; i < 4; ++i) {
-        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
-        float acc = C[row][col];
-        for (int k = 0; k < 8; ++k) acc += A[row][k] * B[k][col];
-        s.out[lane][i] = hgk_float_bits(acc);
-      }
-    }
+    mma_accumulate<8>(A, B, C, s);
   });
   std::memcpy(d, out, 16);
 }
