@@ -270,7 +270,7 @@ def main(argv=None) -> int:
     import torch
 
     from hgnet_kernels import configs
-    from hgnet_kernels.kernels.triton._common import device_sms
+    from hgnet_kernels.kernels.triton._common import launch_target
     from hgnet_kernels.verify import DTYPES
     if args.dry_run:
         device, arch, sms, gpu = torch.device("cpu"), "interpreter", configs.DEFAULT_SMS, "cpu (interpreter)"
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         device = torch.device("cuda")
-        arch, sms, gpu = configs.arch_name(device), device_sms(device), torch.cuda.get_device_name(device)
+        (arch, sms, _), gpu = launch_target(device), torch.cuda.get_device_name(device)
     batches = args.batches or default_batches(args.dry_run)
     buckets = [configs.batch_bucket(b) for b in batches]
     if len(set(buckets)) < len(buckets):

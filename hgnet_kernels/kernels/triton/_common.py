@@ -2,12 +2,16 @@
 dot precision, and the small jit helpers of the epilogues."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib.util
 import os
-from typing import Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
+
+from ... import configs
 
 def interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
@@ -49,11 +53,39 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def device_sms(device: torch.device) -> Optional[int]:
-    """The SM count of a CUDA device, for the launch heuristics; None elsewhere (the interpreter)."""
+class LaunchTarget(NamedTuple):
+    """What the launch configs depend on: the GPU arch (``"sm90"``; None off the GPU), its SM count
+    (None: the arch's in ``devices.json``) and whether Triton's interpreter runs the kernels."""
+    arch: Optional[str]
+    sms: Optional[int]
+    interpreter: bool
+
+
+# Set by ``compiling_for``: launches are then configured for that GPU whatever the tensors' device.
+_simulated: contextvars.ContextVar[Optional[LaunchTarget]] = contextvars.ContextVar("hgk_simulated", default=None)
+
+
+@contextlib.contextmanager
+def compiling_for(arch: str, sms: int) -> Iterator[None]:
+    """Configure every launch for GPU ``arch`` with ``sms`` SMs while the tensors live on the CPU:
+    the AOT check (``hgnet_kernels.aot``) records what the launchers would launch on that GPU,
+    without one. Nothing may run the kernels inside it (the AOT check records instead)."""
+    token = _simulated.set(LaunchTarget(arch, sms, False))
+    try:
+        yield
+    finally:
+        _simulated.reset(token)
+
+
+def launch_target(device: torch.device) -> LaunchTarget:
+    """The launch target of tensors on ``device``."""
+    simulated = _simulated.get()
+    if simulated is not None:
+        return simulated
     if device.type != "cuda":
-        return None
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        return LaunchTarget(None, None, interpreting())
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return LaunchTarget(configs.arch_name(device), _sm_count(index), False)
 
 
 def check_same_device(**tensors: torch.Tensor) -> None:
@@ -61,7 +93,7 @@ def check_same_device(**tensors: torch.Tensor) -> None:
     if len(set(devices.values())) > 1:
         raise ValueError(f"all tensors must be on one device, got {devices}")
     device = next(iter(devices.values()))
-    if device.type != "cuda" and not interpreting():
+    if device.type != "cuda" and not interpreting() and _simulated.get() is None:
         raise RuntimeError(f"Triton kernels need CUDA tensors (got {device}); on the CPU set "
                            "TRITON_INTERPRET=1 before importing Triton to use its interpreter")
 

@@ -47,8 +47,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import (cast_for_store, check_same_device, device_sms, dot_precision, interpreting,
-                      round_bf16_by_hand, upcast_dot)
+from ._common import cast_for_store, check_same_device, dot_precision, launch_target, round_bf16_by_hand, upcast_dot
 from ..spec import prepare_conv, symmetric
 
 
@@ -214,10 +213,9 @@ def psum_tiles(n: int, hw: int, block_m: int) -> int:
 
 def launch_config(x: torch.Tensor, c_out: int, kernel: int, stride: int, padding, hw_out: int) -> dict:
     """The config the launcher uses for this call (tuned entry or heuristic; see ``configs``)."""
-    device = x.device
-    return configs.conv_config(hw_out, x.shape[1], c_out, kernel, stride, x.dtype, configs.arch_name(device),
-                               interpreting(), batch=x.shape[0], padding=padding,
-                               sms=device_sms(device))
+    target = launch_target(x.device)
+    return configs.conv_config(hw_out, x.shape[1], c_out, kernel, stride, x.dtype, target.arch, target.interpreter,
+                               batch=x.shape[0], padding=padding, sms=target.sms)
 
 
 def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int, relu: bool,

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import cast_for_store, check_same_device, device_sms, interpreting, pixel_channel_tile, round_bf16_by_hand
+from ._common import cast_for_store, check_same_device, launch_target, pixel_channel_tile, round_bf16_by_hand
 from ..spec import prepare_depthwise, symmetric
 
 
@@ -74,8 +74,9 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
     n, c, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
-    cfg = config or configs.tile_config("depthwise_conv", c, x.dtype, configs.arch_name(x.device), interpreting(),
-                              hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=device_sms(x.device))
+    target = launch_target(x.device)
+    cfg = config or configs.tile_config("depthwise_conv", c, x.dtype, target.arch, target.interpreter,
+                                        hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=target.sms)
     a, shift = affine if affine is not None else (1.0, 0.0)
     if n * ho * wo > 0 and c > 0:
         depthwise_conv_kernel[configs.tile_grid(n, ho * wo, c, cfg)](

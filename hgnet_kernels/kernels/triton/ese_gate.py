@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, device_sms, interpreting
+from ._common import check_same_device, launch_target
 from ..spec import prepare_ese_gate
 
 
@@ -60,8 +60,9 @@ def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: i
     gate = prepare_ese_gate(psum, weight, bias, hw)
     n, t, c = psum.shape
     check_same_device(psum=psum, weight=weight, bias=bias)
-    cfg = config or configs.gate_config(c, weight.dtype, configs.arch_name(psum.device), interpreting(), batch=n,
-                              sms=device_sms(psum.device))
+    target = launch_target(psum.device)
+    cfg = config or configs.gate_config(c, weight.dtype, target.arch, target.interpreter, batch=n,
+                                        sms=target.sms)
     if n > 0:
         ese_gate_kernel[configs.gate_grid(n, c, cfg)](
             psum, weight, bias, gate, t, c, 1.0 / hw,

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, device_sms, interpreting, pixel_channel_tile
+from ._common import check_same_device, launch_target, pixel_channel_tile
 from ..spec import prepare_max_pool, symmetric
 
 
@@ -55,8 +55,9 @@ def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int
     n, c, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
     check_same_device(x=x, out=out)
-    cfg = config or configs.tile_config("max_pool", c, x.dtype, configs.arch_name(x.device), interpreting(),
-                              hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=device_sms(x.device))
+    target = launch_target(x.device)
+    cfg = config or configs.tile_config("max_pool", c, x.dtype, target.arch, target.interpreter,
+                                        hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=target.sms)
     if n * ho * wo > 0 and c > 0:
         max_pool_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
             x, out, n * ho * wo, h, w, c, wo, ho * wo, *x.stride(), *out.stride(),

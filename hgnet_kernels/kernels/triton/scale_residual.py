@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import cast_for_store, check_same_device, device_sms, interpreting, pixel_channel_tile, round_bf16_by_hand
+from ._common import cast_for_store, check_same_device, launch_target, pixel_channel_tile, round_bf16_by_hand
 from ..spec import prepare_scale_residual
 
 
@@ -49,8 +49,9 @@ def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch
     out = prepare_scale_residual(y, gate, identity, out)
     n, c, h, w = y.shape
     check_same_device(y=y, gate=gate, out=out, **({"identity": identity} if identity is not None else {}))
-    cfg = config or configs.tile_config("scale_residual", c, y.dtype, configs.arch_name(y.device), interpreting(),
-                              hw=h * w, batch=n, sms=device_sms(y.device))
+    target = launch_target(y.device)
+    cfg = config or configs.tile_config("scale_residual", c, y.dtype, target.arch, target.interpreter,
+                                        hw=h * w, batch=n, sms=target.sms)
     ident = identity if identity is not None else y
     if n * h * w > 0 and c > 0:
         scale_residual_kernel[configs.tile_grid(n, h * w, c, cfg)](
