@@ -25,7 +25,9 @@ from ._common import cast_for_store, check_same_device, launch_target, pixel_cha
 from ..spec import prepare_depthwise, symmetric
 
 
-@triton.jit
+# Sizes only bound masks and index maths: not specialised, so a new input size compiles nothing
+# new. Channel counts and strides stay specialised (divisible by 16: vector loads along channels).
+@triton.jit(do_not_specialize=["M", "H", "W", "Wo", "HW"])
 def depthwise_conv_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     M, H, W, C, Wo, HW, aff_a, aff_c,

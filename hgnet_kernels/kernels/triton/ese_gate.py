@@ -24,7 +24,8 @@ from ._common import check_same_device, launch_target
 from ..spec import prepare_ese_gate
 
 
-@triton.jit
+# T follows the input size and only bounds a loop: not specialised, so a new size compiles nothing.
+@triton.jit(do_not_specialize=["T"])
 def ese_gate_kernel(
     psum_ptr, w_ptr, b_ptr, gate_ptr,
     T, C, inv_hw,

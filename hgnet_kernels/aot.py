@@ -1,0 +1,635 @@
+"""``python -m hgnet_kernels aot``: compile every Triton launch of the plan for GPUs this machine
+does not have, and read the compiled code.
+
+Nothing here needs a GPU. For each case (model, dtype, batch, input size) the triton backend runs
+its plan on CPU tensors inside ``compiling_for(arch, sms)``: the launchers pick configs for that
+GPU's arch and SM count exactly as they would on it, and each ``kernel[grid](...)`` is recorded by
+Triton's ``jit_cache_hook`` — the specialization Triton would compile (argument types,
+divisibility and equal-to-1 attributes, constexprs, warps, stages) — instead of being compiled and
+launched. So what is compiled here is what would run.
+
+Each distinct specialization is then compiled with ``triton.compile`` for each target
+(``GPUTarget("cuda", 90, 32)`` …) with the ptxas and cuobjdump of the Triton wheel, and read:
+
+* registers, local-memory traffic (``STL`` / ``LDL``: register spills; Triton kernels have no
+  local arrays), shared memory, warps and stages; blocks per SM (registers, shared memory,
+  threads and the block limit of the arch) and occupancy; waves of its launches on the GPU;
+* tensor-core instructions: ``HGMMA`` (wgmma, sm_90), ``HMMA`` (mma.sync), and ``FFMA`` (SIMT);
+* the **main loop**: the smallest backward-branch range of the SASS holding the most tensor-core
+  instructions; its instructions (NOPs aside) per tensor-core instruction, its opcode mix, and
+  that figure over the same figure of an **anchor** — a plain pointer-load matmul in the style of
+  Triton's tutorial (03-matrix-multiplication) compiled at the same dot tile (read off the
+  kernel's ``tt.dot``), dtype, warps, stages, target and Triton version. A ratio of 1 means the
+  conv's loop issues no more than a GEMM's does per tensor-core instruction.
+
+``--check`` makes it a gate (CI runs it): exit status 1 on any compile error, any spill on sm_90
+or sm_80, any fp16/bf16 ``tt.dot`` on sm_90 that does not compile to wgmma, and (with
+``--max-loop-ratio``) any main loop above that ratio. Compiled, not run: these are facts about the
+code a GPU would execute, not timings.
+
+Triton caches compiled kernels (``TRITON_CACHE_DIR``, default ``~/.triton/cache``): a second run
+compiles nothing; ``--cold`` compiles into an empty cache to time a cold start.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import contextlib
+import importlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from . import cli, configs
+
+# Per arch: registers per SM, threads per SM, blocks per SM, shared memory per SM usable by blocks
+# (bytes), shared memory the hardware reserves per block (CUDA occupancy calculator's figures).
+ARCH_LIMITS = {
+    80: dict(regs=65536, threads=2048, blocks=32, smem=164 * 1024, smem_reserved=1024),
+    86: dict(regs=65536, threads=1536, blocks=16, smem=100 * 1024, smem_reserved=1024),
+    89: dict(regs=65536, threads=1536, blocks=24, smem=100 * 1024, smem_reserved=1024),
+    90: dict(regs=65536, threads=2048, blocks=32, smem=228 * 1024, smem_reserved=1024),
+}
+TENSOR_CORE_OPS = ("HGMMA", "HMMA")
+DEFAULT_MODELS = ("tiny", "small", "base", "b0", "b4")
+DEFAULT_DTYPES = ("float16", "bfloat16", "float32")
+DEFAULT_BATCHES = (1, 256)
+
+
+# ---- recording the launches of a plan ----------------------------------------------------------
+
+@dataclass
+class Launch:
+    """One distinct specialization of a kernel, as Triton would compile it, and its launches."""
+    kernel: str                      # module:qualname of the @triton.jit function
+    signature: Dict[str, str]
+    constants: Dict[str, object]     # constexpr parameter name -> value
+    attrs: List[Tuple[int, List]]    # (parameter index, [["tt.divisibility", 16]] …)
+    options: Dict[str, object]       # num_warps, num_stages, …
+    key: str                         # Triton's cache key of this specialization
+    grids: List[Tuple[int, int, int]] = field(default_factory=list)
+    ops: List[str] = field(default_factory=list)   # the plan ops that launch it
+    cases: List[str] = field(default_factory=list)
+    dtypes: List[str] = field(default_factory=list)  # the compute dtypes of the cases that launch it
+    reads_input: bool = False  # launched by an op reading the network's input (the 3-channel stem conv)
+
+    @property
+    def name(self) -> str:
+        return self.kernel.split(":")[-1]
+
+    def compile_args(self):
+        return (self.kernel, self.signature, self.constants, self.attrs, self.options)
+
+
+def _stand_in_driver(target):
+    """A Triton driver that answers 'this GPU' questions for ``target`` and has no device."""
+    from triton.backends.driver import DriverBase
+
+    class StandIn(DriverBase):
+        @classmethod
+        def is_active(cls):
+            return False
+
+        def get_current_target(self):
+            return target
+
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device=None):
+            return 0
+
+        def get_active_torch_device(self):
+            import torch
+            return torch.device("cpu")
+
+        def get_device_interface(self):
+            raise RuntimeError("the AOT stand-in driver has no device")
+
+        def get_benchmarker(self):
+            raise RuntimeError("the AOT stand-in driver has no device")
+
+        def map_python_to_cpp_type(self, ty):
+            raise RuntimeError("the AOT stand-in driver launches nothing")
+
+    return StandIn()
+
+
+def _check_not_interpreting() -> None:
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise cli.UserError("the AOT check compiles real GPU code; unset TRITON_INTERPRET (the interpreter "
+                            "replaces every kernel with a Python function)")
+
+
+@contextlib.contextmanager
+def recording(arch: int, sms: int, launches: Dict[Tuple[str, str], Launch], current: dict) -> Iterator[None]:
+    """Inside, Triton launches are recorded into ``launches`` (keyed by kernel and Triton's cache
+    key) instead of compiled and run, configured for GPU ``sm_<arch>`` with ``sms`` SMs;
+    ``current["op"]`` names the plan op being run (for the report)."""
+    _check_not_interpreting()
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+    from triton.runtime.jit import JITFunction
+
+    from .kernels.triton._common import compiling_for
+
+    grid_of_call: List[object] = [None]
+    run = JITFunction.run
+
+    def run_keeping_grid(self, *args, grid, warmup, **kwargs):
+        grid_of_call[0] = grid
+        return run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    def hook(*, key, repr, fn, compile, is_manual_warmup, already_compiled):
+        kernel = f"{fn.module}:{fn.name}"
+        names = list(compile["signature"])
+        entry = launches.get((kernel, str(key)))
+        if entry is None:
+            constants = {names[path[0]]: value for path, value in compile["constants"].items()}
+            attrs = [(path[0], value) for path, value in compile["configs"][0].items() if value]
+            options = {k: compile[k] for k in ("num_warps", "num_ctas", "num_stages", "enable_fp_fusion")}
+            entry = launches[(kernel, str(key))] = Launch(kernel, dict(compile["signature"]), constants, attrs,
+                                                          options, str(key))
+        grid = grid_of_call[0]
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        entry.grids.append(grid)
+        if current["op"] not in entry.ops:
+            entry.ops.append(current["op"])
+        entry.reads_input |= current["reads_input"]
+        return True  # skip compiling and launching
+
+    previous_hook, previous_driver = knobs.runtime.jit_cache_hook, driver._active  # None: not chosen yet
+    driver.set_active(_stand_in_driver(GPUTarget("cuda", arch, 32)))
+    knobs.runtime.jit_cache_hook = hook
+    JITFunction.run = run_keeping_grid
+    try:
+        with compiling_for(f"sm{arch}", sms):
+            yield
+    finally:
+        JITFunction.run = run
+        knobs.runtime.jit_cache_hook = previous_hook
+        driver.set_active(previous_driver)
+
+
+def _named_steps(backend, plan, current: dict):
+    """The backend's steps, each noting in ``current`` which plan op it is before it runs."""
+    def named(step, plan_op):
+        note = dict(op=plan_op.name or plan_op.kind, reads_input=plan_op.reads[0].buffer == plan.input)
+
+        def run(env):
+            current.update(note)
+            step(env)
+        return run
+    return [named(step, plan_op) for step, plan_op in zip(backend.steps, plan.ops)]
+
+
+def collect(models: Sequence[str], dtypes: Sequence[str], batches: Sequence[int], sizes: Sequence[int],
+            arch: int, sms: int) -> Dict[Tuple[str, str], Launch]:
+    """Every distinct launch the triton backend issues for each (model, dtype, batch, size) on a GPU
+    of ``arch`` with ``sms`` SMs: the plan is executed on CPU tensors, nothing is computed."""
+    import torch
+
+    from .backends import Backend
+    from .folding import fold_model
+    from .models import build_model
+    from .plan import build_plan
+    from .verify import DTYPES
+
+    launches: Dict[Tuple[str, str], Launch] = {}
+    current = dict(op="", reads_input=False)
+    with recording(arch, sms, launches, current):
+        for model in models:
+            eager = build_model(model).eval()
+            for dtype_name in dtypes:
+                dtype = DTYPES[dtype_name]
+                plan = build_plan(fold_model(eager, dtype))
+                net = fold_model(eager, dtype)
+                backend = Backend("triton", net, plan, torch.device("cpu"), cuda_graph=False)
+                backend.steps = _named_steps(backend, plan, current)
+                everything = tuple(range(len(plan.features) + 1))
+                for batch in batches:
+                    for size in sizes:
+                        case = f"{model} {dtype_name} b{batch} {size}"
+                        before = {k: len(v.grids) for k, v in launches.items()}
+                        x = torch.empty((batch, plan.in_channels, size, size), dtype=dtype)
+                        with torch.no_grad():
+                            backend._execute(x, everything)
+                        for k, v in launches.items():
+                            if len(v.grids) != before.get(k, 0) and case not in v.cases:
+                                v.cases.append(case)
+                                if dtype_name not in v.dtypes:
+                                    v.dtypes.append(dtype_name)
+    return launches
+
+
+# ---- compiling and reading SASS ----------------------------------------------------------------
+
+_SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_PREDICATE = re.compile(r"^@!?U?P[T0-9]+\s+")
+_BRANCH_TARGET = re.compile(r"\bBRA\b.*?(0x[0-9a-f]+)")
+_DOT = re.compile(r"tt\.dot\b[^\n]*?:\s*tensor<(\d+)x(\d+)x(\w+)[^>]*>\s*\*\s*tensor<(\d+)x(\d+)x(\w+)")
+
+
+def _tool(name: str) -> str:
+    import triton
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def parse_sass(sass: str) -> List[Tuple[int, str, str]]:
+    """(address, opcode without modifiers, instruction text) of each SASS instruction."""
+    out = []
+    for line in sass.splitlines():
+        m = _SASS_LINE.search(line)
+        if not m:
+            continue
+        text = _PREDICATE.sub("", m.group(2).strip())
+        opcode = text.split()[0].split(".")[0] if text else ""
+        out.append((int(m.group(1), 16), opcode, text))
+    return out
+
+
+def main_loop(instructions: List[Tuple[int, str, str]]) -> Optional[dict]:
+    """The smallest backward-branch range holding the most tensor-core instructions: its size
+    (NOPs aside), tensor-core instructions, and opcode mix; None without tensor-core instructions
+    inside a loop."""
+    loops = []
+    for address, opcode, text in instructions:
+        if opcode == "BRA":
+            m = _BRANCH_TARGET.search(text)
+            if m and int(m.group(1), 16) <= address:
+                loops.append((int(m.group(1), 16), address))
+    best = None
+    for lo, hi in loops:
+        body = [op for a, op, _ in instructions if lo <= a <= hi and op != "NOP"]
+        mma = sum(op in TENSOR_CORE_OPS for op in body)
+        if mma and (best is None or (mma, -len(body)) > (best[0], -len(best[1]))):
+            best = (mma, body)
+    if best is None:
+        return None
+    mma, body = best
+    return dict(instructions=len(body), tensor_core=mma, per_tensor_core=len(body) / mma,
+                mix=dict(collections.Counter(body).most_common(12)))
+
+
+def _resource_usage(text: str) -> Dict[str, int]:
+    m = re.search(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)", text)
+    return dict(zip(("regs", "stack", "static_shared", "local"), map(int, m.groups()))) if m else {}
+
+
+def read_cubin(cubin: bytes) -> Tuple[str, Dict[str, int]]:
+    """SASS text and resource usage of a cubin (cuobjdump of the Triton wheel)."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        out = subprocess.run([_tool("cuobjdump"), "-sass", "-res-usage", f.name], capture_output=True, text=True,
+                             check=True).stdout
+    finally:
+        os.unlink(f.name)
+    return out, _resource_usage(out)
+
+
+def blocks_per_sm(arch: int, regs: int, shared: int, warps: int) -> Tuple[int, str]:
+    """Resident blocks per SM and what limits them (registers are allocated per warp in units of
+    256, i.e. per thread rounded up to 8)."""
+    limits = ARCH_LIMITS.get(arch, ARCH_LIMITS[90])
+    threads = warps * 32
+    per_warp = math.ceil(max(regs, 1) * 32 / 256) * 256
+    by = {"registers": limits["regs"] // (per_warp * warps),
+          "threads": limits["threads"] // threads,
+          "blocks": limits["blocks"],
+          "shared memory": (limits["smem"] // (shared + limits["smem_reserved"])) if shared else limits["blocks"]}
+    limiter = min(by, key=by.get)
+    return by[limiter], limiter
+
+
+def _compile(kernel: str, signature, constants, attrs, options, arch: int):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    module, name = kernel.split(":")
+    fn = getattr(importlib.import_module(module), name)
+    names = list(signature)
+    src = ASTSource(fn, dict(signature), {(names.index(k),): v for k, v in constants.items()},
+                    {(i,): v for i, v in attrs})
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(options))
+
+
+def _dot_of(ttir: str) -> Optional[dict]:
+    m = _DOT.search(ttir)
+    if not m:
+        return None
+    return dict(m=int(m.group(1)), k=int(m.group(2)), n=int(m.group(5)), dtype=m.group(3))
+
+
+def analyse(kernel: str, signature, constants, attrs, options, arch: int) -> dict:
+    """Compile one specialization for ``sm_<arch>`` and read it; never raises (errors are reported)."""
+    started = time.perf_counter()
+    try:
+        compiled = _compile(kernel, signature, constants, attrs, options, arch)
+    except Exception as e:  # noqa: BLE001 - a compile error is the finding, reported per kernel
+        return dict(ok=False, error=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+                    seconds=time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    sass, usage = read_cubin(compiled.asm["cubin"])
+    instructions = parse_sass(sass)
+    ops = collections.Counter(op for _, op, _ in instructions)
+    shared = int(compiled.metadata.shared)
+    warps = int(options["num_warps"])
+    blocks, limiter = blocks_per_sm(arch, usage.get("regs", 0), shared, warps)
+    limits = ARCH_LIMITS.get(arch, ARCH_LIMITS[90])
+    return dict(ok=True, seconds=seconds, regs=usage.get("regs"), spill_stores=ops["STL"], spill_loads=ops["LDL"],
+                local_bytes=usage.get("local", 0), shared=shared, warps=warps, stages=int(options["num_stages"]),
+                blocks_per_sm=blocks, limiter=limiter, occupancy=blocks * warps * 32 / limits["threads"],
+                hgmma=ops["HGMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"], instructions=len(instructions),
+                dot=_dot_of(compiled.asm["ttir"]), main_loop=main_loop(instructions))
+
+
+# ---- the anchor: a plain GEMM in the style of Triton's tutorial ---------------------------------
+
+_ANCHOR_DTYPES = {"f16": "*fp16", "bf16": "*bf16", "f32": "*fp32"}
+
+
+def anchor(dot: dict, warps: int, stages: int, arch: int) -> dict:
+    """The anchor GEMM compiled at this dot tile, dtype, warps and stages for ``sm_<arch>``, read."""
+    pointer = _ANCHOR_DTYPES[dot["dtype"]]
+    scalars = ("M", "N", "K", "stride_am", "stride_bk", "stride_cm")
+    signature = {"a_ptr": pointer, "b_ptr": pointer, "c_ptr": pointer, **{s: "i32" for s in scalars},
+                 "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "GROUP_M": "constexpr"}
+    constants = dict(BLOCK_M=dot["m"], BLOCK_N=dot["n"], BLOCK_K=dot["k"], GROUP_M=8)
+    attrs = [(i, [["tt.divisibility", 16]]) for i in range(9)]  # pointers and sizes multiples of 16, as a tuned GEMM
+    options = dict(num_warps=warps, num_ctas=1, num_stages=stages, enable_fp_fusion=True)
+    return analyse("hgnet_kernels.aot_anchor:matmul", signature, constants, attrs, options, arch)
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+@dataclass
+class Finding:
+    launch: Launch
+    arch: int
+    result: dict
+    anchor: Optional[dict] = None
+
+    @property
+    def loop_ratio(self) -> Optional[float]:
+        loop = self.result.get("main_loop")
+        base = (self.anchor or {}).get("main_loop")
+        if not loop or not base:
+            return None
+        return loop["per_tensor_core"] / base["per_tensor_core"]
+
+    def problems(self, max_loop_ratio: Optional[float]) -> List[str]:
+        r = self.result
+        if not r["ok"]:
+            return [f"compile error: {r['error']}"]
+        found = []
+        if self.arch in (80, 90) and (r["spill_stores"] or r["spill_loads"]):
+            found.append(f"spills ({r['spill_stores']} STL, {r['spill_loads']} LDL)")
+        dot = r.get("dot")
+        if self.arch == 90 and dot and dot["dtype"] in ("f16", "bf16") and not r["hgmma"]:
+            found.append(f"{dot['dtype']} dot {dot['m']}×{dot['n']}×{dot['k']} without wgmma "
+                         f"({r['hmma']} HMMA)")
+        ratio = self.loop_ratio
+        if (max_loop_ratio is not None and ratio is not None and self.arch == 90 and r["hgmma"]
+                and not _is_stem(self.launch) and ratio > max_loop_ratio):
+            found.append(f"main loop {ratio:.2f}× the anchor GEMM's instructions per tensor-core op")
+        return found
+
+
+def _is_stem(launch: Launch) -> bool:
+    """The stem conv reading the 3-channel image: its K (27 or 12 values) is one or two steps of a
+    flat loop, with no GEMM-like main loop to compare."""
+    return launch.reads_input
+
+
+def run_analysis(launches: Sequence[Launch], targets: Sequence[int], jobs: int,
+                 progress=None) -> List[Finding]:
+    """Compile every launch for every target (and the anchors of the dot kernels), ``jobs`` at a time."""
+    work = [(launch, arch) for arch in targets for launch in launches]
+    findings: List[Finding] = []
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
+        futures = {pool.submit(analyse, *launch.compile_args(), arch): (launch, arch) for launch, arch in work}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            launch, arch = futures[future]
+            findings.append(Finding(launch, arch, future.result()))
+            if progress:
+                progress(done, len(work) * 2)
+        anchors: Dict[tuple, concurrent.futures.Future] = {}
+        for f in findings:
+            dot, r = f.result.get("dot"), f.result
+            if r["ok"] and dot and r.get("main_loop"):
+                key = (dot["m"], dot["n"], dot["k"], dot["dtype"], r["warps"], r["stages"], f.arch)
+                if key not in anchors:
+                    anchors[key] = pool.submit(anchor, dot, r["warps"], r["stages"], f.arch)
+        for done, (key, future) in enumerate(anchors.items(), 1):
+            result = future.result()
+            for f in findings:
+                dot, r = f.result.get("dot"), f.result
+                if r["ok"] and dot and (dot["m"], dot["n"], dot["k"], dot["dtype"], r.get("warps"), r.get("stages"),
+                                        f.arch) == key:
+                    f.anchor = result
+            if progress:
+                progress(len(work) + done * len(work) // max(len(anchors), 1), len(work) * 2)
+    order = {launch.key: i for i, launch in enumerate(launches)}
+    findings.sort(key=lambda f: (f.arch != targets[0], targets.index(f.arch), order[f.launch.key]))
+    return findings
+
+
+def _worker_init() -> None:
+    os.environ.pop("TRITON_INTERPRET", None)
+
+
+def _waves(launch: Launch, blocks: int, sms: int) -> Tuple[float, float]:
+    programs = [g[0] * g[1] * g[2] for g in launch.grids]
+    per_wave = max(blocks, 1) * sms
+    return min(programs) / per_wave, max(programs) / per_wave
+
+
+def _tile(launch: Launch) -> str:
+    c = launch.constants
+    if "BLOCK_M" in c:
+        return f"{c['BLOCK_M']}×{c['BLOCK_N']}" + (f"×{c['BLOCK_K']}" if "BLOCK_K" in c else "")
+    if "BLOCK_P" in c:
+        return f"{c['BLOCK_P']}p×{c['BLOCK_C']}c"
+    if "BLOCK_CO" in c:
+        return f"{c['BLOCK_CO']}×{c['BLOCK_CI']}"
+    return ""
+
+
+def _ops(launch: Launch) -> str:
+    from .plan_report import short_name
+    first = short_name(launch.ops[0]) if launch.ops else ""
+    return first + (f" +{len(launch.ops) - 1}" if len(launch.ops) > 1 else "")
+
+
+def summary(findings: Sequence[Finding], launches: Sequence[Launch], max_loop_ratio: Optional[float]) -> dict:
+    per_dtype = collections.Counter(dtype for l in launches for dtype in l.dtypes)
+    by_arch: Dict[int, dict] = {}
+    for f in findings:
+        s = by_arch.setdefault(f.arch, dict(compiled=0, errors=0, spilling=0, dots=0, dots_without_wgmma=0,
+                                            loop_ratios=[], seconds=0.0, problems=0))
+        r = f.result
+        s["seconds"] += r["seconds"]
+        if not r["ok"]:
+            s["errors"] += 1
+            s["problems"] += 1
+            continue
+        s["compiled"] += 1
+        s["spilling"] += bool(r["spill_stores"] or r["spill_loads"])
+        if r.get("dot") and r["dot"]["dtype"] in ("f16", "bf16"):
+            s["dots"] += 1
+            s["dots_without_wgmma"] += not r["hgmma"]
+        if f.loop_ratio is not None and r["hgmma"] and not _is_stem(f.launch):
+            s["loop_ratios"].append(f.loop_ratio)
+        s["problems"] += bool(f.problems(max_loop_ratio))
+    for s in by_arch.values():
+        ratios = sorted(s.pop("loop_ratios"))
+        s["loop_ratio_median"] = ratios[len(ratios) // 2] if ratios else None
+        s["loop_ratio_worst"] = ratios[-1] if ratios else None
+        s["wgmma_conv_specializations"] = len(ratios)
+    return dict(distinct_kernels=len(launches), launches=sum(len(l.grids) for l in launches),
+                distinct_per_dtype=dict(per_dtype), per_target=by_arch)
+
+
+def _fmt(value, spec="") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def print_report(findings: Sequence[Finding], launches: Sequence[Launch], info: dict, max_loop_ratio,
+                 file=sys.stdout) -> None:
+    print(f"AOT compile of the triton backend's launches — {info['cases']}", file=file)
+    print(f"configured for {info['gpu']} ({info['sms']} SMs); Triton {info['triton']}; compiled, not run", file=file)
+    header = ("kernel", "ops", "tile", "w/s", "launches", "regs", "spills", "smem KB", "blk/SM", "occ", "waves",
+              "HGMMA", "HMMA", "FFMA", "loop/TC", "× anchor", "problems")
+    for arch in info["targets"]:
+        rows = [header]
+        for f in findings:
+            if f.arch != arch:
+                continue
+            r, l = f.result, f.launch
+            if not r["ok"]:
+                rows.append((l.name, _ops(l), _tile(l), "", str(len(l.grids)), *[""] * 11, r["error"][:60]))
+                continue
+            lo, hi = _waves(l, r["blocks_per_sm"], info["sms"])
+            loop = r.get("main_loop")
+            rows.append((l.name.replace("_kernel", ""), _ops(l), _tile(l), f"{r['warps']}/{r['stages']}", str(len(l.grids)),
+                         str(r["regs"]), f"{r['spill_stores']}/{r['spill_loads']}" if r["spill_stores"] or r["spill_loads"] else "0",
+                         f"{r['shared'] / 1024:.1f}", f"{r['blocks_per_sm']} ({r['limiter'][:4]})", f"{r['occupancy']:.0%}",
+                         f"{lo:.2f}" if lo == hi else f"{lo:.2f}–{hi:.2f}", str(r["hgmma"]), str(r["hmma"]), str(r["ffma"]),
+                         _fmt(loop and loop["per_tensor_core"], ".1f"), _fmt(f.loop_ratio, ".2f"),
+                         "; ".join(f.problems(max_loop_ratio))))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        print(f"\nsm_{arch}:", file=file)
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=file)
+    s = info["summary"]
+    print(f"\n{s['distinct_kernels']} distinct specializations from {s['launches']} launches "
+          f"(launched by the {', '.join(f'{k} cases: {v}' for k, v in sorted(s['distinct_per_dtype'].items()))})",
+          file=file)
+    for arch, t in s["per_target"].items():
+        print(f"sm_{arch}: {t['compiled']} compiled, {t['errors']} errors, {t['spilling']} spilling, "
+              f"{t['dots_without_wgmma']} of {t['dots']} fp16/bf16 dots without wgmma"
+              + (f", wgmma conv main loop × anchor: median {t['loop_ratio_median']:.2f}, worst "
+                 f"{t['loop_ratio_worst']:.2f} over {t['wgmma_conv_specializations']}"
+                 if t["loop_ratio_median"] is not None else "")
+              + f"; {t['seconds']:.0f} s compiling", file=file)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .models import MODEL_NAMES
+    from .verify import DTYPES
+    gpus = list(configs.known_gpus())
+    parser.add_argument("--target", default="90,80", help="compute capabilities to compile for, e.g. 90,80,89 "
+                        "(default 90,80)")
+    parser.add_argument("--gpu", choices=gpus, default="H100",
+                        help="the GPU whose SM count configures the launches (default H100; its arch picks the tuned "
+                             "configs of configs/triton_<arch>.json)")
+    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(DEFAULT_MODELS))
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=list(DEFAULT_DTYPES))
+    parser.add_argument("--batches", nargs="+", type=cli.at_least(1), default=list(DEFAULT_BATCHES))
+    parser.add_argument("--sizes", nargs="+", type=cli.at_least(32, " pixels"), default=[224],
+                        help="square input sizes (default 224)")
+    parser.add_argument("--jobs", type=cli.at_least(1), default=os.cpu_count() or 1,
+                        help="compiles at a time (default: the CPU count)")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 on a compile error, a spill on sm_90/sm_80, or an fp16/bf16 dot on sm_90 "
+                             "without wgmma")
+    parser.add_argument("--max-loop-ratio", type=float, default=None,
+                        help="with --check: also fail on an sm_90 wgmma conv whose main loop issues more than this "
+                             "many times the anchor GEMM's instructions per tensor-core op")
+    parser.add_argument("--cold", action="store_true", help="compile into an empty Triton cache (a cold start)")
+    parser.add_argument("--list-only", action="store_true",
+                        help="only count the distinct specializations the cases launch; compile nothing")
+    parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+
+
+def _targets(text: str) -> List[int]:
+    try:
+        targets = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise cli.UserError(f"--target takes compute capabilities like 90,80; got {text!r}") from None
+    unknown = [t for t in targets if t not in ARCH_LIMITS]
+    if not targets or unknown:
+        raise cli.UserError(f"--target: unknown compute capability {unknown or text!r}; "
+                            f"choose from {','.join(map(str, ARCH_LIMITS))}")
+    return targets
+
+
+def run(args: argparse.Namespace) -> int:
+    import triton
+
+    _check_not_interpreting()
+    targets = _targets(args.target)
+    gpu = configs.known_gpus()[args.gpu]
+    sms, arch = int(gpu["sms"]), int(gpu["arch"][2:])
+    cold = tempfile.TemporaryDirectory(prefix="hgk-aot-cache-") if args.cold else None
+    if cold:
+        os.environ["TRITON_CACHE_DIR"] = cold.name
+    started = time.perf_counter()
+    launches = list(collect(args.models, args.dtypes, args.batches, args.sizes, arch, sms).values())
+    collected = time.perf_counter() - started
+    if args.list_only:
+        counts = collections.Counter(dtype for launch in launches for dtype in launch.dtypes)
+        print(f"{len(launches)} distinct specializations from {sum(len(l.grids) for l in launches)} launches "
+              f"({'; '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}) for {', '.join(args.models)} at "
+              f"batches {', '.join(map(str, args.batches))}, {', '.join(map(str, args.sizes))} px on {args.gpu}")
+        return 0
+
+    def progress(done, total):
+        if sys.stderr.isatty():
+            print(f"\rcompiling {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    findings = run_analysis(launches, targets, args.jobs, progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    elapsed = time.perf_counter() - started
+    info = dict(cases=f"models {' '.join(args.models)}; {' '.join(args.dtypes)}; batches "
+                      f"{' '.join(map(str, args.batches))}; {' '.join(map(str, args.sizes))} px",
+                gpu=args.gpu, sms=sms, targets=targets, triton=triton.__version__,
+                summary=summary(findings, launches, args.max_loop_ratio))
+    print_report(findings, launches, info, args.max_loop_ratio)
+    print(f"collected in {collected:.1f} s; wall time {elapsed:.1f} s with {args.jobs} jobs"
+          + (" (cold cache)" if cold else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(info, collect_seconds=collected, wall_seconds=elapsed, jobs=args.jobs, cold=bool(cold),
+                           kernels=[dict(asdict(x.launch), target=x.arch, result=x.result, anchor=x.anchor,
+                                         loop_ratio=x.loop_ratio, problems=x.problems(args.max_loop_ratio))
+                                    for x in findings]), f, indent=1, default=str)
+    if cold:
+        cold.cleanup()
+    failed = [f for f in findings if f.problems(args.max_loop_ratio)]
+    if args.check and failed:
+        print(f"AOT check failed: {len(failed)} kernel(s) with problems (see the last column)", file=sys.stderr)
+        return 1
+    return 0
