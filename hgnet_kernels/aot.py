@@ -85,6 +85,13 @@ class Launch:
     def name(self) -> str:
         return self.kernel.split(":")[-1]
 
+    def note(self, current: dict, grid) -> None:
+        """One more launch of this specialization, by the op ``current`` names."""
+        self.grids.append(tuple(grid) + (1,) * (3 - len(grid)))
+        if current["op"] not in self.ops:
+            self.ops.append(current["op"])
+        self.reads_input |= current["reads_input"]
+
     def compile_args(self):
         return (self.kernel, self.signature, self.constants, self.attrs, self.options)
 
@@ -129,18 +136,41 @@ def _check_not_interpreting() -> None:
                             "replaces every kernel with a Python function)")
 
 
+class _RecordedKernel:
+    """What Triton's kernel cache holds for a recorded specialization: launching it records the
+    grid. Later launches of the same specialization then take Triton's real dispatch path (binder,
+    cache key, cache hit) and stop only where the driver would launch."""
+    function = packed_metadata = None
+
+    def __init__(self, entry: Launch, current: dict):
+        self.entry, self.current = entry, current
+
+    def launch_metadata(self, grid, stream, *args):
+        return None
+
+    def run(self, grid_0, grid_1, grid_2, *rest):
+        self.entry.note(self.current, (grid_0, grid_1, grid_2))
+
+
+def _our_kernels() -> List[object]:
+    from triton.runtime.jit import JITFunction
+    return [value for name, module in list(sys.modules.items()) if name.startswith("hgnet_kernels.")
+            for value in vars(module).values() if isinstance(value, JITFunction)]
+
+
 @contextlib.contextmanager
 def recording(arch: int, sms: int, launches: Dict[Tuple[str, str], Launch], current: dict) -> Iterator[None]:
     """Inside, Triton launches are recorded into ``launches`` (keyed by kernel and Triton's cache
     key) instead of compiled and run, configured for GPU ``sm_<arch>`` with ``sms`` SMs;
-    ``current["op"]`` names the plan op being run (for the report)."""
+    ``current`` names the plan op being run (for the report). On leaving, every kernel's caches
+    are as they were: nothing recorded here can be launched later in the process."""
     _check_not_interpreting()
     from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
     from triton.runtime.jit import JITFunction
 
-    from .kernels.triton._common import compiling_for
+    from .kernels.triton import _common
 
     grid_of_call: List[object] = [None]
     run = JITFunction.run
@@ -159,25 +189,28 @@ def recording(arch: int, sms: int, launches: Dict[Tuple[str, str], Launch], curr
             options = {k: compile[k] for k in ("num_warps", "num_ctas", "num_stages", "enable_fp_fusion")}
             entry = launches[(kernel, str(key))] = Launch(kernel, dict(compile["signature"]), constants, attrs,
                                                           options, str(key))
+        fn.jit_function.device_caches[0][0][key] = _RecordedKernel(entry, current)
         grid = grid_of_call[0]
-        grid = tuple(grid) + (1,) * (3 - len(grid))
-        entry.grids.append(grid)
-        if current["op"] not in entry.ops:
-            entry.ops.append(current["op"])
-        entry.reads_input |= current["reads_input"]
-        return True  # skip compiling and launching
+        entry.note(current, grid(None) if callable(grid) else grid)
+        return True  # not compiled, not launched
 
+    kernels = _our_kernels()
+    saved_caches = [k.device_caches for k in kernels]
     previous_hook, previous_driver = knobs.runtime.jit_cache_hook, driver._active  # None: not chosen yet
     driver.set_active(_stand_in_driver(GPUTarget("cuda", arch, 32)))
+    for k in kernels:  # fresh caches, bound to the stand-in's target
+        k.device_caches = collections.defaultdict(k.create_binder)
     knobs.runtime.jit_cache_hook = hook
     JITFunction.run = run_keeping_grid
     try:
-        with compiling_for(f"sm{arch}", sms):
+        with _common.compiling_for(f"sm{arch}", sms):
             yield
     finally:
         JITFunction.run = run
         knobs.runtime.jit_cache_hook = previous_hook
         driver.set_active(previous_driver)
+        for k, caches in zip(kernels, saved_caches):
+            k.device_caches = caches
 
 
 def _named_steps(backend, plan, current: dict):

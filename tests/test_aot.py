@@ -1,0 +1,186 @@
+"""The AOT check (``python -m hgnet_kernels aot``): every Triton launch of the plan compiles for
+sm_90 and sm_80 without a GPU — with the installed Triton and with Triton 3.6.0, which the lent
+H100/H200 machines run — without spills, fp16/bf16 dots on wgmma on sm_90; what it records is
+what the launchers issue; a new input size compiles nothing new; its SASS reading is right.
+
+Compiling needs real (not interpreted) Triton, so those parts run in a subprocess without
+TRITON_INTERPRET. Compiled, not run: no GPU is involved.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hgnet_kernels import aot, configs
+from hgnet_kernels.cli import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_TRITON = "3.6.0"  # the version on the lent H100/H200 machines, next to torch 2.11
+
+
+def _env(triton_path=None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (triton_path, str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _python(code: str, triton_path=None, timeout=900) -> str:
+    done = subprocess.run([sys.executable, "-c", code], env=_env(triton_path), capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def gpu_triton(tmp_path_factory):
+    """Triton 3.6.0 installed into its own directory (put first on PYTHONPATH), once per machine."""
+    cache = Path(os.environ.get("HGNET_KERNELS_CACHE", Path.home() / ".cache" / "hgnet_kernels"))
+    target = cache / f"triton-{GPU_TRITON}"
+    if not (target / "triton" / "__init__.py").exists():
+        partial = Path(str(target) + f".partial-{os.getpid()}")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(partial),
+                        f"triton=={GPU_TRITON}"], check=True, timeout=900)
+        try:
+            partial.rename(target)  # atomic: a concurrent installer's finished copy wins
+        except OSError:
+            pass
+    version = _python("import triton; print(triton.__version__)", str(target)).strip()
+    assert version == GPU_TRITON, f"{target} holds Triton {version}"
+    return str(target)
+
+
+# ---- the gate, as CI runs it --------------------------------------------------------------------
+
+# A bounded matrix: the v1 and v2 layer forms (3×3 and 5×5 depthwise, LightConv, LAB, SAME pools,
+# the excitation convs) in fp16 (the speed dtype) and fp32 (the exact one), at batch 1 (split-K,
+# small tiles) and 256 (large tiles). The full matrix is bench/aot_report.sh.
+GATE = ["--models", "tiny", "b0", "--dtypes", "float16", "float32", "--batches", "1", "256", "--target", "90,80",
+        "--jobs", str(min(os.cpu_count() or 1, 4))]
+
+
+@pytest.mark.parametrize("which", ["installed", GPU_TRITON])
+def test_every_launch_compiles_for_sm90_and_sm80_without_spills_and_with_wgmma(which, tmp_path, request):
+    triton_path = request.getfixturevalue("gpu_triton") if which == GPU_TRITON else None
+    report = tmp_path / "aot.json"
+    done = subprocess.run([sys.executable, "-m", "hgnet_kernels", "aot", "--check", *GATE, "--json", str(report)],
+                          env=_env(triton_path), capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    data = json.loads(report.read_text())
+    if which == GPU_TRITON:
+        assert data["triton"] == GPU_TRITON
+    kernels = data["kernels"]
+    assert {k["target"] for k in kernels} == {90, 80}
+    assert all(k["result"]["ok"] and not k["problems"] for k in kernels)
+    # The report read real code: the convs compiled to tensor-core instructions on both targets.
+    assert any(k["result"]["hgmma"] for k in kernels if k["target"] == 90)
+    assert any(k["result"]["hmma"] for k in kernels if k["target"] == 80)
+
+
+# ---- what is recorded is what the launchers issue ---------------------------------------------
+
+_COLLECT = """
+import json, sys
+from hgnet_kernels import aot
+launches = aot.collect({models!r}, {dtypes!r}, {batches!r}, {sizes!r}, 90, 132)
+json.dump([dict(kernel=l.kernel, key=l.key, constants=l.constants, options=l.options, signature=l.signature,
+                attrs=l.attrs, grids=l.grids, ops=l.ops, cases=l.cases) for l in launches.values()], sys.stdout)
+"""
+
+
+def _collect(models, dtypes, batches, sizes):
+    return json.loads(_python(_COLLECT.format(models=models, dtypes=dtypes, batches=batches, sizes=sizes)))
+
+
+def test_recorded_launches_are_the_plans_with_the_configs_of_the_named_gpu():
+    from hgnet_kernels.shapes import model_plan
+    import torch
+
+    launches = _collect(["tiny"], ["float16"], [1], [224])
+    plan = model_plan("tiny")
+    spatial = plan.spatial(224, 224)
+    convs = [op for op in plan.ops if op.kind in ("conv", "aggregation")]
+    by_op = {}
+    for launch in launches:
+        for op in launch["ops"]:
+            by_op.setdefault(op, []).append(launch)
+    for op in convs:
+        source, target = op.reads[0], op.writes[0]
+        h, w = spatial[target.buffer]
+        expected = configs.conv_config(h * w, source.channels, target.channels, op.kernel, op.stride, torch.float16,
+                                       "sm90", batch=1, padding=op.padding, sms=132)
+        conv = [l for l in by_op[op.name] if l["kernel"].endswith(":conv_bn_act_kernel")]
+        assert len(conv) == 1, op.name
+        for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"):
+            assert conv[0]["constants"][name] == expected[name], (op.name, name)
+        assert conv[0]["options"]["num_warps"] == expected["num_warps"]
+        tiles, splits = configs.conv_grid(1, h * w, source.channels, target.channels, op.kernel, expected)
+        assert [tiles, splits, 1] in conv[0]["grids"], op.name
+        reductions = [l for l in by_op[op.name] if l["kernel"].endswith(":split_k_reduce_kernel")]
+        assert bool(reductions) == (splits > 1), op.name
+    # Every plan op that launches a kernel was recorded (the head runs in PyTorch).
+    launching = {op.name for op in plan.ops if op.kind not in ("head", "copy")}
+    assert launching == set(by_op)
+
+
+def test_a_new_input_size_or_batch_compiles_nothing_new():
+    """Within one launch config, every size and batch shares one specialization: sizes and batch
+    are not specialised on (a detector fed new sizes compiles only configs it has not used yet)."""
+    launches = _collect(["tiny", "b0"], ["float16"], [1, 3], [224, 256, 230, 320])
+    by_config = {}
+    for launch in launches:
+        config = (launch["kernel"], json.dumps(launch["constants"], sort_keys=True),
+                  json.dumps(launch["options"], sort_keys=True))
+        by_config.setdefault(config, []).append(launch)
+    repeated = {k: [l["cases"] for l in v] for k, v in by_config.items() if len(v) > 1}
+    assert not repeated, f"specializations that differ only in non-constexpr arguments: {repeated}"
+
+
+# ---- reading the compiled code ------------------------------------------------------------------
+
+SASS = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/                   S2R R0, SR_TID.X ;
+        /*0020*/                   IMAD R2, R0, 0x4, RZ ;
+        /*0030*/                   HGMMA.64x128x16.F32 R24, gdesc[UR4], RZ ;
+        /*0040*/               @P0 BRA 0x0020 ;
+        /*0050*/                   IADD3 R3, R2, 0x1, RZ ;
+        /*0060*/                   HGMMA.64x128x16.F32 R24, gdesc[UR8], R24 ;
+        /*0070*/                   NOP ;
+        /*0080*/                   HGMMA.64x128x16.F32 R24, gdesc[UR12], R24 ;
+        /*0090*/              @!P1 BRA 0x0050 ;
+        /*00a0*/                   STL [R1], R3 ;
+        /*00b0*/                   BRA 0x00b0;
+"""
+
+
+def test_main_loop_is_the_smallest_backward_branch_range_with_the_most_tensor_core_ops():
+    instructions = aot.parse_sass(SASS)
+    assert [op for _, op, _ in instructions][:4] == ["LDC", "S2R", "IMAD", "HGMMA"]
+    loop = aot.main_loop(instructions)
+    # 0x50–0x90 holds two HGMMA (0x20–0x40 one); the NOP is not counted, the branch is.
+    assert loop["tensor_core"] == 2 and loop["instructions"] == 4 and loop["per_tensor_core"] == 2
+    assert loop["mix"] == {"HGMMA": 2, "IADD3": 1, "BRA": 1}
+    assert aot.main_loop(aot.parse_sass(SASS.replace("HGMMA", "FFMA"))) is None
+
+
+def test_occupancy_follows_registers_shared_memory_and_threads():
+    assert aot.blocks_per_sm(90, 128, 0, 8) == (2, "registers")          # 128 regs × 256 threads
+    assert aot.blocks_per_sm(90, 24, 0, 4) == (16, "threads")             # 2048 threads / 128
+    assert aot.blocks_per_sm(90, 32, 100 * 1024, 4) == (2, "shared memory")
+    assert aot.blocks_per_sm(80, 255, 0, 4)[0] == 1                       # 256 regs a thread (rounded up)
+
+
+def test_bad_targets_are_user_errors():
+    with pytest.raises(UserError, match="unknown compute capability"):
+        aot._targets("70")
+    with pytest.raises(UserError, match="like 90,80"):
+        aot._targets("sm90")
+
+
+def test_refuses_to_run_under_the_interpreter():
+    assert os.environ.get("TRITON_INTERPRET") == "1"  # set by conftest for the other tests
+    with pytest.raises(UserError, match="unset TRITON_INTERPRET"):
+        aot._check_not_interpreting()
