@@ -1,4 +1,4 @@
-"""Command line: ``python -m hgnet_kernels verify|bench|plan|aot`` (also installed as ``hgnet-kernels``).
+"""Command line: ``python -m hgnet_kernels verify|bench|plan|aot|warmup`` (also installed as ``hgnet-kernels``).
 
 User errors (bad arguments, a missing or unreadable weights file, a backend that cannot run here)
 print one line saying what to do and exit with status 2; a failed check exits with 1.
@@ -7,7 +7,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from . import __version__, aot, bench, plan_report, verify
+    from . import __version__, aot, bench, plan_report, verify, warmup
     from .backends import BackendUnavailable
     from .cli import Parser, UserError
     from .weights import CheckpointError
@@ -20,11 +20,14 @@ def main(argv=None) -> int:
     plan_report.add_arguments(sub.add_parser("plan", help="the execution plan: shapes, MACs, bytes, roofline, grids"))
     aot.add_arguments(sub.add_parser("aot", help="compile every Triton launch for GPUs this machine lacks; read "
                                                  "registers, spills, wgmma use and the main loop"))
+    warmup.add_arguments(sub.add_parser("warmup", help="compile kernels and capture graphs for a list of shapes "
+                                                       "before traffic"))
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or an argument error already printed
         return e.code if isinstance(e.code, int) else 2
-    command = {"verify": verify.run, "bench": bench.run, "plan": plan_report.run, "aot": aot.run}[args.command]
+    command = {"verify": verify.run, "bench": bench.run, "plan": plan_report.run, "aot": aot.run,
+               "warmup": warmup.run}[args.command]
     try:
         return command(args)
     except (UserError, CheckpointError, BackendUnavailable, FileNotFoundError, IsADirectoryError) as e:

@@ -331,6 +331,7 @@ class Backend:
         self.cuda_graph = (device.type == "cuda" and fam.CUDA_GRAPHS) if cuda_graph is None else cuda_graph
         self.max_graphs = max_graphs
         self._graphs: Dict[tuple, tuple] = {}
+        self._graph_pool = None  # one memory pool for every captured shape (made at the first capture)
         self._graph_lock = threading.Lock()
         self._warned_full = False
 
@@ -380,6 +381,12 @@ class Backend:
             self._execute(static_in, outputs)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # One pool for all shapes: a graph's intermediates are memory the other graphs' captures may
+        # reuse. That is safe here because replays never overlap (they run under the lock), each
+        # replay writes every intermediate before reading it, and the outputs are cloned out right
+        # after it; a private pool per graph would hold max_graphs copies of the intermediates.
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self._graph_pool):
             static_out = self._execute(static_in, outputs)
         return graph, static_in, static_out

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple, Union
+import time
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -193,3 +194,55 @@ class FusedPPHGNet(nn.Module):
         if x.shape[0] == 0:
             return torch.empty(0, self.num_outputs, dtype=self.dtype, device=self.device)
         return torch.ops.hgnet_kernels.pphgnet_logits(x, self._network_id)
+
+    def warmup(self, sizes: Iterable[Union[int, Tuple[int, int]]], batches: Iterable[int] = (1,), *,
+               outputs: str = "logits",
+               progress: Optional[Callable[[int, int, dict], None]] = None) -> List[dict]:
+        """Compile every kernel (and, with CUDA graphs, capture the graph) of each input shape ahead
+        of traffic, so that no request pays for it.
+
+        Args:
+            sizes: input sizes, ``224`` or ``(H, W)``; batches: batch sizes. Every (size, batch) pair
+                is run once on a zero NCHW (contiguous) input: graphs are per shape and strides, so
+                warm the layout you will feed.
+            outputs: ``"logits"`` (what ``forward`` returns), ``"features"`` (``forward_features``)
+                or ``"both"`` — each is its own graph.
+            progress: called after each shape with (done, total, entry).
+
+        Returns one entry per run: ``{"batch", "size", "outputs", "seconds"}``. Kernels compiled here
+        land in Triton's cache (``TRITON_CACHE_DIR``, default ``~/.triton/cache``): bake it into a
+        container image and a fresh process compiles nothing either. Raises ``ValueError`` before any
+        work if CUDA graphs are on and the shapes need more than ``max_graphs`` of them.
+        """
+        kinds = {"logits": (False,), "features": (True,), "both": (False, True)}
+        if outputs not in kinds:
+            raise ValueError(f"outputs must be 'logits', 'features' or 'both', got {outputs!r}")
+        shapes = []
+        for size in sizes:
+            h, w = (size, size) if isinstance(size, int) else tuple(size)
+            if min(h, w) < MIN_INPUT_SIZE:
+                raise ValueError(f"warmup size {h}×{w}: inputs must be at least {MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}")
+            shapes.extend((batch, h, w) for batch in batches)
+        if any(batch < 1 for batch, _, _ in shapes):
+            raise ValueError(f"warmup batches must be at least 1, got {sorted({b for b, _, _ in shapes})}")
+        runs = [(shape, features) for shape in dict.fromkeys(shapes) for features in kinds[outputs]]
+        backend = self._backend
+        if backend.cuda_graph and len(runs) > backend.max_graphs:
+            raise ValueError(f"warming {len(runs)} shapes × outputs needs {len(runs)} CUDA graphs, but max_graphs is "
+                             f"{backend.max_graphs}: build FusedPPHGNet(..., max_graphs={len(runs)}) (each graph "
+                             "holds its own intermediates) or warm fewer shapes")
+        done = []
+        for index, ((batch, h, w), features) in enumerate(runs, 1):
+            x = torch.zeros(batch, self.in_channels, h, w, device=self.device, dtype=self.dtype)
+            start = time.perf_counter()
+            (self.forward_features if features else self.forward)(x)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            entry = dict(batch=batch, size=(h, w), outputs="features" if features else "logits",
+                         seconds=time.perf_counter() - start)
+            log.info("warmup %d/%d: batch %d at %d×%d (%s) in %.2f s", index, len(runs), batch, h, w,
+                     entry["outputs"], entry["seconds"])
+            done.append(entry)
+            if progress is not None:
+                progress(index, len(runs), entry)
+        return done
