@@ -244,8 +244,8 @@ def collect(models: Sequence[str], dtypes: Sequence[str], batches: Sequence[int]
             eager = build_model(model).eval()
             for dtype_name in dtypes:
                 dtype = DTYPES[dtype_name]
-                plan = build_plan(fold_model(eager, dtype))
                 net = fold_model(eager, dtype)
+                plan = build_plan(net)
                 backend = Backend("triton", net, plan, torch.device("cpu"), cuda_graph=False)
                 backend.steps = _named_steps(backend, plan, current)
                 everything = tuple(range(len(plan.features) + 1))
