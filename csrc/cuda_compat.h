@@ -127,11 +127,13 @@ __device__ __forceinline__ ChannelGroup<I> channel_group(I i, const View4& v) {
   return ChannelGroup<I>{n, (i - pixel * groups) * V, row - n * height, pixel - row * width};
 }
 
+#if defined(__CUDACC__) || defined(HGK_EMULATE)  // not in bindings.cpp's host-only compile
 // The global thread index of a 1-D launch, in I.
 template <typename I>
 __device__ __forceinline__ I global_thread() {
   return static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
 }
+#endif
 
 template <typename I>
 __device__ __forceinline__ I offset_in(const View4& v, I n, I c, I h, I w) {
