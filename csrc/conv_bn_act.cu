@@ -12,8 +12,8 @@
 //   * sm_80+: conv_mma.cuh (cp.async ring, ldmatrix, mma.sync; split-K); fp32 as 3×TF32 when asked
 //     (tf32x3: opt-in until a GPU run confirms the 1e-5 guarantee);
 //   * sm_75, fp16: WMMA tensor cores, 16-byte loads of input and weight tiles where strides allow;
-//   * SIMT with fp32 accumulation: fp32 (IEEE) by default, bf16 before sm_80 (fp16 before sm_75); float4 loads
-//     when the input is fp32 with contiguous, 4-aligned channels.
+//   * SIMT with fp32 accumulation: fp32 (IEEE) by default, bf16 before sm_80 (fp16 before sm_75); fp32
+//     takes float4 loads of the input (contiguous, 4-aligned channels) and of the weight (C_out % 4 == 0).
 #include <type_traits>
 
 #include "conv_mma.cuh"
@@ -58,7 +58,9 @@ __device__ __forceinline__ float epilogue_store(float acc, const View4& y, const
   return v;
 }
 
-template <typename T, bool VEC>
+// VEC_A / VEC_B (fp32 only): float4 loads of the input / weight tiles, when the launcher has checked
+// unit channel stride, multiples of 4 elements and 16-byte aligned bases.
+template <typename T, bool VEC_A, bool VEC_B>
 __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const T* __restrict__ w,
                                                         const T* __restrict__ bias, float* psum, int kernel,
                                                         int stride, int pad_top, int pad_left, ConvEpilogue epi,
@@ -73,57 +75,86 @@ __global__ void __launch_bounds__(256) conv_simt_kernel(View4 x, View4 y, const 
   const int64_t m0 = static_cast<int64_t>(tile) * kSimtBM;
   const int64_t co0 = static_cast<int64_t>(blockIdx.y) * kSimtBN;
   const int64_t c_in = x.c, c_out = y.c;
-  const T* xp = static_cast<const T*>(x.data);
   const int tx = tid % 16, ty = tid / 16;
   float acc[4][4] = {};
+
+  // The input tile rows this thread loads (one float4 of 4 channels, or one channel of 4 rows
+  // 16 apart) are the same in every K step: their pixel divisions happen once, here, and each
+  // tap only moves their receptive-field corner.
+  constexpr int kRows = VEC_A ? 1 : kSimtBM * kSimtBK / kSimtThreads;
+  constexpr int kRowStep = kSimtThreads / kSimtBK;
+  const int a_row = VEC_A ? tid / 4 : tid / kSimtBK, a_k = VEC_A ? (tid % 4) * 4 : tid % kSimtBK;
+  int64_t corner_h[kRows], corner_w[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t m = m0 + a_row + r * kRowStep;
+    corner_h[r] = m < hw_out ? (m / y.w) * stride - pad_top : -(int64_t{1} << 40);  // far outside: never loaded
+    corner_w[r] = m < hw_out ? (m % y.w) * stride - pad_left : 0;
+  }
+  const T* x_img = static_cast<const T*>(x.data) + n * x.sn;
+  // The weight tile: one float4 of 4 output channels of one K row, or 4 rows 4 apart of one column.
+  const int b_k = VEC_B ? tid / (kSimtBN / 4) : tid / kSimtBN, b_col = VEC_B ? (tid % (kSimtBN / 4)) * 4 : tid % kSimtBN;
 
   for (int kh = 0; kh < kernel; ++kh) {
     for (int kw = 0; kw < kernel; ++kw) {
       const T* w_tap = w + static_cast<int64_t>(kh * kernel + kw) * c_in * c_out;
+      const T* a_src[kRows];  // each row's input pixel for this tap, or null in the padding
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t ih = corner_h[r] + kh, iw = corner_w[r] + kw;
+        a_src[r] = ih >= 0 && ih < x.h && iw >= 0 && iw < x.w ? x_img + ih * x.sh + iw * x.sw : nullptr;
+      }
       for (int64_t c0 = 0; c0 < c_in; c0 += kSimtBK) {
-        if (VEC) {  // one float4 (4 channels) per thread: 64 rows × 4 quads
-          const int row = tid / 4, quad = tid % 4;
-          const int64_t m = m0 + row;
-          const int64_t c = c0 + quad * 4;
+        const int64_t c = c0 + a_k;
+        if constexpr (VEC_A) {
           float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-          if (m < hw_out && c < c_in) {
-            const int64_t ih = (m / y.w) * stride - pad_top + kh, iw = (m % y.w) * stride - pad_left + kw;
-            if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) copy16(&v, xp + offset(x, n, c, ih, iw));
-          }
-          As[quad * 4 + 0][row] = v.x;
-          As[quad * 4 + 1][row] = v.y;
-          As[quad * 4 + 2][row] = v.z;
-          As[quad * 4 + 3][row] = v.w;
+          if (a_src[0] != nullptr && c < c_in) copy16(&v, a_src[0] + c);
+          As[a_k + 0][a_row] = v.x;
+          As[a_k + 1][a_row] = v.y;
+          As[a_k + 2][a_row] = v.z;
+          As[a_k + 3][a_row] = v.w;
         } else {
-          for (int e = tid; e < kSimtBM * kSimtBK; e += kSimtThreads) {
-            const int row = e / kSimtBK, k = e % kSimtBK;
-            const int64_t m = m0 + row, c = c0 + k;
-            float v = 0.f;
-            if (m < hw_out && c < c_in) {
-              const int64_t ih = (m / y.w) * stride - pad_top + kh, iw = (m % y.w) * stride - pad_left + kw;
-              if (ih >= 0 && ih < x.h && iw >= 0 && iw < x.w) v = to_float(xp[offset(x, n, c, ih, iw)]);
-            }
-            As[k][row] = v;
-          }
+#pragma unroll
+          for (int r = 0; r < kRows; ++r)
+            As[a_k][a_row + r * kRowStep] = a_src[r] != nullptr && c < c_in ? to_float(a_src[r][c * x.sc]) : 0.f;
         }
-        for (int e = tid; e < kSimtBK * kSimtBN; e += kSimtThreads) {
-          const int k = e / kSimtBN, col = e % kSimtBN;
-          const int64_t c = c0 + k, co = co0 + col;
-          Bs[k][col] = (c < c_in && co < c_out) ? to_float(w_tap[c * c_out + co]) : 0.f;
+        if constexpr (VEC_B) {
+          const int64_t ck = c0 + b_k, co = co0 + b_col;
+          float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+          if (ck < c_in && co < c_out) copy16(&v, w_tap + ck * c_out + co);
+          Bs[b_k][b_col + 0] = v.x;
+          Bs[b_k][b_col + 1] = v.y;
+          Bs[b_k][b_col + 2] = v.z;
+          Bs[b_k][b_col + 3] = v.w;
+        } else {
+#pragma unroll
+          for (int j = 0; j < kSimtBK * kSimtBN / kSimtThreads; ++j) {
+            const int k = b_k + j * (kSimtThreads / kSimtBN);
+            const int64_t ck = c0 + k, co = co0 + b_col;
+            Bs[k][b_col] = (ck < c_in && co < c_out) ? to_float(w_tap[ck * c_out + co]) : 0.f;
+          }
         }
         __syncthreads();
+#pragma unroll
         for (int k = 0; k < kSimtBK; ++k) {
           float a[4], b[4];
+#pragma unroll
           for (int i = 0; i < 4; ++i) a[i] = As[k][ty * 4 + i];
+#pragma unroll
           for (int j = 0; j < 4; ++j) b[j] = Bs[k][tx * 4 + j];
+#pragma unroll
           for (int i = 0; i < 4; ++i)
+#pragma unroll
             for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
         }
         __syncthreads();
       }
     }
   }
+  // Unrolled so that acc stays in registers (a loop indexing it would put it in local memory).
+#pragma unroll
   for (int i = 0; i < 4; ++i)
+#pragma unroll
     for (int j = 0; j < 4; ++j)
       Cs[ty * 4 + i][tx * 4 + j] = epilogue_store(acc[i][j], y, bias, n, m0 + ty * 4 + i, co0 + tx * 4 + j, epi);
   if (psum != nullptr) {
@@ -313,16 +344,28 @@ void conv_bn_act(const ConvArgs& a, cudaStream_t stream) {
     using T = decltype(zero);
     const T* w = static_cast<const T*>(a.weight);
     const T* b = static_cast<const T*>(a.bias);
-    // float4 loads need fp32, unit channel stride and every other stride, the base and C_in
-    // multiples of 4 elements (16 bytes); otherwise the scalar path.
-    const bool vec = a.dtype == DType::f32 && a.x.sc == 1 && a.x.c % 4 == 0 && a.x.sn % 4 == 0 &&
-                     a.x.sh % 4 == 0 && a.x.sw % 4 == 0 && aligned16(a.x.data);
-    if (vec)
-      HGK_LAUNCH((conv_simt_kernel<T, true>), grid, dim3(kSimtThreads), 0, stream, a.x, a.y, w, b, a.psum,
-                 a.kernel, a.stride, a.pad_top, a.pad_left, epi, tiles);
-    else
-      HGK_LAUNCH((conv_simt_kernel<T, false>), grid, dim3(kSimtThreads), 0, stream, a.x, a.y, w, b, a.psum,
-                 a.kernel, a.stride, a.pad_top, a.pad_left, epi, tiles);
+#define HGK_SIMT(VA, VB)                                                                                          \
+  HGK_LAUNCH((conv_simt_kernel<T, VA, VB>), grid, dim3(kSimtThreads), 0, stream, a.x, a.y, w, b, a.psum, a.kernel, \
+             a.stride, a.pad_top, a.pad_left, epi, tiles)
+    if constexpr (std::is_same<T, float>::value) {
+      // float4 loads: the input with unit channel stride and C_in, every other stride and the base
+      // multiples of 4 elements (16 bytes); the weight (k, k, C_in, C_out) with C_out a multiple of 4
+      // and an aligned base.
+      const bool vec_a = a.x.sc == 1 && a.x.c % 4 == 0 && a.x.sn % 4 == 0 && a.x.sh % 4 == 0 && a.x.sw % 4 == 0 &&
+                         aligned16(a.x.data);
+      const bool vec_b = a.y.c % 4 == 0 && aligned16(a.weight);
+      if (vec_a && vec_b)
+        HGK_SIMT(true, true);
+      else if (vec_a)
+        HGK_SIMT(true, false);
+      else if (vec_b)
+        HGK_SIMT(false, true);
+      else
+        HGK_SIMT(false, false);
+    } else {
+      HGK_SIMT(false, false);  // bf16 / fp16 before the tensor-core paths
+    }
+#undef HGK_SIMT
   });
 }
 

@@ -9,6 +9,7 @@ import torch
 from hgnet_kernels.kernels.cuda import build as cuda_build
 from hgnet_kernels.kernels.cuda import emulator as cuda_emulator
 from hgnet_kernels.kernels.cuda import extension as cuda_ext
+from hgnet_kernels.kernels.cuda import sass as cuda_sass
 
 needs_nvcc = pytest.mark.skipif(cuda_build.find_nvcc() is None, reason="nvcc is not installed (CUDA toolkit)")
 
@@ -17,9 +18,10 @@ needs_nvcc = pytest.mark.skipif(cuda_build.find_nvcc() is None, reason="nvcc is 
 def test_kernels_compile_for_sm90_without_spills():
     report = cuda_build.ptxas_report("9.0")
     kernels = cuda_build.spills(report)
-    # 3 dtypes × 2 SIMT + 4 WMMA conv kernels, (4 fp16/bf16 tiles + 1 fp32) × 2 load paths + split-K
-    # reductions, 3 × (2 depthwise, pool, gate) + 6 scale, the PTX probes
-    assert len(kernels) >= 10 + 2 * 10 + 2 + 12 + 6 + 10, sorted(kernels)
+    # 6 SIMT (fp32: 4 load paths) + 4 WMMA conv kernels, (4 fp16/bf16 tiles + 1 fp32) × 2 load paths +
+    # split-K reductions, 3 dtypes × (2 kernel sizes × 4 (vector width, index type) depthwise and pool,
+    # gate), 3 × 2 × 4 scale, the PTX probes
+    assert len(kernels) >= 10 + 2 * 10 + 2 + 3 * (8 + 8 + 1) + 24 + 10, sorted(kernels)
     spilling = {k: v for k, v in kernels.items() if v != (0, 0)}
     assert not spilling, f"kernels spill registers (stores, loads): {spilling}"
 
@@ -38,6 +40,28 @@ def test_sm80_conv_kernel_compiles_without_spills_on_every_target(arch):
     fast = {k: r for k, r in cuda_build.registers(report).items()
             if "conv_mma_kernel" in k and k.endswith("Lb1EEEvNS0_6ParamsE")}  # VEC = true
     assert fast and max(fast.values()) <= 128, fast
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch,sources", [("9.0", cuda_build.KERNEL_SOURCES), ("8.0", cuda_build.MMA_SOURCES)])
+def test_sm80_conv_kernel_main_loop_issues_hmma(arch, sources):
+    """Every instantiation of the sm_80+ conv kernel has HMMA (mma.sync) in its main loop, read from
+    the SASS of the compile the spill checks above made."""
+    loops = cuda_sass.mma_main_loops(arch, sources=sources)
+    # f16 and bf16: 4 tiles each, f32 (3×TF32): 1; each with 16-byte cp.async and scalar loads
+    assert len(loops) == 2 * (4 + 4 + 1), sorted(loops)
+    missing = [label for label, loop in loops.items() if loop is None or loop["mix"].get("HMMA", 0) == 0]
+    assert not missing, f"sm_{arch}: no HMMA in the main loop of {missing}"
+
+
+def test_sass_report_names_instantiations():
+    mangled = "_ZN3hgk3mma15conv_mma_kernelI13__nv_bfloat16Li128ELi64ELi2ELi2ELi4ELb1EEEvNS0_6ParamsE"
+    assert cuda_sass.instantiation(mangled) == "bf16 128x64 warps 2x2 stages 4 cp.async16"
+    assert cuda_sass.instantiation("_ZN3hgk3mma25conv_splitk_reduce_kernelI6__halfLi64EEEvNS0_6ParamsEi") is None
+    lines = cuda_sass.format_report("8.0", {"f16 64x64 warps 2x2 stages 4 scalar": None, "f32 64x64 warps 2x2 "
+                                            "stages 3 cp.async16": dict(instructions=40, tensor_core=8,
+                                                                        per_tensor_core=5.0, mix={"HMMA": 8})})
+    assert "no tensor-core instruction inside a loop" in lines[2] and lines[3].split()[-2:] == ["5.00", "HMMA:8"]
 
 
 @pytest.mark.skipif(cuda_build.can_build_extension() is not None,

@@ -184,6 +184,86 @@ def test_scale_residual_into_slot(impl, dtype, residual):
     assert_close_to_reference(out, eager, exact, dtype)
 
 
+# Channel slices of block buffers for the CUDA memory-bound kernels (depthwise, max pool, scale +
+# residual): channels, slice offset, channels after the slice, whether they take 8 channels per thread.
+CHANNEL_SLICES = [
+    (24, 8, 8, True),     # offset 8 of a 40-channel buffer: every 8-channel group 16-byte aligned
+    (24, 5, 11, False),   # an odd offset: one channel per thread
+    (20, 0, 4, False),    # C not a multiple of 8
+]
+
+
+@pytest.fixture(params=["int32", "int64"])
+def cuda_index_type(request):
+    """The emulated CUDA launchers index in int32 (as a GPU does for these sizes), or, with the limit
+    lowered to 0, in int64 (on a GPU only for tensors past 2**31 elements)."""
+    if DEVICE == "cuda":
+        pytest.skip("the int32 indexing limit can only be lowered in the emulator")
+    from hgnet_kernels.kernels.cuda import emulator
+    emulator.call("hgk_emu_set_int32_index_limit", 0 if request.param == "int64" else -1)
+    yield request.param
+    emulator.call("hgk_emu_set_int32_index_limit", -1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CHANNEL_SLICES, ids=lambda c: f"c{c[0]}_at{c[1]}")
+def test_cuda_memory_bound_kernels_on_channel_slices(case, dtype, cuda_index_type):
+    """Each memory-bound CUDA kernel reads and writes channel slices 8 channels at a time where they
+    are aligned and one at a time where not, in int32 and int64 indexing, with the same numerics."""
+    from hgnet_kernels.kernels.cuda import emulator
+    c, offset, extra, vectorized = case
+    n, h, w = 2, 9, 7
+    lib = emulator.library()
+
+    def slice_of(values, height, width):
+        buf, view = poisoned_slice(n, c, height, width, offset, extra, dtype)
+        view.copy_(values)
+        return buf, view
+
+    def check_views(*views):
+        for v in views:
+            assert bool(lib.hgk_emu_channels_vectorizable(cuda_ops._ptr(v), cuda_ops._dims(v))) == vectorized
+
+    x64 = torch.randn(n, c, h, w, dtype=torch.float64)
+    x64[0, 3, 4, 4] = float("nan")  # NaN propagates through the pool, in one lane of a vector group
+    _, x = slice_of(x64, h, w)
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+
+    # depthwise 3×3/2 (the LDS downsample): fp32 accumulation, same tolerance as the full-width test
+    w64 = torch.randn(c, 1, 3, 3, dtype=torch.float64) / 3
+    b64 = torch.randn(c, dtype=torch.float64)
+    x_finite = x64.nan_to_num(0.5)
+    _, xf = slice_of(x_finite, h, w)
+    out_buf, out = poisoned_slice(n, c, ho, wo, offset, extra, dtype)
+    check_views(xf, out)
+    cuda_family.depthwise_conv(xf, pack_depthwise_weight(w64.to(dtype)), b64.to(dtype), 2, out=out, relu=True)
+    assert untouched_outside(out_buf, offset, c) and not torch.isnan(out).any()
+    exact = depthwise_conv_reference(xf.double(), pack_depthwise_weight(w64.to(dtype).double()),
+                                     b64.to(dtype).double(), 2, relu=True)
+    eager = low_precision_reference(depthwise_conv_reference, dtype, xf, pack_depthwise_weight(w64), b64,
+                                    relu=True) if dtype != torch.float32 else None
+    assert_close_to_reference(out, eager, exact, dtype)
+
+    # max pool 3×3/2: exact, NaN kept
+    out_buf, out = poisoned_slice(n, c, ho, wo, offset, extra, dtype)
+    cuda_family.max_pool(x, out=out)
+    assert untouched_outside(out_buf, offset, c)
+    torch.testing.assert_close(out, max_pool_reference(x.float()).to(dtype), rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(out[0, 3]).any() and not torch.isnan(out[0, 2]).any()
+
+    # scale + residual, every operand a slice
+    gate = torch.rand(n, c)
+    _, y = slice_of(torch.randn(n, c, h, w), h, w)
+    _, identity = slice_of(torch.randn(n, c, h, w), h, w)
+    out_buf, out = poisoned_slice(n, c, h, w, offset, extra, dtype)
+    check_views(y, identity, out)
+    cuda_family.scale_residual(y, gate, identity, out=out)
+    assert untouched_outside(out_buf, offset, c)
+    exact = scale_residual_reference(y.double(), gate.double(), identity.double())
+    eager = scale_residual_reference(y, gate, identity) if dtype != torch.float32 else None
+    assert_close_to_reference(out, eager, exact, dtype)
+
+
 @pytest.mark.parametrize("arch", [70, 75, 90], ids=lambda a: f"sm{a}")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_cuda_conv_paths_by_arch(arch, dtype):

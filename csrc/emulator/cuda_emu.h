@@ -27,6 +27,8 @@
 //     bf16 inputs, float accumulators): fill_fragment, load_matrix_sync, mma_sync,
 //     store_matrix_sync. Every lane holds the whole tile (a GPU spreads it over the warp); the
 //     results written to memory are identical, and kernels may not index fragment elements;
+//   * the launchers' int32 indexing limit, settable (hgk_emu_set_int32_index_limit) so that the
+//     tests run the int64 instantiations of the memory-bound kernels on small tensors;
 //   * cudaStream_t (ignored), HGK_LAUNCH (runs the grid's blocks in order), cudaGetLastError,
 //     cudaFuncSetAttribute (accepted, nothing to set), cudaGetDevice (device 0).
 // Not supported: atomics, warp shuffles/votes, cooperative groups, TMA/wgmma, textures.
@@ -82,6 +84,9 @@ inline dim3& block_dim() { static dim3 v; return v; }
 inline dim3& grid_dim() { static dim3 v; return v; }
 inline std::vector<unsigned char>& dynamic_smem_storage() { static std::vector<unsigned char> v; return v; }
 inline void* dynamic_smem() { return dynamic_smem_storage().data(); }
+// A lower limit for the launchers' int32 indexing (cuda_compat.h's int32_index_limit), or -1 for
+// the GPU's: the tests lower it to run the int64 kernels on small tensors.
+inline int64_t& int32_index_limit_override() { static int64_t v = -1; return v; }
 }  // namespace hgk_emu
 
 #define blockIdx (hgk_emu::block_idx())

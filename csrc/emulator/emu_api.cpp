@@ -112,6 +112,17 @@ int hgk_emu_scale_residual(void* y, const int64_t* y_dims, const float* gate, vo
   });
 }
 
+// Whether the memory-bound kernels can take 8 channels at a time of this view (16-byte accesses).
+int hgk_emu_channels_vectorizable(void* data, const int64_t* dims) {
+  return hgk::channels_vectorizable(view(data, dims)) ? 1 : 0;
+}
+
+// The largest count or offset the launchers index in int32; -1 restores the GPU's limit.
+int hgk_emu_set_int32_index_limit(int64_t limit) {
+  hgk_emu::int32_index_limit_override() = limit;
+  return 0;
+}
+
 int hgk_emu_ptx_probe(int probe, const void* in, void* out) {
   return guarded([&] { hgk::ptx_probe(static_cast<hgk::PtxProbe>(probe), in, out, nullptr); });
 }

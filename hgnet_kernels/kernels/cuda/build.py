@@ -127,35 +127,42 @@ def can_build_extension() -> Optional[str]:
 MMA_SOURCES = ["conv_mma_f16.cu", "conv_mma_bf16.cu", "conv_mma_f32.cu"]
 
 
-def ptxas_report(arch: str = "9.0", cache: Optional[str] = None, sources: Optional[List[str]] = None) -> str:
-    """Compile the kernel sources (default: all) for one arch with ``-Xptxas -v`` and return ptxas's
-    resource report (cached per source hash; also written to ``<cache>/ptxas-sm<arch>-<hash>.txt``).
-    Device code only (``-cubin``): the host pass adds nothing to the report."""
+def compile_cubins(arch: str = "9.0", cache: Optional[str] = None, sources: Optional[List[str]] = None) -> str:
+    """Compile the kernel sources (default: all) for one arch with ``-Xptxas -v`` into
+    ``<cache>/nvcc-sm<arch>-<hash>/``: ``<source>.cubin`` each and ``ptxas.txt``, ptxas's resource
+    report (written last: its presence means the directory is complete). Cached per source hash;
+    returns the directory. Device code only (``-cubin``): the host pass adds nothing to either."""
     from .extension import cache_dir
     cache = cache or cache_dir()
     sources = list(sources or KERNEL_SOURCES)
     num = arch.replace(".", "")
     tag = arch if sources == KERNEL_SOURCES else arch + ":" + ",".join(sources)
-    path = os.path.join(cache, f"ptxas-sm{num}-{source_hash(tag)}.txt")
-    if os.path.exists(path):
-        with open(path) as f:
-            return f.read()
+    out_dir = os.path.join(cache, f"nvcc-sm{num}-{source_hash(tag)}")
+    report_path = os.path.join(out_dir, "ptxas.txt")
+    if os.path.exists(report_path):
+        return out_dir
     nvcc = find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc is not on the PATH")
-    os.makedirs(cache, exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
     report = []
     for source in sources:
         cmd = [nvcc, *NVCC_FLAGS, f"-gencode=arch=compute_{num},code=sm_{num}", "-I", csrc_dir(), "-cubin",
-               os.path.join(csrc_dir(), source), "-o", os.devnull]
+               os.path.join(csrc_dir(), source), "-o", os.path.join(out_dir, source + ".cubin")]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"nvcc failed on {source}:\n{result.stderr[-4000:]}")
         report.append(f"# {source}\n{result.stderr}")
-    text = "\n".join(report)
-    with open(path, "w") as f:
-        f.write(text)
-    return text
+    with open(report_path + ".tmp", "w") as f:
+        f.write("\n".join(report))
+    os.replace(report_path + ".tmp", report_path)
+    return out_dir
+
+
+def ptxas_report(arch: str = "9.0", cache: Optional[str] = None, sources: Optional[List[str]] = None) -> str:
+    """ptxas's resource report (``-Xptxas -v``) of the kernel sources (default: all) for one arch."""
+    with open(os.path.join(compile_cubins(arch, cache, sources), "ptxas.txt")) as f:
+        return f.read()
 
 
 def _per_kernel(report: str, pattern: str, value) -> dict:

@@ -40,6 +40,8 @@ SIGNATURES = {
     "hgk_emu_max_pool": ([_P, _DIMS, _P, _DIMS, _I, _I, _I, _I, _I, _I], _I),
     "hgk_emu_ese_gate": ([_FLOATS, _I64, _I64, _I64, _P, _P, _I, _F, _FLOATS], _I),
     "hgk_emu_scale_residual": ([_P, _DIMS, _FLOATS, _P, _DIMS, _P, _DIMS, _I], _I),
+    "hgk_emu_channels_vectorizable": ([_P, _DIMS], _I),
+    "hgk_emu_set_int32_index_limit": ([_I64], _I),
     "hgk_emu_ptx_probe": ([_I, _P, _P], _I),
 }
 
