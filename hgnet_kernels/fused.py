@@ -118,7 +118,8 @@ class FusedPPHGNet(nn.Module):
     @classmethod
     def from_checkpoint(cls, path, backend: str = "auto", dtype: Optional[torch.dtype] = None,
                         device: Optional[Union[str, torch.device]] = None, **options) -> "FusedPPHGNet":
-        """Build the right-sized PPHGNet from a .pdparams / timm / hgnet_kernels checkpoint and fuse it."""
+        """Build the right-sized model from any checkpoint ``load_model`` reads (a file, or a transformers
+        save_pretrained folder) and fuse it."""
         from .weights import load_model
         model = load_model(path)
         return cls(model.to(device) if device is not None else model, backend=backend, dtype=dtype, **options)
