@@ -7,6 +7,8 @@ It finds, anywhere inside ``model``:
   ``out_features``), or the tuple ``return_dict=False`` asks for;
 * a transformers ``HGNetV2ForImageClassification``: its ``embedder`` and ``encoder`` replaced by
   one fused module that returns the encoder's ``last_hidden_state``; its pooling and ``fc`` stay;
+* a timm ``hgnet_*`` / ``hgnetv2_*``: ``forward`` and ``forward_features`` fused, its head kept
+  for ``forward_head``; a timm ``features_only=True`` one: the list of its stage maps;
 * an ultralytics ``DetectionModel`` (or the ``RTDETR`` wrapper's ``.model``): its HGStem … last
   HGBlock layers replaced in its index-routed sequence; the first runs the fused backbone, and each
   stage's last index gives that stage's map, so the head reads the indices it always did.
@@ -47,12 +49,11 @@ class FusedHFBackbone(nn.Module):
         self.fused = FusedPPHGNet(original, out_indices=tuple(stages.index(f) - 1 for f in wanted), **options)
         self.config = original.config
         self.out_features, self.channels = original.out_features, original.channels
-        self.output_dtype = next(original.parameters()).dtype
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states=None, return_dict=None, **kwargs):
         from transformers.modeling_outputs import BackboneOutput
         _no_hidden_states(output_hidden_states, self.config, _HF_BACKBONE)
-        maps = tuple(m.to(self.output_dtype) for m in self.fused.forward_features(pixel_values))
+        maps = tuple(m.to(pixel_values.dtype) for m in self.fused.forward_features(pixel_values))
         return_dict = self.config.return_dict if return_dict is None else return_dict
         return BackboneOutput(feature_maps=maps) if return_dict else (maps,)
 
@@ -64,12 +65,11 @@ class FusedHFEncoder(nn.Module):
         super().__init__()
         self.fused = FusedPPHGNet(original, out_indices=(3,), **options)
         self.config = original.config
-        self.output_dtype = next(original.parameters()).dtype
 
     def forward(self, hidden_state: torch.Tensor, output_hidden_states=None, return_dict=True):
         from transformers.modeling_outputs import BaseModelOutputWithNoAttention
         _no_hidden_states(output_hidden_states, self.config, _HF_CLASSIFIER)
-        last = self.fused.forward_features(hidden_state)[0].to(self.output_dtype)
+        last = self.fused.forward_features(hidden_state)[0].to(hidden_state.dtype)
         return BaseModelOutputWithNoAttention(last_hidden_state=last) if return_dict else (last,)
 
 
@@ -84,13 +84,13 @@ class _UltralyticsLayer(nn.Module):
 class FusedUltralyticsBackbone(_UltralyticsLayer):
     """At the HGStem's index: runs the fused backbone and keeps the stage maps for the taps."""
 
-    def __init__(self, original: nn.Module, fused: FusedPPHGNet, stages: Tuple[int, ...], output_dtype):
+    def __init__(self, original: nn.Module, fused: FusedPPHGNet, stages: Tuple[int, ...]):
         super().__init__(original)
-        self.fused, self.stages, self.output_dtype = fused, stages, output_dtype
+        self.fused, self.stages = fused, stages
         self.maps: List[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.maps = [m.to(self.output_dtype) for m in self.fused.forward_features(x)]
+        self.maps = [m.to(x.dtype) for m in self.fused.forward_features(x)]
         return x  # the stem's output is read by no one but the next backbone layer (checked)
 
 
@@ -111,6 +111,49 @@ class UltralyticsStageTap(_UltralyticsLayer):
         if self.releases:  # the backbone's last layer: the model holds what it needs from here on
             owner.maps = []
         return out
+
+
+class FusedTimmHGNet(nn.Module):
+    """A timm ``hgnet_*`` / ``hgnetv2_*``'s place: ``forward`` (the logits), ``forward_features``
+    (the last stage map) fused, ``forward_head`` timm's own head."""
+
+    def __init__(self, original: nn.Module, **options):
+        super().__init__()
+        self.fused = FusedPPHGNet(original, out_indices=(3,), **options)
+        self.head = original.head
+        self.num_classes, self.num_features = original.num_classes, original.num_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused.forward_features(x)[0].to(x.dtype)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused(x).to(x.dtype)
+
+
+class FusedTimmFeatures(nn.Module):
+    """A timm ``features_only=True`` hgnet's place: the list of its ``out_indices`` stage maps."""
+
+    def __init__(self, original: nn.Module, name: str, **options):
+        super().__init__()
+        from .weights import load_model
+        from .interop import module_state
+        modules = original.feature_info.module_name()
+        if not all(m.startswith("stages.") for m in modules):
+            raise ValueError(f"{name} (timm features_only) returns {modules}; the fused backbone gives stage "
+                             "maps only (stages.0 … stages.3)")
+        if original.training:
+            raise ValueError(f"{name}: FusedPPHGNet folds BatchNorm running statistics, so the model must be in "
+                             "eval mode; call model.eval() first")
+        param = next(original.parameters())
+        eager = load_model(module_state(original)).to(device=param.device, dtype=param.dtype)
+        self.fused = FusedPPHGNet(eager, out_indices=tuple(int(m.split(".")[1]) for m in modules), **options)
+        self.feature_info = original.feature_info
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [m.to(x.dtype) for m in self.fused.forward_features(x)]
 
 
 def _ultralytics_swap(detection: nn.Module, name: str, options) -> Callable[[], None]:
@@ -138,8 +181,7 @@ def _ultralytics_swap(detection: nn.Module, name: str, options) -> Callable[[], 
                              "backbone gives stage outputs only")
     needed = tuple(sorted({k for i, k in ends.items() if i in save} | {ends[end]}))
     fused = FusedPPHGNet(detection, out_indices=needed, **options)
-    output_dtype = next(layers[start].parameters()).dtype
-    owner = FusedUltralyticsBackbone(layers[start], fused, needed, output_dtype)
+    owner = FusedUltralyticsBackbone(layers[start], fused, needed)
     taps = {i: UltralyticsStageTap(layers[i], owner, ends[i] if i in ends and ends[i] in needed else -1,
                                    releases=i == end)
             for i in range(start + 1, end + 1)}
@@ -158,7 +200,7 @@ def _set_child(root: nn.Module, name: str, module: nn.Module) -> None:
 
 def accelerate(model: nn.Module, **options) -> nn.Module:
     """Replace the PP-HGNetV2 backbone(s) inside ``model`` (in place) by fused ones returning what
-    the originals returned; returns ``model`` (a bare ``HGNetV2Backbone``: its replacement). ``options`` are ``FusedPPHGNet``'s (``backend``,
+    the originals returned; returns ``model`` (a bare backbone: its replacement). ``options`` are ``FusedPPHGNet``'s (``backend``,
     ``dtype``, backend options); ``out_indices`` follows from what the model reads. A module that
     cannot be swapped exactly is refused, naming it and why, before anything changes."""
     if "out_indices" in options:
@@ -172,28 +214,37 @@ def accelerate(model: nn.Module, **options) -> nn.Module:
             continue
         kind, framework = type(module).__name__, framework_of(module)
         label = name or type(model).__name__
+        replacement = None
         if framework == HF and kind == _HF_BACKBONE:
             replacement = FusedHFBackbone(module, label, **options)
-            if name:
-                swaps.append(lambda n=name, r=replacement: _set_child(model, n, r))
-            else:  # the model is the backbone: its replacement is what the caller gets back
-                result = replacement
         elif framework == HF and kind == _HF_CLASSIFIER:
             encoder = FusedHFEncoder(module, **options)
 
             def swap_classifier(m=module, e=encoder):
                 m.embedder, m.encoder = nn.Identity(), e
             swaps.append(swap_classifier)
+        elif kind == "HighPerfGpuNet" and type(module).__module__.startswith("timm."):
+            replacement = FusedTimmHGNet(module, **options)
+        elif kind in ("FeatureListNet", "FeatureDictNet") and \
+                type(getattr(module, "stem", None)).__module__ == "timm.models.hgnet":
+            if kind == "FeatureDictNet":
+                raise ValueError(f"{label}: a timm features_only hgnet returning a dict (FeatureDictNet) is not "
+                                 "supported; create it with the default feature_cls (a list)")
+            replacement = FusedTimmFeatures(module, label, **options)
         elif framework == ULTRALYTICS and isinstance(getattr(module, "model", None), nn.Sequential) \
                 and any(type(m).__name__ == "HGStem" for m in module.model):
             swaps.append(_ultralytics_swap(module, label, options))
         else:
             continue
+        if replacement is not None and name:
+            swaps.append(lambda n=name, r=replacement: _set_child(model, n, r))
+        elif replacement is not None:  # the model is the backbone: its replacement is what the caller gets back
+            result = replacement
         inside.append(name)
     if not swaps and result is model:
-        raise ValueError(f"no PP-HGNetV2 backbone found inside {type(model).__name__}: accelerate() swaps a "
-                         f"{HF} {_HF_BACKBONE} / {_HF_CLASSIFIER} or an {ULTRALYTICS} RT-DETR backbone; for one "
-                         "of ours or a timm model use FusedPPHGNet(model)")
+        raise ValueError(f"no PP-HGNet backbone found inside {type(model).__name__}: accelerate() swaps a "
+                         f"{HF} {_HF_BACKBONE} / {_HF_CLASSIFIER}, an {ULTRALYTICS} RT-DETR backbone or a timm "
+                         "hgnet_* / hgnetv2_* (features_only too); for one of ours use FusedPPHGNet(model)")
     for swap in swaps:
         swap()
     return result

@@ -125,7 +125,45 @@ def test_refusals_are_atomic_and_name_the_module(rtdetr_l):
     with pytest.raises(ValueError, match=r"model.5 \(HGBlock\).*inside a stage"):
         hk.accelerate(inside, backend="torch")
     assert type(inside.model[0]).__name__ == "HGStem"
-    with pytest.raises(ValueError, match="no PP-HGNetV2 backbone found inside Linear"):
+    with pytest.raises(ValueError, match="no PP-HGNet backbone found inside Linear"):
         hk.accelerate(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="out_indices"):
         hk.accelerate(copy.deepcopy(rtdetr_l), out_indices=(1,))
+
+
+def test_timm_model_and_features_only_inside_a_pipeline():
+    import timm
+    classifier = randomize(timm.create_model("hgnetv2_b0", num_classes=4).eval(), seed=84)
+    features = randomize(timm.create_model("hgnet_tiny", features_only=True, out_indices=(1, 3)).eval(), seed=85)
+    pipeline = torch.nn.ModuleDict({"cls": classifier, "feats": features}).eval()
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        reference = copy.deepcopy(pipeline).double()
+        want_logits, want_last = reference["cls"](x.double()), reference["cls"].forward_features(x.double())
+        want_head = reference["cls"].forward_head(want_last)
+        want_maps = reference["feats"](x.double())
+    assert hk.accelerate(pipeline, backend="torch") is pipeline
+    with torch.no_grad():
+        assert relative_error(pipeline["cls"](x), want_logits) <= FP32_REL_TOL
+        last = pipeline["cls"].forward_features(x)
+        assert relative_error(last, want_last) <= FP32_REL_TOL
+        assert relative_error(pipeline["cls"].forward_head(last), want_head) <= FP32_REL_TOL
+        maps = pipeline["feats"](x)
+    assert isinstance(maps, list) and len(maps) == 2
+    assert all(relative_error(g, w) <= FP32_REL_TOL for g, w in zip(maps, want_maps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_low_precision_backbone_in_a_float32_pipeline(dtype):
+    """The fused backbone computes in ``dtype``; the classifier around it gets the float32 it
+    always got, within twice eager's own error at that dtype."""
+    from hgnet_kernels.numerics import tolerance
+    model = randomize(HGNetV2ForImageClassification(HGNetV2Config(**HF_B0, num_labels=5)).eval(), seed=86)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        exact = copy.deepcopy(model).double()(x.double()).logits
+        eager = copy.deepcopy(model).to(dtype)(x.to(dtype)).logits
+        hk.accelerate(model, backend="torch", dtype=dtype)
+        got = model(x).logits
+    assert got.dtype == torch.float32
+    assert relative_error(got, exact) <= tolerance(dtype, relative_error(eager, exact))
