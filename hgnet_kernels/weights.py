@@ -10,6 +10,8 @@ Formats, detected from the file's content (the suffix is only a hint in error me
 * timm ``hgnet_tiny/small/base`` state dicts (``stem.stem.0…``, ``aggregation.0/1``, ``head.*``),
   saved with ``torch.save`` or safetensors.
 * our own ``PPHGNet.state_dict()``, saved with ``torch.save`` or safetensors.
+* transformers (``save_pretrained`` folders too), ultralytics RT-DETR and timm ``features_only``
+  state dicts and modules: translated onto our names, with each BN's eps, by ``interop``.
 
 Loading is all-or-nothing: every missing, unexpected, mis-shaped or non-finite entry is collected
 into one ``CheckpointError`` and the model is left untouched.

@@ -21,18 +21,15 @@ from hgnet_kernels.numerics import FP32_REL_TOL, relative_error
 from helpers import randomize
 from test_interop import HF_B0, STAGES
 
-# Far above the fp32 rounding a detector's encoder and decoder add to the backbone's, far below a
-# wrong map (a wrong stage or eps moves outputs by 1e-2 or more).
-DETECTOR_TOL = 1e-4
 
 
 def _rows_match(got: torch.Tensor, want: torch.Tensor) -> bool:
-    """Every row of ``got`` (N, D) is within DETECTOR_TOL (relative to ``want``'s largest value) of
+    """Every row of ``got`` (N, D) is within FP32_REL_TOL (relative to ``want``'s largest value) of
     a distinct row of ``want``."""
     got, want = got.reshape(-1, got.shape[-1]).double(), want.reshape(-1, want.shape[-1]).double()
     dist = torch.cdist(got, want, p=float("inf")) / want.abs().max()
     nearest = dist.argmin(dim=1)
-    return len(set(nearest.tolist())) == len(want) and bool((dist.min(dim=1).values <= DETECTOR_TOL).all())
+    return len(set(nearest.tolist())) == len(want) and bool((dist.min(dim=1).values <= FP32_REL_TOL).all())
 
 
 def _dfine(anchors):
