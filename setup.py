@@ -81,8 +81,10 @@ setup(
         "triton; platform_system == 'Linux'",
     ],
     extras_require={
+        # transformers and ultralytics: the real frameworks test_interop.py checks against, pinned
+        # to the versions it was verified with.
         "dev": ["pytest", "pytest-benchmark", "ninja", "pybind11", "timm", "safetensors", "rich",
-                "matplotlib", "tqdm"],
+                "matplotlib", "tqdm", "transformers==5.24.0", "ultralytics==8.4.190"],
     },
     entry_points={"console_scripts": ["hgnet-kernels=hgnet_kernels.__main__:main"]},
     **cuda_extension_setup(),

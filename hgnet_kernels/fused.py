@@ -19,28 +19,34 @@ _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _as_pphgnet(model: nn.Module) -> Union[PPHGNet, PPHGNetV2]:
-    """Ours as is; a timm ``hgnet_*`` converted exactly (or refused, naming what is unsupported),
-    on the timm model's device and in its dtype."""
+    """Ours as is; a timm ``hgnet_*``, a transformers ``HGNetV2Backbone`` /
+    ``HGNetV2ForImageClassification`` or an ultralytics RT-DETR converted exactly (or refused, naming
+    what is unsupported), on the model's device and in its dtype."""
     if isinstance(model, (PPHGNet, PPHGNetV2)):
         return model
-    if type(model).__module__.startswith("timm."):  # converted without importing timm
-        from .weights import load_model
-        if model.training:
-            raise ValueError("FusedPPHGNet folds BatchNorm running statistics, so the model must be in "
-                             "eval mode; call model.eval() first")
-        param = next(model.parameters())
-        return load_model(model).to(device=param.device, dtype=param.dtype)
-    raise TypeError(f"FusedPPHGNet takes a hgnet_kernels PPHGNet / PPHGNetV2 or a timm hgnet_* / hgnetv2_* "
-                    f"model, got {type(model).__name__}")
+    from .interop import check_module, framework_of
+    if framework_of(model) is None and not type(model).__module__.startswith("timm."):
+        raise TypeError(f"FusedPPHGNet takes a hgnet_kernels PPHGNet / PPHGNetV2, a timm hgnet_* / hgnetv2_*, a "
+                        f"transformers HGNetV2Backbone / HGNetV2ForImageClassification or an ultralytics RT-DETR "
+                        f"model, got {type(model).__name__}")
+    from .weights import load_model  # converted without importing timm, transformers or ultralytics
+    holder = check_module(model)
+    if holder.training:
+        raise ValueError("FusedPPHGNet folds BatchNorm running statistics, so the model must be in "
+                         "eval mode; call model.eval() first")
+    param = next(holder.parameters())
+    return load_model(model).to(device=param.device, dtype=param.dtype)
 
 
 class FusedPPHGNet(nn.Module):
     """Inference-only PP-HGNet: BN folded into the convs (in fp32), NHWC kernels behind one API.
 
     Args:
-        model: an eval-mode ``hgnet_kernels.PPHGNet`` / ``PPHGNetV2``, or a timm ``hgnet_*`` /
+        model: an eval-mode ``hgnet_kernels.PPHGNet`` / ``PPHGNetV2``, a timm ``hgnet_*`` /
             ``hgnetv2_*`` model (any ``num_classes``, ``in_chans``, ``head_hidden_size`` and
-            ``global_pool`` avg / max / avgmax; anything else is refused with a message naming it).
+            ``global_pool`` avg / max / avgmax), a transformers ``HGNetV2Backbone`` /
+            ``HGNetV2ForImageClassification`` or an ultralytics RT-DETR (``RTDETR`` or its
+            ``DetectionModel``; anything else is refused with a message naming it).
             It is read once; later changes to it do not affect this module, which lives on the
             model's device.
         backend: ``"torch"``, ``"triton"``, ``"cuda"`` or ``"auto"`` (the fastest that can run on
@@ -113,7 +119,8 @@ class FusedPPHGNet(nn.Module):
     @classmethod
     def from_checkpoint(cls, path, backend: str = "auto", dtype: Optional[torch.dtype] = None,
                         device: Optional[Union[str, torch.device]] = None, **options) -> "FusedPPHGNet":
-        """Build the right-sized PPHGNet from a .pdparams / timm / hgnet_kernels checkpoint and fuse it."""
+        """Build the right-sized model from any checkpoint ``load_model`` reads (a file, or a transformers
+        save_pretrained folder) and fuse it."""
         from .weights import load_model
         model = load_model(path)
         return cls(model.to(device) if device is not None else model, backend=backend, dtype=dtype, **options)

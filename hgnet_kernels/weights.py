@@ -10,6 +10,8 @@ Formats, detected from the file's content (the suffix is only a hint in error me
 * timm ``hgnet_tiny/small/base`` state dicts (``stem.stem.0…``, ``aggregation.0/1``, ``head.*``),
   saved with ``torch.save`` or safetensors.
 * our own ``PPHGNet.state_dict()``, saved with ``torch.save`` or safetensors.
+* transformers (``save_pretrained`` folders too), ultralytics RT-DETR and timm ``features_only``
+  state dicts and modules: translated onto our names, with each BN's eps, by ``interop``.
 
 Loading is all-or-nothing: every missing, unexpected, mis-shaped or non-finite entry is collected
 into one ``CheckpointError`` and the model is left untouched.
@@ -101,6 +103,10 @@ def _torch_load_problem(error: Exception) -> str:
     text = str(error)
     if "central directory" in text or "zip archive" in text or isinstance(error, EOFError):
         return "the torch.save archive is damaged or truncated (copy or download it again)"
+    if "GLOBAL ultralytics." in text:
+        return ("an ultralytics checkpoint: it pickles ultralytics' model classes, which hgnet_kernels never "
+                "unpickles; load it with ultralytics (RTDETR(path)) and pass the model, or save "
+                "RTDETR(path).model.state_dict() with torch.save and pass that file")
     if "Weights only load failed" in text or "weights_only" in text:
         return ("it holds Python objects other than tensors, which hgnet_kernels never unpickles; "
                 "re-save just the weights with torch.save(model.state_dict(), path)")
@@ -117,10 +123,14 @@ def read_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
     """Read a checkpoint file of any supported format into ``name -> tensor`` (keys not yet mapped)."""
     path = os.fspath(path)
     if os.path.isdir(path):
+        from .interop import is_hf_folder, read_hf_folder
+        if is_hf_folder(path):
+            return read_hf_folder(path)
         found = sorted(f for f in os.listdir(path) if f.endswith((".pdparams", ".pth", ".pt", ".safetensors", ".bin")))
         hint = f"; it contains {', '.join(found[:5])}" if found else ""
         raise IsADirectoryError(f"weights path {path!r} is a directory, not a checkpoint file: pass the "
-                                f"file itself (a .pdparams, torch.save or safetensors file){hint}")
+                                f"file itself (a .pdparams, torch.save or safetensors file), or a Hugging Face "
+                                f"save_pretrained folder (config.json and model.safetensors){hint}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist (this library never downloads "
                                 "weights: pass the path of a .pdparams, timm or hgnet_kernels checkpoint)")
@@ -290,15 +300,30 @@ def load_weights(model: nn.Module, source) -> nn.Module:
 
     ``model`` is a ``PPHGNet``; the format is detected from the content. Returns ``model``.
     """
-    if isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-        state = read_checkpoint(source)
-    else:
-        name = type(source).__name__
-        state = dict(_unwrap(source))
+    from .interop import pop_bn_eps, set_bn_eps
+    state, label, _ = _source_state(source)
     state = to_hgnet_kernels_keys(state, _paddle_dropout(model))
-    load_state_dict_strict(model, state, source=repr(name))
+    bn_eps = pop_bn_eps(state)
+    load_state_dict_strict(model, state, source=label)
+    set_bn_eps(model, bn_eps)  # every name is a BN the strict load just filled
     return model
+
+
+def _source_state(source) -> Tuple[Dict[str, object], str, Optional[str]]:
+    """The state dict of a path, state dict or module (a module's with its BNs' eps entries), a
+    transformers / ultralytics / timm features_only one already in our names (``interop``); the
+    label for messages; that framework's stem-pool rule, or None to tell it from the keys."""
+    from .interop import check_module, module_state, translate
+    if isinstance(source, (str, os.PathLike)):
+        label, state = repr(os.fspath(source)), read_checkpoint(source)
+    elif isinstance(source, nn.Module):
+        label, state = type(source).__name__, module_state(check_module(source))
+    else:
+        label, state = type(source).__name__, dict(_unwrap(source))
+    foreign = translate(state)
+    if foreign is None:
+        return state, label, None
+    return foreign.state, f"{label} ({foreign.framework})", foreign.stem_pool_padding
 
 
 def _paddle_dropout(model: nn.Module) -> float:
@@ -399,13 +424,15 @@ def load_model(source, stem_pool_padding: Optional[str] = None) -> "nn.Module":
     the checkpoint's framework does (Paddle: ignored cells; timm, D-FINE, RT-DETRv2: zeros), unless
     ``stem_pool_padding`` says otherwise. Options with no exact equivalent are refused with a
     ``ValueError`` that names them."""
+    from .interop import pop_bn_eps, set_bn_eps
     from .models import CONFIGS, PPHGNet, PPHGNetV2
     options = {}
     if isinstance(source, nn.Module):
         options = _timm_options(source) if type(source).__module__.startswith("timm.") else {}
-    state = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else dict(_unwrap(source))
+    state, label, framework_padding = _source_state(source)
     origin = checkpoint_origin(state)
     provisional = to_hgnet_kernels_keys(state, 0.0)
+    pop_bn_eps(provisional)
     name = infer_model_name(provisional)
     v2 = name not in CONFIGS
     if "fc.weight" in provisional:
@@ -418,11 +445,12 @@ def load_model(source, stem_pool_padding: Optional[str] = None) -> "nn.Module":
     options["in_channels"] = provisional["stem.stem1.conv.weight" if v2 else "stem.0.conv.weight"].shape[1]
     if v2:
         options["use_lab"] = any(k.startswith("lab.") or ".lab." in k for k in provisional)
-        options["stem_pool_padding"] = stem_pool_padding or origin.stem_pool_padding
+        options["stem_pool_padding"] = stem_pool_padding or framework_padding or origin.stem_pool_padding
         model = PPHGNetV2(name, **options)
     else:
         model = PPHGNet(name, **options)
     mapped = to_hgnet_kernels_keys(state, _paddle_dropout(model))
-    label = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+    bn_eps = pop_bn_eps(mapped)
     load_state_dict_strict(model, mapped, source=label)
+    set_bn_eps(model, bn_eps)  # every name is a BN the strict load just filled
     return model.eval()

@@ -34,3 +34,13 @@ def test_folder_inference_on_generated_images():
 def test_detector_checkpoint_backbone():
     out = run("detector_checkpoint_backbone.py", "--height", "96", "--width", "160")
     assert "stride 32: (1, 1024, 3, 5)" in out and "PP-HGNetV2_B0, LAB True, stem pool padding 'zero'" in out
+
+
+def test_hf_transformers_backbone():
+    out = run("hf_transformers_backbone.py", "--height", "64", "--width", "96")
+    assert "stride 32: (1, 1024, 2, 3)" in out and "PP-HGNetV2_B0 from a save_pretrained folder" in out
+
+
+def test_ultralytics_rtdetr_backbone():
+    out = run("ultralytics_rtdetr_backbone.py", "--size", "64")
+    assert "stride 32: (1, 2048, 2, 2)" in out and "PP-HGNetV2_B4, BN eps 0.001" in out

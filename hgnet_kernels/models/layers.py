@@ -107,15 +107,16 @@ def randomize_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
+            # any BN with running statistics: nn.BatchNorm2d and frozen ones (transformers' D-FINE)
+            if isinstance(getattr(m, "running_var", None), torch.Tensor):
+                n = m.running_var.numel()
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
                 m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
                 m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(n, generator=g) * 0.2)
             elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-            elif type(m).__name__ == "LearnableAffineBlock":  # ours or timm's
+            elif type(m).__name__.endswith("LearnableAffineBlock"):  # ours, timm's or transformers
                 # both signs of the scale (a negative one cannot be folded into the weights)
                 m.scale.copy_((torch.rand(1, generator=g) + 0.5) * (1 if torch.rand(1, generator=g) < 0.7 else -1))
                 m.bias.copy_(torch.randn(1, generator=g) * 0.2)

@@ -1,0 +1,166 @@
+"""``hgnet_kernels.accelerate``: whole pipelines of the real frameworks (transformers D-FINE and
+HGNetV2 classifier, ultralytics RT-DETR) with their backbones swapped in place; the whole model's
+outputs equal the eager model's within fp32 tolerance, on every backend (triton and cuda through
+the interpreter / emulator on a reduced transformers backbone); refusals change nothing.
+
+A detector selects its queries by a top-k over encoder scores, whose order fp32 rounding can swap
+between near-equal scores; the decoder treats queries as a set (attention with positions from
+their boxes), so the tests give it every anchor as a query and compare the output rows as a set:
+each accelerated row must match a distinct eager row within tolerance."""
+import copy
+
+import pytest
+import torch
+from transformers import DFineConfig, DFineForObjectDetection, HGNetV2Config, HGNetV2ForImageClassification
+from ultralytics.nn.tasks import RTDETRDetectionModel
+
+import hgnet_kernels as hk
+from hgnet_kernels.accelerate import FusedHFBackbone, FusedUltralyticsBackbone, UltralyticsStageTap
+from hgnet_kernels.numerics import FP32_REL_TOL, relative_error
+
+from helpers import randomize
+from test_interop import HF_B0, STAGES
+
+
+
+def _rows_match(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Every row of ``got`` (N, D) is within FP32_REL_TOL (relative to ``want``'s largest value) of
+    a distinct row of ``want``."""
+    got, want = got.reshape(-1, got.shape[-1]).double(), want.reshape(-1, want.shape[-1]).double()
+    dist = torch.cdist(got, want, p=float("inf")) / want.abs().max()
+    nearest = dist.argmin(dim=1)
+    return len(set(nearest.tolist())) == len(want) and bool((dist.min(dim=1).values <= FP32_REL_TOL).all())
+
+
+def _dfine(anchors):
+    backbone = HGNetV2Config(**HF_B0, out_features=STAGES[1:])
+    config = DFineConfig(backbone_config=backbone, d_model=32, encoder_hidden_dim=32, encoder_layers=1,
+                         decoder_layers=2, num_queries=anchors, encoder_in_channels=[256, 512, 1024],
+                         decoder_in_channels=[32, 32, 32], num_feature_levels=3, decoder_ffn_dim=64,
+                         encoder_ffn_dim=64, decoder_n_points=[1, 1, 1], hidden_expansion=0.34)
+    return randomize(DFineForObjectDetection(config).eval(), seed=80)
+
+
+@pytest.mark.parametrize("backend,h,w", [("torch", 64, 96), ("triton", 32, 64), ("cuda", 32, 64)])
+def test_hf_dfine_whole_model_equals_eager(backend, h, w):
+    """Smaller images through Triton's interpreter and the CUDA emulator (slow on the CPU)."""
+    detector = _dfine(anchors=(h // 8) * (w // 8) + (h // 16) * (w // 16) + (h // 32) * (w // 32))
+    x = torch.randn(1, 3, h, w)
+    with torch.no_grad():
+        want = detector(pixel_values=x)
+    fast = hk.accelerate(copy.deepcopy(detector), backend=backend)
+    assert isinstance(fast.model.backbone.model, FusedHFBackbone)
+    assert fast.model.backbone.model.fused.out_indices == (1, 2, 3)
+    with torch.no_grad():
+        got = fast(pixel_values=x)
+    assert _rows_match(torch.cat([got.logits, got.pred_boxes], -1), torch.cat([want.logits, want.pred_boxes], -1))
+
+
+def test_hf_classifier_in_place_equals_eager():
+    model = randomize(HGNetV2ForImageClassification(HGNetV2Config(**HF_B0, num_labels=5)).eval(), seed=81)
+    x = torch.randn(2, 3, 61, 77)
+    with torch.no_grad():
+        want = copy.deepcopy(model).double()(x.double()).logits
+    assert hk.accelerate(model, backend="torch") is model
+    with torch.no_grad():
+        assert relative_error(model(x).logits, want) <= FP32_REL_TOL
+        assert relative_error(model(x, return_dict=False)[0], want) <= FP32_REL_TOL
+    with pytest.raises(ValueError, match="output_hidden_states"):
+        model(x, output_hidden_states=True)
+
+
+def test_a_bare_hf_backbone_is_returned_fused():
+    from transformers import HGNetV2Backbone
+    backbone = randomize(HGNetV2Backbone(HGNetV2Config(**HF_B0, out_features=["stage2", "stage4"])).eval(), seed=82)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = copy.deepcopy(backbone).double()(x.double()).feature_maps
+    fast = hk.accelerate(backbone, backend="torch")
+    got = fast(x)
+    assert isinstance(got.feature_maps, tuple) and len(got.feature_maps) == 2
+    assert all(relative_error(g, w) <= FP32_REL_TOL for g, w in zip(got.feature_maps, want))
+    assert all(relative_error(g, w) <= FP32_REL_TOL for g, w in zip(fast(x, return_dict=False)[0], want))
+
+
+@pytest.fixture(scope="module")
+def rtdetr_l():
+    model = randomize(RTDETRDetectionModel("rtdetr-l.yaml", nc=3, verbose=False).eval(), seed=83)
+    model.model[-1].num_queries = 8 * 8 + 4 * 4 + 2 * 2  # every anchor of a 64×64 image (see the docstring)
+    return model
+
+
+def test_ultralytics_rtdetr_whole_model_equals_eager(rtdetr_l):
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = rtdetr_l(x)
+    fast = hk.accelerate(copy.deepcopy(rtdetr_l), backend="torch")
+    kinds = [type(m) for m in fast.model[:11]]
+    assert kinds[0] is FusedUltralyticsBackbone and kinds[1:10] == [UltralyticsStageTap] * 9
+    assert fast.model[0].fused.out_indices == (1, 2, 3)  # the head reads layers 3, 7 and 9's successor
+    with torch.no_grad():
+        got = fast(x)
+    assert _rows_match(got[0], want[0])
+    assert fast.model[0].maps == []  # the stage maps are released once the last backbone layer ran
+
+
+def test_ultralytics_wrapper_is_found_through_its_model(rtdetr_l):
+    from ultralytics import RTDETR
+    wrapper = RTDETR("rtdetr-l.yaml")
+    wrapper.model = copy.deepcopy(rtdetr_l)
+    assert hk.accelerate(wrapper, backend="torch") is wrapper
+    assert isinstance(wrapper.model.model[0], FusedUltralyticsBackbone)
+
+
+def test_refusals_are_atomic_and_name_the_module(rtdetr_l):
+    both = torch.nn.ModuleDict({"det": copy.deepcopy(rtdetr_l), "cls": HGNetV2ForImageClassification(
+        HGNetV2Config(**HF_B0, hidden_act="gelu")).eval()})
+    with pytest.raises(ValueError, match="hidden_act='gelu'"):
+        hk.accelerate(both, backend="torch")
+    assert type(both["det"].model[0]).__name__ == "HGStem"  # the detector found first was not swapped
+    inside = copy.deepcopy(rtdetr_l)
+    inside.save.append(5)  # something reads a layer inside stage 3
+    with pytest.raises(ValueError, match=r"model.5 \(HGBlock\).*inside a stage"):
+        hk.accelerate(inside, backend="torch")
+    assert type(inside.model[0]).__name__ == "HGStem"
+    with pytest.raises(ValueError, match="no PP-HGNet backbone found inside Linear"):
+        hk.accelerate(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="out_indices"):
+        hk.accelerate(copy.deepcopy(rtdetr_l), out_indices=(1,))
+
+
+def test_timm_model_and_features_only_inside_a_pipeline():
+    import timm
+    classifier = randomize(timm.create_model("hgnetv2_b0", num_classes=4).eval(), seed=84)
+    features = randomize(timm.create_model("hgnet_tiny", features_only=True, out_indices=(1, 3)).eval(), seed=85)
+    pipeline = torch.nn.ModuleDict({"cls": classifier, "feats": features}).eval()
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        reference = copy.deepcopy(pipeline).double()
+        want_logits, want_last = reference["cls"](x.double()), reference["cls"].forward_features(x.double())
+        want_head = reference["cls"].forward_head(want_last)
+        want_maps = reference["feats"](x.double())
+    assert hk.accelerate(pipeline, backend="torch") is pipeline
+    with torch.no_grad():
+        assert relative_error(pipeline["cls"](x), want_logits) <= FP32_REL_TOL
+        last = pipeline["cls"].forward_features(x)
+        assert relative_error(last, want_last) <= FP32_REL_TOL
+        assert relative_error(pipeline["cls"].forward_head(last), want_head) <= FP32_REL_TOL
+        maps = pipeline["feats"](x)
+    assert isinstance(maps, list) and len(maps) == 2
+    assert all(relative_error(g, w) <= FP32_REL_TOL for g, w in zip(maps, want_maps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_low_precision_backbone_in_a_float32_pipeline(dtype):
+    """The fused backbone computes in ``dtype``; the classifier around it gets the float32 it
+    always got, within twice eager's own error at that dtype."""
+    from hgnet_kernels.numerics import tolerance
+    model = randomize(HGNetV2ForImageClassification(HGNetV2Config(**HF_B0, num_labels=5)).eval(), seed=86)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        exact = copy.deepcopy(model).double()(x.double()).logits
+        eager = copy.deepcopy(model).to(dtype)(x.to(dtype)).logits
+        hk.accelerate(model, backend="torch", dtype=dtype)
+        got = model(x).logits
+    assert got.dtype == torch.float32
+    assert relative_error(got, exact) <= tolerance(dtype, relative_error(eager, exact))
