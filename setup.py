@@ -4,6 +4,9 @@
     pip install -e . --no-build-isolation          # also builds the CUDA extension now, when torch is a
                                                    # CUDA build and nvcc is on the PATH
 
+CPU-only machines: first `pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu`;
+`[dev]` then keeps both (README, "CPU-only machines").
+
 Environment: HGNET_KERNELS_SKIP_CUDA_BUILD=1 skips the extension; HGNET_KERNELS_CUDA_ARCHS sets the
 arch list (default 7.5;8.0;8.6;8.9;9.0+PTX — nvcc 13 has no sm_70). pip's default build isolation
 hides torch from this script, so the extension is then not built (a message says so).
@@ -80,11 +83,13 @@ setup(
         "numpy",
         "triton; platform_system == 'Linux'",
     ],
+    # No torch or torchvision here: a CPU-only torch and torchvision installed first (README) are kept.
+    # Pinned to the versions verified: onnx / onnxscript / onnxruntime for export_onnx and its tests;
+    # transformers and ultralytics, the real frameworks test_interop.py checks against.
     extras_require={
-        # transformers and ultralytics: the real frameworks test_interop.py checks against, pinned
-        # to the versions it was verified with.
         "dev": ["pytest", "pytest-benchmark", "ninja", "pybind11", "timm", "safetensors", "rich",
-                "matplotlib", "tqdm", "transformers==5.24.0", "ultralytics==8.4.190"],
+                "matplotlib", "tqdm", "transformers==5.24.0", "ultralytics==8.4.190", "onnx==1.23.2",
+                "onnxscript==0.7.2", "onnxruntime==1.32.0"],
     },
     entry_points={"console_scripts": ["hgnet-kernels=hgnet_kernels.__main__:main"]},
     **cuda_extension_setup(),

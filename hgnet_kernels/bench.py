@@ -26,7 +26,7 @@ from . import FusedPPHGNet, __version__, cli
 from .backends import BACKENDS, unavailable_reason
 from .models import MODEL_NAMES, build_model, randomize_statistics
 from .numerics import relative_error, tolerance
-from .verify import DTYPES
+from .verify import CPU_STAND_INS, DTYPES, use_cpu_stand_in
 
 # PaddleClas's tables (its PP-HGNet and PP-HGNetV2 documentation): V100, TensorRT, FP32, batch 1, ms.
 SEED_V100_TRT_FP32_B1_MS = {"tiny": 1.77, "small": 2.52, "base": 5.97, "b0": 0.52, "b1": 0.58, "b2": 0.95,
@@ -151,6 +151,11 @@ def _methods(eager, dtype: torch.dtype, device: torch.device, batch: int, exampl
     return methods
 
 
+def _stand_in(method: str, device: torch.device) -> bool:
+    """Whether ``method`` runs its kernels through a CPU stand-in (interpreter, emulator)."""
+    return device.type == "cpu" and method.startswith("fused_") and method.split("_")[1] in CPU_STAND_INS
+
+
 def _first_line(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     return lines[0][:200] if lines else ""
@@ -206,8 +211,8 @@ def bench_case(model_name: str, batch: int, dtype_name: str, device: torch.devic
                 _sync(device)
             if name.startswith("compile"):
                 row.note = f"first call {time.perf_counter() - start:.1f}s"
-            if device.type == "cpu" and "triton" in name:
-                row.note = "Triton interpreter: checks numerics, not a speed"
+            if _stand_in(name, device):
+                row.note = f"{CPU_STAND_INS[name.split('_')[1]][1]}: checks numerics, not timed"
             row.rel_err = relative_error(out, expected)
         except Exception as e:  # noqa: BLE001 - a failing method is reported in its row, and fails the run
             row.error = f"failed: {type(e).__name__}: {_first_line(e)}"
@@ -217,7 +222,7 @@ def bench_case(model_name: str, batch: int, dtype_name: str, device: torch.devic
         if row.rel_err is not None and (eager_err is not None or dtype == torch.float32):
             row.tolerance = tolerance(dtype, eager_err or 0.0)
             row.correct = row.rel_err <= row.tolerance
-    live = {n: f for n, f in methods.items() if rows[n].rel_err is not None}
+    live = {n: f for n, f in methods.items() if rows[n].rel_err is not None and not _stand_in(n, device)}
     inputs = [x.to(dtype) for x in inputs]
     with torch.no_grad():
         for _ in range(args.rounds):
@@ -257,8 +262,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=cli.image_size, default=(224, 224), help="input size: 224 or HxW, e.g. 640 or 48x320")
     parser.add_argument("--device", type=cli.device, default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=None,
-                        help="default: all; a backend that cannot run here gets a row saying why (and, when "
-                             "named here, fails the run)")
+                        help="default: all; a backend that cannot run here is listed under the table saying why "
+                             "(and, when named here, fails the run). On the CPU, triton and cuda named here run "
+                             "through Triton's interpreter / the CUDA emulator: checked, not timed")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
     parser.add_argument("--compile-modes", nargs="+", default=None,
                         choices=["default", "max-autotune", "reduce-overhead", "max-autotune-no-cudagraphs"],
@@ -273,6 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_table(rows: List[Row], info: Dict[str, str]) -> None:
+    """The measured rows as a table; methods that could not run here as one footnote line each."""
+    unavailable = {r.method: r.error for r in rows if r.error.startswith("unavailable")}
+    rows = [r for r in rows if r.method not in unavailable]
     header = ["model", "batch", "dtype", "method", "ms", "img/s", "vs eager", "vs compile", "rel err", "ok", "note"]
     body = [[r.model, r.batch, r.dtype, r.method,
              f"{r.latency_ms:.2f}" if r.latency_ms else "-", f"{r.images_per_s:.1f}" if r.images_per_s else "-",
@@ -285,6 +294,8 @@ def _print_table(rows: List[Row], info: Dict[str, str]) -> None:
     from .verify import _table
     _table(f"PP-HGNet end to end on {info.get('gpu') or info.get('cpu', info['device'])} "
            f"(torch {info['torch']})", header, body)
+    for method, reason in unavailable.items():
+        print(f"not run here: {method}: {reason[len('unavailable: '):]}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -292,6 +303,10 @@ def run(args: argparse.Namespace) -> int:
     on_gpu = device.type == "cuda"
     batches = args.batches or ([1, 8, 64, 256] if on_gpu else [1, 8])
     dtypes = args.dtypes or (["float32", "float16", "bfloat16"] if on_gpu else ["float32"])
+    if device.type == "cpu":
+        for backend in args.backends or ():
+            if backend in CPU_STAND_INS:
+                use_cpu_stand_in(backend)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     info = machine_info(device)

@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from . import library
 from .backends import Backend, check_options, resolve_backend
+from .export import StandardOpsNet, export_onnx, lab_scalars
 from .folding import FoldedNet, fold_model
 from .plan import Plan, build_plan
 from .models import MIN_INPUT_SIZE, PPHGNet, PPHGNetV2
@@ -36,6 +37,12 @@ def _as_pphgnet(model: nn.Module) -> Union[PPHGNet, PPHGNetV2]:
                          "eval mode; call model.eval() first")
     param = next(holder.parameters())
     return load_model(model).to(device=param.device, dtype=param.dtype)
+
+
+def _rebuild_backend_after_load(module: "FusedPPHGNet", _keys) -> None:
+    """Backends cache derived weights (packed layouts, casts): rebuilt after a load. A module-level
+    function, not a lambda, so that the module stays picklable."""
+    module._build_backend()
 
 
 class FusedPPHGNet(nn.Module):
@@ -93,9 +100,9 @@ class FusedPPHGNet(nn.Module):
         self.plan: Plan = build_plan(self.net)
         self._backend: Optional[Backend] = None
         self._build_backend()
-        # Backends cache derived weights (packed layouts, casts): rebuild them after a load.
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._build_backend())
+        self.register_load_state_dict_post_hook(_rebuild_backend_after_load)
         self._network_id = library.register(self)
+        self.eval()  # inference only; exporters and wrappers read the mode
 
     def __getstate__(self):  # backends hold derived, device-specific state: rebuilt, not copied
         state = self.__dict__.copy()
@@ -139,15 +146,32 @@ class FusedPPHGNet(nn.Module):
         log.debug("FusedPPHGNet(%s): backend %r (asked %r) on %s, %s", self.config.name, name,
                   self.requested_backend, self.device, self.dtype)
         self._backend = Backend(name, self.net, self.plan, self.device, **self.options)
+        self._lab_scalars = lab_scalars(self.net, self.plan)
 
     def _apply(self, fn, *args, **kwargs):
+        # Every conversion (.to, .double, .half, .cuda, .cpu, .type, to_empty, …) comes through here:
+        # where it lands is found on an empty probe first, so that a conversion that cannot be
+        # served is refused before any weight changes.
+        probe = fn(torch.empty(0, dtype=self.dtype, device=self.device))
+        if probe.dtype not in _SUPPORTED_DTYPES:
+            raise ValueError(f"FusedPPHGNet computes in {', '.join(map(str, _SUPPORTED_DTYPES))}; cannot convert it "
+                             f"to {probe.dtype} (the model is unchanged)")
+        name = resolve_backend(self.requested_backend, probe.device, probe.dtype)
+        check_options(name, self.requested_backend, probe.device, self.options)
         super()._apply(fn, *args, **kwargs)
-        moved_dtype = self.net.first_conv.weight.dtype
-        if moved_dtype not in _SUPPORTED_DTYPES:
-            raise ValueError(f"FusedPPHGNet computes in {_SUPPORTED_DTYPES}; cannot convert to {moved_dtype}")
-        self.dtype = moved_dtype
+        self.dtype = probe.dtype
         self._build_backend()  # packed weights and kernels are per device and dtype
         return self
+
+    def __prepare_scriptable__(self):  # torch.jit.script calls this first
+        raise TypeError("torch.jit.script cannot compile FusedPPHGNet (its kernels are Python custom ops): use "
+                        "fused.export_onnx(path) for a deployable graph, or torch.compile in PyTorch")
+
+    def export_onnx(self, path, size: Tuple[int, int] = (224, 224), batch: int = 1, features: bool = False,
+                    opset_version: int = 18) -> None:
+        """Write the folded network to ``path`` as standard ONNX operators (ONNX Runtime, TensorRT):
+        see ``hgnet_kernels.export.export_onnx``."""
+        export_onnx(self, path, size=size, batch=batch, features=features, opset_version=opset_version)
 
     def extra_repr(self) -> str:
         return f"model={self.config.name}, backend={self.backend}, dtype={self.dtype}, device={self.device}"
@@ -187,10 +211,17 @@ class FusedPPHGNet(nn.Module):
             return [(shapes[i], self.dtype, torch.channels_last) for i in self.out_indices]
         return [((n, self.num_outputs), self.dtype, torch.contiguous_format)]
 
+    def _standard_ops(self, x: torch.Tensor, features: bool):
+        """The folded network in standard ops: what ``torch.onnx.export(fused, …)`` traces, since
+        no ONNX runtime knows our custom ops."""
+        return StandardOpsNet(self.net, self.plan, self.out_indices, features, self._lab_scalars)(x)
+
     # Both go through torch.library custom ops (hgnet_kernels.library), so torch.compile sees one
     # opaque op with known output shapes and never breaks its graph inside our kernels.
     def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
         x = self.check_input(x).detach()
+        if torch.onnx.is_in_onnx_export():
+            return self._standard_ops(x, features=True)
         if x.shape[0] == 0:
             return [torch.empty(shape, dtype=dtype, device=self.device, memory_format=memory_format)
                     for shape, dtype, memory_format in self.output_specs(x, True)]
@@ -198,6 +229,8 @@ class FusedPPHGNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.check_input(x).detach()
+        if torch.onnx.is_in_onnx_export():
+            return self._standard_ops(x, features=False)
         if x.shape[0] == 0:
             return torch.empty(0, self.num_outputs, dtype=self.dtype, device=self.device)
         return torch.ops.hgnet_kernels.pphgnet_logits(x, self._network_id)

@@ -130,7 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny, small, base (PP-HGNet) or b0 … b6 (PP-HGNetV2)")
     parser.add_argument("--size", type=cli.image_size, default=(224, 224), help="input size: 224 or HxW, e.g. 640")
     parser.add_argument("--batch", type=cli.at_least(1), default=1)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="default: float32, as verify and bench (bench adds float16 and bfloat16 on a GPU)")
     parser.add_argument("--gpu", choices=sorted(configs.known_gpus()), default=None,
                         help="roofline and launch grid on this GPU (default: the GPU here, if known)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -142,9 +143,13 @@ def run(args: argparse.Namespace) -> int:
         name = torch.cuda.get_device_name()
         gpu = next((key for key in configs.known_gpus() if key in name), None)
     rows = report(args.model, args.batch, args.size, DTYPES[args.dtype], gpu)
+    macs = sum(r.macs for r in rows)
+    read, written = sum(r.bytes_read for r in rows), sum(r.bytes_written for r in rows)
+    totals = {"macs": macs, "bytes_read": read, "bytes_written": written, "intensity": 2 * macs / (read + written),
+              "roofline_us": sum(r.roofline_us for r in rows) if gpu else None}
     if args.json:
         json.dump({"model": args.model, "batch": args.batch, "size": args.size, "dtype": args.dtype, "gpu": gpu,
-                   "rows": [vars(r) for r in rows]}, sys.stdout, indent=1)
+                   "totals": totals, "rows": [vars(r) for r in rows]}, sys.stdout, indent=1)
         print()
         return 0
     header = ["#", "op", "name", "input", "output", "MMACs", "read KB", "write KB", "FLOP/B"]
@@ -159,12 +164,10 @@ def run(args: argparse.Namespace) -> int:
                      f"{r.programs_per_sm:.2f}" if r.programs_per_sm is not None else "-",
                      f"{r.mma_efficiency:.0%}" if r.mma_efficiency is not None else "-"]
         body.append(line)
-    macs = sum(r.macs for r in rows)
-    moved = sum(r.bytes_read + r.bytes_written for r in rows)
-    total = ["", "total", "", "", "", f"{macs / 1e6:.1f}", f"{sum(r.bytes_read for r in rows) / 1e3:.0f}",
-             f"{sum(r.bytes_written for r in rows) / 1e3:.0f}", f"{2 * macs / moved:.1f}"]
+    total = ["", "total", "", "", "", f"{macs / 1e6:.1f}", f"{read / 1e3:.0f}", f"{written / 1e3:.0f}",
+             f"{totals['intensity']:.1f}"]
     if gpu:
-        total += [f"{sum(r.roofline_us for r in rows):.1f}", "", "", "", ""]
+        total += [f"{totals['roofline_us']:.1f}", "", "", "", ""]
     body.append(total)
     from .verify import _table
     where = f" on {gpu} (data-sheet peaks; arch {configs.known_gpus()[gpu]['arch']} launch configs)" if gpu else ""

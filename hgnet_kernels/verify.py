@@ -25,6 +25,15 @@ CPU_STAND_INS = {"triton": ("TRITON_INTERPRET", "Triton's interpreter"),
                  "cuda": ("HGNET_KERNELS_CUDA_EMULATE", "the CUDA emulator")}
 
 
+def use_cpu_stand_in(backend: str) -> None:
+    """Let ``backend`` run on the CPU through its stand-in (our kernel modules are imported lazily,
+    so the interpreter / emulator can still be chosen), saying so: its timings mean nothing."""
+    variable, what = CPU_STAND_INS[backend]
+    os.environ[variable] = "1"
+    print(f"note: running the {backend} kernels on the CPU through {what} ({variable}=1); this checks numerics, "
+          "its timings mean nothing and are not shown", file=sys.stderr)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODEL_NAMES, default=None,
                         help="tiny, small, base (PP-HGNet) or b0 … b6 (PP-HGNetV2); default: the model of "
@@ -37,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["auto", *BACKENDS], default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--device", type=cli.device, default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--iters", type=cli.at_least(1), default=10, help="timed calls per method")
+    parser.add_argument("--iters", type=cli.at_least(1), default=10,
+                        help="timed calls per method (none for triton / cuda on the CPU: their stand-ins are not timed)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -75,14 +85,9 @@ def _table(title, header, rows, width: int = 140) -> None:
 def run(args: argparse.Namespace) -> int:
     device = args.device or cli.default_device()
     dtype = DTYPES[args.dtype]
-    warmup = 3
-    if args.backend in CPU_STAND_INS and device.type == "cpu":
-        # Our kernel modules are imported lazily, so the interpreter / emulator can still be chosen.
-        variable, what = CPU_STAND_INS[args.backend]
-        os.environ[variable] = "1"
-        print(f"note: running the {args.backend} kernels on the CPU through {what}; this checks numerics, "
-              "its timings mean nothing (1 timed call)", file=sys.stderr)
-        args.iters, warmup = 1, 0
+    stand_in = args.backend in CPU_STAND_INS and device.type == "cpu"
+    if stand_in:
+        use_cpu_stand_in(args.backend)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(args.seed)
@@ -104,14 +109,18 @@ def run(args: argparse.Namespace) -> int:
     allowed = tolerance(dtype, eager_err)
     ok = fused_err <= allowed and torch.isfinite(fused_out).all().item()
 
-    eager_ms = median_latency_ms(lambda t: eager(t.to(dtype)), inputs, iters=args.iters, warmup=warmup)
-    fused_ms = median_latency_ms(fused, inputs, iters=args.iters, warmup=warmup)
+    if stand_in:  # an interpreter's or emulator's speed says nothing about the kernels
+        speed = [["-", "-"], ["-", "-"]]
+    else:
+        eager_ms = median_latency_ms(lambda t: eager(t.to(dtype)), inputs, iters=args.iters, warmup=3)
+        fused_ms = median_latency_ms(fused, inputs, iters=args.iters, warmup=3)
+        speed = [[f"{eager_ms:.2f}", "1.00×"], [f"{fused_ms:.2f}", f"{eager_ms / fused_ms:.2f}×"]]
     title = (f"{model_label(eager)}  {args.batch}×{eager.in_channels}×{cli.size_label(args.size)}  {args.dtype} on {device}"
-             f"  backend={fused.backend}" + ("" if args.weights else "  (random weights)"))
+             f"  backend={fused.backend}" + ("" if args.weights else "  (random weights)")
+             + (f"  (through {CPU_STAND_INS[args.backend][1]}: no timings)" if stand_in else ""))
     _table(title, ["method", "max abs err", "rel err vs fp64", "median ms", "speedup"], [
-        ["eager (NCHW)", f"{max_abs_error(eager_out, expected):.3e}", f"{eager_err:.3e}", f"{eager_ms:.2f}", "1.00×"],
-        [f"FusedPPHGNet[{fused.backend}]", f"{max_abs_error(fused_out, expected):.3e}", f"{fused_err:.3e}",
-         f"{fused_ms:.2f}", f"{eager_ms / fused_ms:.2f}×"],
+        ["eager (NCHW)", f"{max_abs_error(eager_out, expected):.3e}", f"{eager_err:.3e}", *speed[0]],
+        [f"FusedPPHGNet[{fused.backend}]", f"{max_abs_error(fused_out, expected):.3e}", f"{fused_err:.3e}", *speed[1]],
     ])
     if ok:
         print(f"OK: fused relative error {fused_err:.3e} <= tolerance {allowed:.3e}")

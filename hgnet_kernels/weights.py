@@ -261,6 +261,13 @@ def to_hgnet_kernels_keys(state: Mapping[str, torch.Tensor], dropout_prob: float
     return out
 
 
+_LISTED = 5  # entries an error names of each kind: a wrong file must not produce hundreds of lines
+
+
+def _first_few(keys) -> str:
+    return ", ".join(keys[:_LISTED]) + (f", … ({len(keys) - _LISTED} more)" if len(keys) > _LISTED else "")
+
+
 def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Check every entry first, then copy; on any problem raise one error and change nothing."""
     expected = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -282,13 +289,15 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     if missing or unexpected or problems:
         lines = [f"cannot load {source} into {type(model).__name__} (model left unchanged):"]
         if missing:
-            lines.append(f"  {len(missing)} missing: " + ", ".join(missing))
+            lines.append(f"  {len(missing)} missing: " + _first_few(missing))
         if unexpected:
-            lines.append(f"  {len(unexpected)} unexpected: " + ", ".join(unexpected))
-        lines.extend("  " + p for p in problems)
+            lines.append(f"  {len(unexpected)} unexpected: " + _first_few(unexpected))
+        lines.extend("  " + p for p in problems[:_LISTED])
+        if len(problems) > _LISTED:
+            lines.append(f"  … and {len(problems) - _LISTED} more entries with a wrong shape, dtype or value")
         if problems and any("shape" in p for p in problems):
-            lines.append("  (a shape mismatch usually means the checkpoint is for another model size "
-                         "or num_classes: tiny / small / base)")
+            lines.append("  (the checkpoint's num_classes, in_channels or head width differ from the model's: "
+                         "hgnet_kernels.load_model(checkpoint) builds the model it holds)")
         raise CheckpointError("\n".join(lines))
     with torch.no_grad():
         for key, target in expected.items():
@@ -304,9 +313,28 @@ def load_weights(model: nn.Module, source) -> nn.Module:
     state, label, _ = _source_state(source)
     state = to_hgnet_kernels_keys(state, _paddle_dropout(model))
     bn_eps = pop_bn_eps(state)
+    argument = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "…"
+    _check_same_model(model, state, label, argument)
     load_state_dict_strict(model, state, source=label)
     set_bn_eps(model, bn_eps)  # every name is a BN the strict load just filled
     return model
+
+
+def _check_same_model(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, argument: str) -> None:
+    """A checkpoint of another variant is named for what it holds, with the calls that load it
+    (``argument``: how those calls are shown the checkpoint)."""
+    from .models import CONFIGS, model_label
+    try:
+        held = infer_model_name(state)
+    except CheckpointError:
+        return  # a custom shape: the strict load reports it entry by entry
+    if held == model.config.name:
+        return
+    v1 = held in CONFIGS
+    label, builder = (f"PPHGNet_{held}", f"pphgnet_{held}") if v1 else (f"PPHGNetV2_{held.upper()}", f"pphgnetv2_{held}")
+    raise CheckpointError(f"{source} holds a {label}, not a {model_label(model)} (model left unchanged): call "
+                          f"hgnet_kernels.load_model({argument}), which builds the model a checkpoint holds, or "
+                          f"{builder}(weights={argument})")
 
 
 def _source_state(source) -> Tuple[Dict[str, object], str, Optional[str]]:
@@ -345,12 +373,22 @@ def _backbone_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, 
             and torch.is_tensor(v)}
 
 
+def _variant_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, ...]]:
+    """The backbone shapes that tell a PP-HGNetV2 variant: all but the first conv's input channels,
+    which are the image's (``in_channels`` / timm's ``in_chans``), not the variant's."""
+    shapes = _backbone_shapes(state)
+    first = shapes.get("stem.stem1.conv.weight")
+    if first is not None:
+        shapes["stem.stem1.conv.weight"] = (first[0], *first[2:])
+    return shapes
+
+
 @functools.lru_cache(maxsize=None)
 def _v2_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
     from .models import PPHGNetV2
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = PPHGNetV2(name, num_classes=0, class_expand=None)
-    return _backbone_shapes(model.state_dict())
+    return _variant_shapes(model.state_dict())
 
 
 def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
@@ -360,13 +398,15 @@ def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
     if "stages.0.downsample.conv.weight" in state:
         raise CheckpointError(_TEXT_REC)
     if "stem.stem1.conv.weight" in state:
-        shapes = _backbone_shapes(state)
+        shapes = _variant_shapes(state)
         for name in CONFIGS_V2:
             if _v2_shapes(name) == shapes:
                 return name
         width = tuple(state["stem.stem1.conv.weight"].shape)
         raise CheckpointError(f"a PP-HGNetV2 whose shapes match none of B0–B6 (stem1 weight {width}): a custom "
-                              "configuration; build PPHGNetV2(PPHGNetV2Config(...)) and load_weights() into it")
+                              "configuration; build it with PPHGNetV2(PPHGNetV2Config(name, stem_channels, stages, "
+                              "use_lab), num_classes=..., in_channels=..., class_expand=...) to those shapes and call "
+                              "load_weights(model, checkpoint)")
     weight = state.get("stem.0.conv.weight")
     if not torch.is_tensor(weight):
         raise CheckpointError("no stem convolution in the checkpoint: not a PP-HGNet")
@@ -415,20 +455,27 @@ def _timm_options(module: nn.Module) -> dict:
     return dict(global_pool=pool, class_expand=class_expand)
 
 
-def load_model(source, stem_pool_padding: Optional[str] = None) -> "nn.Module":
+def load_model(source, stem_pool_padding: Optional[str] = None, global_pool: Optional[str] = None) -> "nn.Module":
     """Build the matching eval-mode model for a checkpoint path, state dict or timm model: the
     variant (PP-HGNet tiny / small / base, PP-HGNetV2 B0–B6), ``num_classes``, ``in_channels``, the
     head's ``class_expand`` and (v2) ``use_lab`` come from the weights; a timm module also gives its
-    ``global_pool`` (a state dict cannot: it is "avg"). A detector's or OCR model's checkpoint
-    gives its backbone (no head: ``forward_features`` is what it is for). The v2 stem pool pads as
+    ``global_pool``. A state dict cannot tell it: ``global_pool`` ("avg", "max", "avgmax") says it,
+    and without it "avg" is used, with a warning for a timm classifier's state dict, whose
+    ``global_pool`` option could have been another (PaddleClas's heads are "avg"). A detector's or
+    OCR model's checkpoint gives its backbone (no head: ``forward_features`` is what it is for). The v2 stem pool pads as
     the checkpoint's framework does (Paddle: ignored cells; timm, D-FINE, RT-DETRv2: zeros), unless
     ``stem_pool_padding`` says otherwise. Options with no exact equivalent are refused with a
     ``ValueError`` that names them."""
     from .interop import pop_bn_eps, set_bn_eps
-    from .models import CONFIGS, PPHGNet, PPHGNetV2
+    from .models import CONFIGS, POOL_TYPES, PPHGNet, PPHGNetV2
+    if global_pool is not None and global_pool not in POOL_TYPES:
+        raise ValueError(f"global_pool={global_pool!r} is not supported; supported: {', '.join(POOL_TYPES)}")
     options = {}
     if isinstance(source, nn.Module):
         options = _timm_options(source) if type(source).__module__.startswith("timm.") else {}
+    if global_pool is not None and options.get("global_pool", global_pool) != global_pool:
+        raise ValueError(f"global_pool={global_pool!r} contradicts the timm model's own {options['global_pool']!r}; "
+                         "drop the argument (a timm module says how it pools)")
     state, label, framework_padding = _source_state(source)
     origin = checkpoint_origin(state)
     provisional = to_hgnet_kernels_keys(state, 0.0)
@@ -442,6 +489,14 @@ def load_model(source, stem_pool_padding: Optional[str] = None) -> "nn.Module":
     else:
         raise CheckpointError("the checkpoint has fc.bias but no fc.weight")
     options["class_expand"] = provisional["last_conv.weight"].shape[0] if "last_conv.weight" in provisional else None
+    if "global_pool" not in options:
+        options["global_pool"] = global_pool or "avg"
+        has_head = options["num_classes"] > 0 or options["class_expand"] is not None
+        if global_pool is None and has_head and origin.layout == "timm" and not origin.prefix:
+            warnings.warn("load_model: a timm state dict does not record how the classifier pools, so it is built "
+                          "with global_pool='avg' (timm's default); if the model was created with another pool, pass "
+                          "load_model(..., global_pool='max' or 'avgmax'), or hand load_model the timm module itself",
+                          UserWarning, stacklevel=2)
     options["in_channels"] = provisional["stem.stem1.conv.weight" if v2 else "stem.0.conv.weight"].shape[1]
     if v2:
         options["use_lab"] = any(k.startswith("lab.") or ".lab." in k for k in provisional)

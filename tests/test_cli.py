@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 import hgnet_kernels
+from hgnet_kernels import bench
 from hgnet_kernels.__main__ import main
 
 
@@ -53,9 +55,17 @@ def test_module_entry_point_and_cheap_import():
     assert "--backend" in help_text and "--weights" in help_text
 
 
+def _table_row(out, method):
+    return next(line for line in out.splitlines() if method in line)
+
+
 def test_verify_triton_backend_on_the_interpreter(capsys):
     assert main(["verify", "--backend", "triton", "--size", "32", "--batch", "2"]) == 0
-    assert "FusedPPHGNet[triton]" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "FusedPPHGNet[triton]" in out.out and "TRITON_INTERPRET=1" in out.err
+    # an interpreter's speed means nothing: the timing columns are blank, not a number
+    assert "×" not in _table_row(out.out, "FusedPPHGNet[triton]") and "×" not in _table_row(out.out, "eager (NCHW)")
+    assert "no timings" in out.out
 
 
 def test_verify_cuda_backend_on_the_emulator(capsys):
@@ -145,15 +155,46 @@ def test_bench_survives_a_failing_eager(tmp_path, monkeypatch):
     assert rows["fused_torch"]["correct"] is True  # fp32 keeps its absolute floor without eager
 
 
-def test_bench_reports_a_backend_that_cannot_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("HGNET_KERNELS_CUDA_EMULATE", "0")
+def test_bench_reports_a_backend_that_cannot_run(tmp_path, monkeypatch, capsys):
+    real = bench.unavailable_reason
+    monkeypatch.setattr(bench, "unavailable_reason",
+                        lambda name, *a: "no such device here" if name == "cuda" else real(name, *a))
     assert _bench(tmp_path, "--backends", "torch", "cuda") == 1  # named in --backends: the run fails
     rows = {r["method"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
-    assert rows["fused_cuda"]["error"].startswith("unavailable:") and "HGNET_KERNELS_CUDA_EMULATE=1" in rows["fused_cuda"]["error"]
+    assert rows["fused_cuda"]["error"] == "unavailable: no such device here"
+    capsys.readouterr()
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert _bench(tmp_path) == 0  # by default, backends that cannot run here only get a row saying why
+    monkeypatch.setenv("HGNET_KERNELS_CUDA_EMULATE", "0")
+    assert _bench(tmp_path) == 0  # by default, backends that cannot run here are only listed, saying why
     rows = {r["method"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
     assert rows["fused_triton"]["error"].startswith("unavailable:")
+    out = capsys.readouterr().out
+    # one footnote line per backend under the table, not a wrapped table row
+    assert "fused_triton" not in out.split("not run here")[0]
+    assert len([line for line in out.splitlines() if line.startswith("not run here: fused_triton: ")]) == 1
+
+
+def test_bench_runs_named_stand_in_backends_on_the_cpu_without_timing_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # bench sets it, as verify does (restored after the test)
+    assert _bench(tmp_path, "--backends", "torch", "triton") == 0
+    assert os.environ["TRITON_INTERPRET"] == "1"
+    rows = {r["method"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert rows["fused_triton"]["correct"] and rows["fused_triton"]["latency_ms"] is None
+    assert "not timed" in rows["fused_triton"]["note"] and rows["fused_torch"]["latency_ms"] > 0
+    assert "TRITON_INTERPRET=1" in capsys.readouterr().err
+
+
+def test_plan_defaults_to_float32_and_its_json_carries_totals(capsys):
+    assert main(["plan", "--model", "tiny", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dtype"] == "float32"
+    totals = report["totals"]
+    assert totals["macs"] == sum(r["macs"] for r in report["rows"]) and 4.4e9 < totals["macs"] < 4.7e9
+    assert totals["bytes_read"] == sum(r["bytes_read"] for r in report["rows"])
+    assert totals["intensity"] == pytest.approx(2 * totals["macs"] / (totals["bytes_read"] + totals["bytes_written"]))
+    assert main(["plan", "--model", "tiny", "--json", "--gpu", "H100"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["totals"]["roofline_us"] == pytest.approx(sum(r["roofline_us"] for r in report["rows"]))
 
 
 def test_gpu_check_steps_report_failures(tmp_path):

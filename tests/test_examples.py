@@ -1,5 +1,7 @@
-"""The runnable examples in python/ work on the CPU (smoke tests, small sizes)."""
+"""The runnable examples in python/ work on the CPU (smoke tests, small sizes), and so does every
+Python snippet of the README, as pasted."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +46,21 @@ def test_hf_transformers_backbone():
 def test_ultralytics_rtdetr_backbone():
     out = run("ultralytics_rtdetr_backbone.py", "--size", "64")
     assert "stride 32: (1, 2048, 2, 2)" in out and "PP-HGNetV2_B4, BN eps 0.001" in out
+
+
+README_SNIPPETS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+
+
+@pytest.mark.parametrize("index", range(len(README_SNIPPETS)))
+def test_readme_snippets_run_as_pasted(index, tmp_path):
+    """Each snippet alone in a fresh interpreter, from an empty folder: nothing it uses may be
+    defined elsewhere."""
+    pytest.importorskip("onnxruntime")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", README_SNIPPETS[index]], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"README snippet {index}:\n{README_SNIPPETS[index]}\n{result.stderr[-3000:]}"
+
+
+def test_the_readme_has_its_snippets():
+    assert len(README_SNIPPETS) >= 3 and any("export_onnx" in snippet for snippet in README_SNIPPETS)

@@ -3,7 +3,10 @@ runs here: torch for real, triton through Triton's interpreter, cuda through the
 import copy
 import gc
 import os
+import io
+import pickle
 import threading
+import weakref
 
 import pytest
 import torch
@@ -17,9 +20,28 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = ["torch", "triton", "cuda"]
 
 
+_SHARED = weakref.WeakSet()  # module-scoped fixtures: every test of the file sees the same object
+
+
 @pytest.fixture(scope="module")
 def model():
-    return randomize(hk.PPHGNet("tiny"), seed=21).to(DEVICE)
+    shared = randomize(hk.PPHGNet("tiny"), seed=21).to(DEVICE)
+    _SHARED.add(shared)
+    return shared
+
+
+@pytest.fixture(autouse=True)
+def _shared_fixtures_are_never_converted_in_place(monkeypatch):
+    """``model.cpu()`` on the shared model would hand every later test of the file a CPU model on a
+    GPU machine (and is a no-op here, so nothing else would notice): converting it is an error."""
+    apply = torch.nn.Module._apply
+
+    def guarded(module, fn, *args, **kwargs):
+        if module in _SHARED:
+            raise AssertionError("a test converted the module-scoped `model` fixture in place; convert a copy "
+                                 "(copy.deepcopy(model).cpu())")
+        return apply(module, fn, *args, **kwargs)
+    monkeypatch.setattr(torch.nn.Module, "_apply", guarded)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -99,7 +121,7 @@ def _rss_bytes() -> int:
 
 
 def test_no_memory_growth_over_1000_calls_torch_backend(model):
-    fused = hk.FusedPPHGNet(model.cpu(), backend="torch")
+    fused = hk.FusedPPHGNet(copy.deepcopy(model).cpu(), backend="torch")
     x = torch.randn(1, 3, 32, 32)
     for _ in range(50):
         fused(x)
@@ -171,6 +193,43 @@ def test_state_dict_round_trip_and_dtype_move(fused, model):
         eager_err = relative_error(copy.deepcopy(model).to(torch.bfloat16)(x.bfloat16()), exact)
     assert relative_error(moved(x), exact) <= tolerance(torch.bfloat16, eager_err)
     assert torch.equal(fused(x), other(x))  # the original is untouched by the copy's move
+
+
+def test_pickle_and_torch_save_round_trip(fused):
+    """Data-loader workers, Ray and torch.save(module) pickle the module: the copy rebuilds its
+    backend and gives the same bits."""
+    x = torch.randn(1, 3, 32, 32, device=DEVICE)
+    expected = fused(x)
+    restored = pickle.loads(pickle.dumps(fused))
+    buffer = io.BytesIO()
+    torch.save(fused, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    for copy_ in (restored, loaded):
+        assert copy_.backend == fused.backend and copy_._network_id != fused._network_id
+        assert torch.equal(copy_(x), expected)
+
+
+@pytest.mark.parametrize("convert,error,message", [
+    (lambda m: m.double(), ValueError, "cannot convert it to torch.float64"),
+    (lambda m: m.to(torch.float64), ValueError, "cannot convert it to torch.float64"),
+    (lambda m: m.type(torch.float64), ValueError, "cannot convert it to torch.float64"),
+    (lambda m: m.to("meta"), hk.BackendUnavailable, "device type 'meta' is not supported"),
+    pytest.param(lambda m: m.cuda(), (RuntimeError, AssertionError), None, id="cuda-without-gpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")),
+], ids=["double", "to-float64", "type-float64", "to-meta", "cuda-without-gpu"])
+def test_conversions_that_cannot_be_served_change_nothing(model, convert, error, message):
+    """Checked first, converted after: a refused conversion leaves every weight as it was."""
+    fused = hk.FusedPPHGNet(model, backend="torch")
+    x = torch.randn(1, 3, 32, 32, device=DEVICE)
+    expected = fused(x)
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    with pytest.raises(error, match=message):
+        convert(fused)
+    after = fused.state_dict()
+    assert all(torch.equal(after[k], v) and after[k].dtype == v.dtype and after[k].device == v.device
+               for k, v in before.items())
+    assert fused.dtype == torch.float32 and torch.equal(copy.deepcopy(fused)(x), expected)
 
 
 def test_library_logs_instead_of_printing(capsys, model):

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -82,12 +84,25 @@ def test_timm_variants_are_converted_exactly(kwargs):
     got = fused(x)
     assert got.shape == expected.shape
     assert rel_err(got, expected) <= 1e-5
-    # the same options survive a trip through a state-dict file (except the pooling type, which a
-    # state dict does not record)
-    if "global_pool" not in kwargs:
-        rebuilt = hk.load_model(theirs.float().state_dict())
-        with torch.no_grad():
-            assert rel_err(rebuilt(x), expected) <= 1e-5
+    # the same options survive a trip through a state dict, which does not record the pooling type:
+    # load_model takes it, and warns when a classifier's could have been another
+    pool = kwargs.get("global_pool", "avg").replace("fast", "")
+    rebuilt = hk.load_model(theirs.float().state_dict(), global_pool=pool)
+    with torch.no_grad():
+        assert rel_err(rebuilt(x), expected) <= 1e-5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hk.load_model(theirs.state_dict())
+    assert len([w for w in caught if "global_pool" in str(w.message)]) == 1
+
+
+def test_load_model_global_pool_is_checked():
+    theirs = timm.create_model("hgnet_tiny", pretrained=False, global_pool="max").eval()
+    with pytest.raises(ValueError, match="global_pool='avg' contradicts the timm model's own 'max'"):
+        hk.load_model(theirs, global_pool="avg")
+    with pytest.raises(ValueError, match="global_pool='mean' is not supported"):
+        hk.load_model(theirs.state_dict(), global_pool="mean")
+    assert hk.load_model(theirs).global_pool == "max"
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -206,10 +206,36 @@ def test_paddleocr_text_rec_backbone_is_refused_by_name():
         load_model({f"backbone.{k}": v for k, v in state.items()})
 
 
-def test_unknown_v2_shapes_are_a_clear_error():
-    state = golden_model("v2_nolab").state_dict()
-    with pytest.raises(CheckpointError, match="match none of B0–B6"):
+def test_unknown_v2_shapes_are_a_clear_error_whose_hint_works():
+    source = golden_model("v2_nolab")
+    state = source.state_dict()
+    with pytest.raises(CheckpointError, match="match none of B0–B6") as info:
         load_model(state)
+    assert "PPHGNetV2(PPHGNetV2Config(" in str(info.value)
+    # the hint, followed: the configuration built by hand takes the weights
+    model = PPHGNetV2(source.config, num_classes=source.num_classes, class_expand=source.class_expand,
+                      use_lab=source.use_lab)
+    load_weights(model, state)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), state.values()))
+
+
+def _ours_with_channels(variant, channels):
+    return PPHGNetV2(variant, in_channels=channels, num_classes=5)
+
+
+@pytest.mark.parametrize("variant,channels,make", [
+    ("b0", 1, lambda v, c: timm.create_model(f"hgnetv2_{v}", pretrained=False, in_chans=c, num_classes=5)),
+    ("b4", 4, lambda v, c: timm.create_model(f"hgnetv2_{v}", pretrained=False, in_chans=c, num_classes=5)),
+    ("b0", 1, _ours_with_channels),
+], ids=["timm-b0-in_chans=1", "timm-b4-in_chans=4", "ours-b0-in_channels=1"])
+def test_variant_is_identified_whatever_the_input_channels(variant, channels, make, tmp_path):
+    source = randomize(make(variant, channels), seed=47).eval()
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    model = load_model(tmp_path / "weights.pth")
+    assert model.config.name == variant and model.in_channels == channels
+    x = torch.randn(2, channels, 64, 64)
+    with torch.no_grad():
+        assert relative_error(model.double()(x.double()), source.double()(x.double())) <= 1e-12
 
 
 @pytest.mark.parametrize("variant", ["b0", "b6"])

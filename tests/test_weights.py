@@ -126,15 +126,40 @@ def assert_untouched(model, before):
         assert torch.equal(v, before[k]), f"{k} changed after a failed load"
 
 
-def test_wrong_model_size_lists_every_problem_and_leaves_model_untouched(tmp_path):
-    torch.save(hk.PPHGNet("small").state_dict(), tmp_path / "small.pth")
+@pytest.mark.parametrize("builder,held,held_builder", [
+    (hk.pphgnet_tiny, lambda: hk.pphgnetv2_b0(), "pphgnetv2_b0"),
+    (hk.pphgnet_tiny, lambda: hk.pphgnet_small(), "pphgnet_small"),
+    (hk.pphgnetv2_b4, lambda: hk.PPHGNetV2("b0", num_classes=0, class_expand=None), "pphgnetv2_b0"),
+], ids=["v2-file-into-v1", "small-into-tiny", "b0-backbone-into-b4"])
+def test_a_checkpoint_of_another_model_is_named_with_the_call_that_loads_it(tmp_path, builder, held, held_builder):
+    source = held()
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    with pytest.raises(CheckpointError) as info:
+        builder(weights=path)
+    msg = str(info.value)
+    label = hk.models.model_label(source)
+    assert f"holds a {label}" in msg and f"load_model({str(path)!r})" in msg and f"{held_builder}(weights=" in msg
+    assert "\n" not in msg and len(msg) < 400
+    model = hk.load_model(path)  # what the message says to call
+    assert hk.models.model_label(model) == label
+
+
+def test_long_problem_lists_name_a_few_keys_and_count_the_rest(tmp_path):
+    state = {k: v for k, v in hk.PPHGNet("tiny").state_dict().items() if not k.startswith("stages.3.")}
+    state["stem.0.conv.weight"] = torch.zeros(48, 4, 3, 3)
+    state.update({f"extra.{i}": torch.zeros(1) for i in range(9)})
+    torch.save(state, tmp_path / "partial.pth")
     model = hk.PPHGNet("tiny")
     before = snapshot(model)
     with pytest.raises(CheckpointError) as info:
-        hk.load_weights(model, tmp_path / "small.pth")
+        hk.load_weights(model, tmp_path / "partial.pth")
     msg = str(info.value)
-    assert "unexpected" in msg and "stem.0.conv.weight: shape (64, 3, 3, 3)" in msg
-    assert "another model size" in msg
+    missing = sum(1 for k in model.state_dict() if k.startswith("stages.3.") and not k.endswith("num_batches_tracked"))
+    assert f"{missing} missing: stages.3." in msg and f"({missing - 5} more)" in msg
+    assert "9 unexpected: extra.0" in msg and "(4 more)" in msg
+    assert "stem.0.conv.weight: shape (48, 4, 3, 3)" in msg and "in_channels" in msg
+    assert len(msg.splitlines()) <= 6 and len(msg) < 1500
     assert_untouched(model, before)
 
 
