@@ -255,8 +255,12 @@ def tile_config(op: str, channels: int, dtype: torch.dtype, arch: Optional[str],
     # 64 contiguous channels are 128 bytes in fp16: one full line per pixel row of the tile, and
     # 32 pixels × 64 channels keep 4 warps busy with one element per thread per tap. Late stages at
     # batch 1 (49 pixels) would launch a few programs: halve the pixels, down to 8, until the
-    # grid covers the SMs.
+    # grid covers the SMs. A depthwise conv unrolls its k² taps, each tap's loads in flight at
+    # once: 16 pixels for 3×3 and 8 for 5×5 keep it under 128 registers, so 4+ programs share an
+    # SM to hide the memory latency this memory-bound kernel lives on (32 pixels: 136 and 254+).
     block_p, sms = 32, sms or arch_sms(arch)
+    if op == "depthwise_conv":
+        block_p = 8 if geometry.startswith("k5") else 16
     rows = (batch or 1) * (hw or 1)
     while block_p > 8 and cdiv(rows, block_p) * cdiv(channels, 64) < sms:
         block_p //= 2
