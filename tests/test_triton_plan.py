@@ -206,8 +206,9 @@ def test_int32_offsets_and_pixel_alignment_are_chosen_from_the_tensors():
     odd = torch.empty(2, 24, 7, 9).contiguous(memory_format=torch.channels_last)
     assert conv_module.pixel_alignment(odd) == 8                   # the same for every H and W
     assert conv_module.pixel_alignment(torch.empty(2, 24, 8, 8).contiguous(memory_format=torch.channels_last)) == 8
-    # NCHW (the stem's input) has strided channels: its pixel strides do not matter, the output's do.
-    assert conv_module.pixel_alignment(torch.empty(1, 3, 5, 5), nhwc) == 16
+    # NCHW (the stem's input) has strided channels: read element by element, no alignment claimed.
+    assert conv_module.pixel_alignment(torch.empty(1, 3, 5, 5)) == 1
+    assert conv_module.pixel_alignment(nhwc, torch.empty(1, 96, 5, 5)) == 1
 
 
 def test_depthwise_tiles_fit_in_128_registers():

@@ -37,7 +37,9 @@ fits (``fits_int32``) and int64 otherwise (``INT64``, chosen per launch), so:
   layer writes straight into its slot, so the block's concatenation is never materialised.
 
 Shape integers that change with N, H or W are not specialized on, so a new input size compiles no
-new kernel; the pixel strides' alignment, which decides vector loads, comes as ``PIXEL_ALIGN``.
+new kernel; the pixel strides' alignment, which decides vector loads, comes as ``X_ALIGN`` (the
+input's, also dividing C_in: the width of its contiguous channel runs) and ``Y_ALIGN`` (the output's
+and the residual's).
 
 ESE partial sums (``partial_sums=True``, the aggregation): ``psum`` is (N, T, C_out) fp32 with
 ``psum[n, j, co]`` = the sum of the final fp32 outputs (before rounding to the output dtype) of
@@ -76,7 +78,7 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
                   RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-                  ROUND_BF16: tl.constexpr, PIXEL_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
+                  ROUND_BF16: tl.constexpr, Y_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
     """bias → ReLU (NaN stays NaN, as in torch.relu) → a·y + c → + residual → store; the ESE sums."""
     acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:
@@ -86,9 +88,9 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
     mask = m_ok[:, None] & co_ok[None, :]
     co = offs_co.to(img.dtype)
     if RESIDUAL:
-        r_row = tl.multiple_of(img * srn + oh * srh + ow * srw, PIXEL_ALIGN)
+        r_row = tl.multiple_of(img * srn + oh * srh + ow * srw, Y_ALIGN)
         acc += tl.load(res_ptr + (r_row[:, None] + co[None, :] * src), mask=mask, other=0.0).to(tl.float32)
-    y_row = tl.multiple_of(img * syn + oh * syh + ow * syw, PIXEL_ALIGN)
+    y_row = tl.multiple_of(img * syn + oh * syh + ow * syw, Y_ALIGN)
     tl.store(y_ptr + (y_row[:, None] + co[None, :] * syc), cast_for_store(acc, y_ptr, ROUND_BF16), mask=mask)
     if PARTIAL_SUMS:
         # One sum per image this tile touches (a tile may straddle several small images).
@@ -119,25 +121,25 @@ def _first_row(pid_m, INT64: tl.constexpr, BLOCK_M: tl.constexpr):
 
 # Shape integers that change with the input's N, H or W but not the code: not specialized on
 # (value 1, divisibility by 16), so a new input size compiles nothing new. Pixel and image strides
-# are among them; their alignment reaches the kernel as PIXEL_ALIGN instead, which depends on the
-# channel counts only. C_in's divisibility decides nothing either (EVEN_K and FLAT_C_IN carry what
-# does); C_out and the channel strides stay specialized: they decide vector loads of W and Y.
-_SHAPE_ARGS = ["M", "H", "W", "C_in", "Wo", "HW", "T", "K_TOTAL", "STEPS_PER_SPLIT", "K_STEPS",
+# are among them; their alignment reaches the kernel as X_ALIGN / Y_ALIGN instead, which depend on
+# the channel counts only. C_in's divisibility decides nothing either (EVEN_K, FLAT_C_IN and X_ALIGN
+# carry what does); C_out and the channel strides stay specialized: they decide vector loads of W and Y.
+_SHAPE_ARGS = ["M", "H", "W", "C_in", "Wo", "HW", "T", "STEPS_PER_SPLIT", "K_STEPS",
                "sxn", "sxh", "sxw", "syn", "syh", "syw", "srn", "srh", "srw"]
 
 
 @triton.jit(do_not_specialize=_SHAPE_ARGS)
 def conv_bn_act_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, psum_ptr, ws_ptr,
-    M, H, W, C_in, Wo, HW, C_out, T, K_TOTAL, STEPS_PER_SPLIT, K_STEPS, aff_a, aff_c,
+    M, H, W, C_in, Wo, HW, C_out, T, STEPS_PER_SPLIT, K_STEPS, aff_a, aff_c,
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
     srn, src, srh, srw,
     STRIDE: tl.constexpr, KW: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
     RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-    SPLIT: tl.constexpr, FLAT_K: tl.constexpr, FLAT_C_IN: tl.constexpr, EVEN_K: tl.constexpr, SWAP_AB: tl.constexpr,
-    INT64: tl.constexpr, PIXEL_ALIGN: tl.constexpr, UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr, FLAT_K: tl.constexpr, FLAT_C_IN: tl.constexpr, EVEN_K: tl.constexpr,
+    SWAP_AB: tl.constexpr, INT64: tl.constexpr, X_ALIGN: tl.constexpr, Y_ALIGN: tl.constexpr,
+    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped order over (row tile, channel tile): GROUP_M row tiles share each weight column block.
@@ -180,19 +182,22 @@ def conv_bn_act_kernel(
     if FLAT_K:  # K index = tap · C_in + channel, the packed weight's row; a step may straddle taps
         for step in range(step_lo, step_hi):
             k = step * BLOCK_K + offs_k
-            k_ok = k < K_TOTAL
             tap = k // FLAT_C_IN  # a constant divisor: a multiply, and runs of C_in contiguous channels
             c = k - tap * FLAT_C_IN
+            k_ok = tap < KW * KW
             kh = tap // KW
             kw = tap - kh * KW
+            # Channels are contiguous in runs of X_ALIGN (a divisor of C_in and of every pixel
+            # offset) that start at multiples of X_ALIGN: vector loads of whole runs.
+            cols = tl.max_contiguous(tl.multiple_of(kh * sxh + kw * sxw + c * sxc, X_ALIGN), X_ALIGN)
             tap_ok = ((taps[:, None] >> tap[None, :]) & 1) != 0
-            a = tl.load(x_ptr + (x_row[:, None] + (kh * sxh + kw * sxw + c * sxc).to(x_row.dtype)[None, :]),
+            a = tl.load(x_ptr + (tl.multiple_of(x_row, X_ALIGN)[:, None] + cols.to(x_row.dtype)[None, :]),
                         mask=tap_ok & k_ok[None, :], other=0.0)
             b = tl.load(w_ptr + k[:, None] * C_out + offs_co[None, :], mask=k_ok[:, None] & co_ok[None, :], other=0.0)
             acc = _accumulate(acc, a, b, SWAP_AB, UPCAST, INPUT_PRECISION)
     elif KW == 1:  # one tap, no padding: a GEMM whose A and B tiles move by constant strides
         c0 = step_lo * BLOCK_K
-        a_tile = x_ptr + (tl.multiple_of(x_row, PIXEL_ALIGN)[:, None] + (c0 + offs_k)[None, :] * sxc)
+        a_tile = x_ptr + (tl.multiple_of(x_row, X_ALIGN)[:, None] + (c0 + offs_k)[None, :] * sxc)
         w_tile = w_ptr + (c0 + offs_k)[:, None] * C_out + offs_co[None, :]
         for _ in range(step_lo, step_hi):
             if EVEN_K:
@@ -211,17 +216,18 @@ def conv_bn_act_kernel(
         tap = step_lo // c_blocks
         c0 = (step_lo - tap * c_blocks) * BLOCK_K
         w_tile = w_ptr + (tap * C_in + c0) * C_out + (offs_k[:, None] * C_out + offs_co[None, :])
+        x_rows = x_ptr + tl.multiple_of(x_row, X_ALIGN)  # 64-bit row pointers: one add each per step
         for _ in range(step_lo, step_hi):
             kh = tap // KW
-            rows = tl.multiple_of(x_row + (kh * sxh + (tap - kh * KW) * sxw + c0 * sxc), PIXEL_ALIGN)
+            step_off = tl.multiple_of(kh * sxh + (tap - kh * KW) * sxw + c0 * sxc, X_ALIGN)
+            a_tile = (x_rows + step_off)[:, None] + offs_k[None, :] * sxc
             row_ok = (taps & (1 << tap)) != 0
             if EVEN_K:
-                a = tl.load(x_ptr + (rows[:, None] + offs_k[None, :] * sxc), mask=row_ok[:, None], other=0.0)
+                a = tl.load(a_tile, mask=row_ok[:, None], other=0.0)
                 b = tl.load(w_tile, mask=co_ok[None, :], other=0.0)
             else:  # C_in not a multiple of BLOCK_K: the tap's last block is partial
                 c_ok = c0 + offs_k < C_in
-                a = tl.load(x_ptr + (rows[:, None] + offs_k[None, :] * sxc), mask=row_ok[:, None] & c_ok[None, :],
-                            other=0.0)
+                a = tl.load(a_tile, mask=row_ok[:, None] & c_ok[None, :], other=0.0)
                 b = tl.load(w_tile, mask=c_ok[:, None] & co_ok[None, :], other=0.0)
             acc = _accumulate(acc, a, b, SWAP_AB, UPCAST, INPUT_PRECISION)
             # Next channel block, or the next tap's first. The packed weight's K rows run
@@ -244,7 +250,7 @@ def conv_bn_act_kernel(
         conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                       b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                       syn, syc, syh, syw, srn, src, srh, srw,
-                      RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, PIXEL_ALIGN, BLOCK_M)
+                      RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, Y_ALIGN, BLOCK_M)
 
 
 @triton.jit
@@ -267,7 +273,7 @@ def split_k_reduce_kernel(
     syn, syc, syh, syw,
     srn, src, srh, srw,
     RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-    ROUND_BF16: tl.constexpr, INT64: tl.constexpr, PIXEL_ALIGN: tl.constexpr,
+    ROUND_BF16: tl.constexpr, INT64: tl.constexpr, Y_ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Σ_s workspace[s] in the order s = 0, 1, … (deterministic), then the conv epilogue. Same
@@ -287,7 +293,7 @@ def split_k_reduce_kernel(
     conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
-                  RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, PIXEL_ALIGN, BLOCK_M)
+                  RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, Y_ALIGN, BLOCK_M)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -308,12 +314,13 @@ def fits_int32(t: torch.Tensor) -> bool:
 
 
 def pixel_alignment(*tensors: torch.Tensor) -> int:
-    """The largest power of two up to 16 dividing every pixel and image stride of the tensors
-    whose channels are contiguous (there the kernels load channel vectors; a tensor with strided
-    channels, like the stem's NCHW input, is read element by element). For NHWC buffers it is
-    that of the channel count, the same for every H and W."""
-    strides = [s for t in tensors if t.stride(1) == 1 for i, s in enumerate(t.stride()) if i != 1]
-    return math.gcd(16, *strides) if strides else 1
+    """The largest power of two up to 16 dividing every pixel and image stride of the tensors,
+    1 if any has strided channels (the kernels load channel vectors only where channels are
+    contiguous; the stem's NCHW input is read element by element). For NHWC buffers it is that
+    of the channel count, the same for every H and W."""
+    if any(t.stride(1) != 1 and t.shape[1] > 1 for t in tensors):
+        return 1
+    return math.gcd(16, *(s for t in tensors for i, s in enumerate(t.stride()) if i != 1))
 
 
 def launch_config(x: torch.Tensor, c_out: int, kernel: int, stride: int, padding, hw_out: int) -> dict:
@@ -355,21 +362,22 @@ def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
     epilogue = dict(RELU=relu, AFFINE=affine is not None, RESIDUAL=residual is not None,
                     PARTIAL_SUMS=partial_sums, ROUND_BF16=round_bf16_by_hand(x.dtype))
     int64 = not all(fits_int32(t) for t in (x, out, res)) or not fits_int32(ws) or splits * m * c_out >= 2 ** 31
-    align = pixel_alignment(x, out, res)
+    x_align, y_align = math.gcd(pixel_alignment(x), c_in), pixel_alignment(out, res)
     conv_bn_act_kernel[(tiles, splits)](
         x, packed_weight, bias, out, res, psum_arg, ws,
-        m, h, w, c_in, wo, ho * wo, c_out, t, kernel * kernel * c_in, per_split, k_steps, float(a), float(c),
+        m, h, w, c_in, wo, ho * wo, c_out, t, per_split, k_steps, float(a), float(c),
         *x.stride(), *out.stride(), *res.stride(),
         STRIDE=stride, KW=kernel, PAD_T=pad[0], PAD_L=pad[2], SPLIT=splits > 1, FLAT_K=bool(cfg["FLAT_K"]),
         FLAT_C_IN=c_in if cfg["FLAT_K"] else 1,
-        EVEN_K=c_in % cfg["BLOCK_K"] == 0, SWAP_AB=bool(cfg["SWAP_AB"]), INT64=int64, PIXEL_ALIGN=align,
+        EVEN_K=c_in % cfg["BLOCK_K"] == 0, SWAP_AB=bool(cfg["SWAP_AB"]), INT64=int64, X_ALIGN=x_align,
+        Y_ALIGN=y_align,
         UPCAST=upcast_dot(x.dtype), INPUT_PRECISION=dot_precision(x.dtype, allow_tf32, tf32x3),
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **epilogue)
     if splits > 1:
         split_k_reduce_kernel[(configs.cdiv(m, cfg["BLOCK_M"]), configs.cdiv(c_out, cfg["BLOCK_N"]))](
             ws, bias, out, res, psum_arg, m, wo, ho * wo, c_out, t, splits, m * c_out, float(a), float(c),
-            *out.stride(), *res.stride(), INT64=int64, PIXEL_ALIGN=align,
+            *out.stride(), *res.stride(), INT64=int64, Y_ALIGN=y_align,
             BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], num_warps=4, **epilogue)
     return out, psum
 
