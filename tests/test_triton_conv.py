@@ -5,6 +5,8 @@ GEMM rows spanning images, split-K with a fixed-order reduction, the ESE partial
 Configs are passed explicitly where a test needs a tile geometry (tiles crossing images, split-K,
 the GPU heuristic's small tiles); the rest use the interpreter's config.
 """
+import importlib
+
 import pytest
 import torch
 
@@ -17,6 +19,9 @@ from hgnet_kernels.kernels.triton.conv_bn_act import psum_tiles
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
 from helpers import DEVICE, poisoned_slice, untouched_outside
+
+# The module (the package's ``conv_bn_act`` attribute is the function of that name).
+conv_module = importlib.import_module("hgnet_kernels.kernels.triton.conv_bn_act")
 
 
 
@@ -219,3 +224,26 @@ def test_fp32_precision_options():
     y = fam.conv_bn_act(x, w, b, tf32x3=True)
     if DEVICE == "cpu":  # on a GPU this is the unverified 3×TF32 path: bench/gpu_check's job, not a CPU test
         assert relative_error(y, conv_bn_act_reference(x.double(), w.double(), b.double())) <= FP32_REL_TOL
+
+
+def test_int64_offsets_give_the_same_bits(monkeypatch):
+    """Tensors past 2^31 elements take the int64-offset variant; forced here on small tensors, it
+    computes the same bits as the int32 one in every loop form (taps, flat K, 1×1 with ESE sums,
+    transposed split-K)."""
+    x64, w64, b64, r64, _ = problem(2, 24, 40, 3, 7, 9, seed=17, residual=True)
+    x1, w1, b1, _, _ = problem(2, 40, 24, 1, 5, 7, seed=19)
+    xs = x1.float().contiguous(memory_format=torch.channels_last)
+    packed1 = pack_conv_weight(w1.float())
+    configs_k3 = (cfg(32, 32, 16), cfg(32, 32, 32, flat=True), cfg(16, 64, 16, split=2, swap=True))
+    results = []
+    for force_int64 in (False, True):
+        if force_int64:
+            monkeypatch.setattr(conv_module, "fits_int32", lambda t: False)
+        got = [run_into_slices(x64, w64, b64, r64, 1, True, torch.float32, config, affine=(0.5, 0.25))[0].clone()
+               for config in configs_k3]
+        got += list(fam.aggregation_ese(xs, packed1, b1.float(), config=cfg(16, 32, 32, split=2)))
+        results.append(got)
+    exact = run_into_slices(x64, w64, b64, r64, 1, True, torch.float32, configs_k3[0], affine=(0.5, 0.25))[1]
+    for narrow, wide in zip(*results):
+        assert torch.equal(narrow, wide)
+    assert relative_error(results[1][0], exact) <= FP32_REL_TOL
