@@ -200,9 +200,12 @@ def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dt
     split = 1
     if tiles < sms:
         split = conv_split(steps, max(1, min(cdiv(sms, tiles), steps // MIN_STEPS_PER_SPLIT, MAX_SPLIT_K)))[0]
-    # 128×128 fp32 accumulators are 128 registers a thread over 4 warps: give them 8; a 16×32 tile
-    # is 2 warps' worth of mma fragments.
-    warps = 8 if block_m * block_n >= 128 * 128 else (2 if block_m * block_n <= 512 else 4)
+    # 128×128 fp32 accumulators are 128 registers a thread over 4 warps: give them 8; fp32 operands
+    # (FMA units: the operand tiles sit in registers too) already at 128×64, which spilled on sm_90
+    # with 4 warps (64×128 spills with 8 instead: the FMA layout splits rows over the warps). A
+    # 16×32 tile is 2 warps' worth of mma fragments.
+    fma_rows = dtype == torch.float32 and block_m == 128 and block_n >= 64
+    warps = 8 if block_m * block_n >= 128 * 128 or fma_rows else (2 if block_m * block_n <= 512 else 4)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FLAT_K=flat, SPLIT_K=split, GROUP_M=8,
                 num_warps=warps, num_stages=3, SWAP_AB=swap)
 
@@ -256,11 +259,12 @@ def tile_config(op: str, channels: int, dtype: torch.dtype, arch: Optional[str],
     # 32 pixels × 64 channels keep 4 warps busy with one element per thread per tap. Late stages at
     # batch 1 (49 pixels) would launch a few programs: halve the pixels, down to 8, until the
     # grid covers the SMs. A depthwise conv unrolls its k² taps, each tap's loads in flight at
-    # once: 16 pixels for 3×3 and 8 for 5×5 keep it under 128 registers, so 4+ programs share an
-    # SM to hide the memory latency this memory-bound kernel lives on (32 pixels: 136 and 254+).
+    # once: 16 pixels for 3×3 and 8 for 5×5 (4 in fp32, 148 registers at 8) keep it under 128
+    # registers on sm_90, so 4+ programs share an SM to hide the memory latency this memory-bound
+    # kernel lives on (32 pixels: 136 and 254 registers, the latter spilling).
     block_p, sms = 32, sms or arch_sms(arch)
     if op == "depthwise_conv":
-        block_p = 8 if geometry.startswith("k5") else 16
+        block_p = (4 if dtype == torch.float32 else 8) if geometry.startswith("k5") else 16
     rows = (batch or 1) * (hw or 1)
     while block_p > 8 and cdiv(rows, block_p) * cdiv(channels, 64) < sms:
         block_p //= 2

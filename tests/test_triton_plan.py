@@ -213,8 +213,11 @@ def test_int32_offsets_and_pixel_alignment_are_chosen_from_the_tensors():
 
 def test_depthwise_tiles_fit_in_128_registers():
     """Unrolled taps keep every tap's loads in flight: the depthwise tile shrinks with the window
-    (sm_90 compiles: 3×3 at 16 pixels 80 registers, 5×5 at 8 pixels 96; 32 pixels spilled on 5×5)."""
+    (sm_90 compiles: 16-bit 3×3 at 16 pixels 80 registers, 5×5 at 8 pixels 96, fp32 5×5 at 4 pixels;
+    32 pixels spilled on 5×5)."""
     k3 = configs.tile_config("depthwise_conv", 448, torch.float16, "sm90", hw=3136, batch=256, geometry="k3s1")
     k5 = configs.tile_config("depthwise_conv", 448, torch.float16, "sm90", hw=3136, batch=256, geometry="k5s1")
     assert (k3["BLOCK_P"], k5["BLOCK_P"]) == (16, 8) and k3["num_warps"] == k5["num_warps"] == 4
+    assert configs.tile_config("depthwise_conv", 448, torch.float32, "sm90", hw=3136, batch=256,
+                               geometry="k5s1")["BLOCK_P"] == 4
     assert configs.tile_config("max_pool", 448, torch.float16, "sm90", hw=3136, batch=256)["BLOCK_P"] == 32
