@@ -180,6 +180,8 @@ def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dt
     shapes = ((128, (128, 64)), (64, (128, 64)), (64, (64, 32)), (32, (64, 32)), (32, (32,)))
     if wgmma:  # below 64 rows, keep 64+ channels: the swapped tile then still runs on wgmma
         shapes = ((128, (128, 64)), (64, (128, 64)), (64, (64, 32)), (32, (128, 64)), (16, (64,)))
+    if dtype == torch.float32:  # FMA units, both operand tiles in registers: 128 channels spilled
+        shapes = tuple((cap_m, tuple(b for b in blocks_n if b <= 64)) for cap_m, blocks_n in shapes)
     for cap_m, blocks_n in shapes:
         block_m = _fit(rows, [b for b in (128, 64, 32, 16) if b <= cap_m])
         block_n = _fit(c_out, blocks_n + tuple(b for b in (32, 16) if b >= c_out))  # 16 channels: 16 wide
@@ -201,10 +203,9 @@ def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dt
     if tiles < sms:
         split = conv_split(steps, max(1, min(cdiv(sms, tiles), steps // MIN_STEPS_PER_SPLIT, MAX_SPLIT_K)))[0]
     # 128×128 fp32 accumulators are 128 registers a thread over 4 warps: give them 8; fp32 operands
-    # (FMA units: the operand tiles sit in registers too) already at 128×64, which spilled on sm_90
-    # with 4 warps (64×128 spills with 8 instead: the FMA layout splits rows over the warps). A
-    # 16×32 tile is 2 warps' worth of mma fragments.
-    fma_rows = dtype == torch.float32 and block_m == 128 and block_n >= 64
+    # (FMA units: the operand tiles sit in registers too) at any 128-row tile, which spilled on
+    # sm_80 / sm_90 with 4 warps. A 16×32 tile is 2 warps' worth of mma fragments.
+    fma_rows = dtype == torch.float32 and block_m == 128
     warps = 8 if block_m * block_n >= 128 * 128 or fma_rows else (2 if block_m * block_n <= 512 else 4)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FLAT_K=flat, SPLIT_K=split, GROUP_M=8,
                 num_warps=warps, num_stages=3, SWAP_AB=swap)
