@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # grid the most), and the tiny space of the dry run.
 CONV_AXES = [("BLOCK_M", [16, 32, 64, 128]), ("BLOCK_N", [32, 64, 128]), ("SPLIT_K", [1, 2, 4, 8, 16]),
              ("BLOCK_K", [16, 32, 64]), ("FLAT_K", [False, True]), ("num_warps", [2, 4, 8]),
-             ("num_stages", [2, 3, 4]), ("GROUP_M", [1, 8])]
+             ("num_stages", [2, 3, 4]), ("GROUP_M", [1, 8]), ("SWAP_AB", [False, True])]
 TILE_AXES = [("BLOCK_P", [8, 16, 32, 64, 128]), ("BLOCK_C", [32, 64, 128]), ("num_warps", [2, 4, 8])]
 GATE_AXES = [("BLOCK_CO", [8, 16, 32, 64]), ("BLOCK_CI", [32, 64, 128]), ("BLOCK_T", [8, 16, 32])]
 DRY_AXES = {"conv_bn_act": [("SPLIT_K", [1, 2])], "tile": [("BLOCK_P", [64, 128])],

@@ -117,12 +117,17 @@ def conv_key(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype
 
 
 # What a conv config holds besides BLOCK_M / BLOCK_N / BLOCK_K; entries tuned before these
-# existed (or written by hand) get these values.
-CONV_DEFAULTS = dict(FLAT_K=False, SPLIT_K=1, GROUP_M=8, num_warps=4, num_stages=3)
+# existed (or written by hand) get these values. SWAP_AB computes the tile transposed (Yᵀ = Wᵀ·Xᵀ),
+# so that output channels, not pixels, are the MMA's M side.
+CONV_DEFAULTS = dict(FLAT_K=False, SPLIT_K=1, GROUP_M=8, num_warps=4, num_stages=3, SWAP_AB=False)
 # A split walks at least this many K steps: a 3-stage pipeline needs a few to pay its fill and drain.
 MIN_STEPS_PER_SPLIT = 4
 # More splits than this make the fp32 workspace round trip cost more than the parallelism gains.
 MAX_SPLIT_K = 16
+# Archs whose fast fp16 / bf16 MMA (wgmma) takes the M side in warpgroup tiles of WGMMA_ROWS: a
+# smaller M falls back to mma.sync at a fraction of the rate.
+WGMMA_ARCHS = ("sm90",)
+WGMMA_ROWS = 64
 
 
 def conv_config_defaults(cfg: Dict[str, int]) -> Dict[str, int]:
@@ -130,15 +135,17 @@ def conv_config_defaults(cfg: Dict[str, int]) -> Dict[str, int]:
 
 
 def _k_step(c_in: int, kernel: int, widest: int) -> Tuple[int, bool]:
-    """(BLOCK_K, FLAT_K). Per-tap channel blocks (contiguous channel loads, row addresses computed
-    once per tap) when a block of ``widest`` or half that divides C_in; otherwise, for k > 1, the
-    flat K loop, which pads only the last step (the stem's 3 input channels would pad 3 → 16 per
-    tap, 81 % of the MMA work); a 1×1 conv has one tap, where the two are the same loop."""
-    for block in (widest, widest // 2):
+    """(BLOCK_K, FLAT_K). Per-tap channel blocks, the widest that divides C_in (the K loop then
+    does a few scalar operations per step: row addresses and border masks are computed once per
+    tile); a 1×1 conv has one tap, so it takes the block of least padding and masks the last. A
+    k > 1 conv whose C_in no block divides takes the flat K loop, which pads only the last step
+    (the stem's 3 input channels would pad 3 → 16 per tap, 81 % of the MMA work)."""
+    blocks = [b for b in (64, 32, 16) if b <= widest]
+    for block in blocks:
         if c_in % block == 0:
             return block, False
     if kernel == 1:
-        return widest, False
+        return _fit(c_in, blocks), False
     return _fit(kernel * kernel * c_in, [b for b in (128, 64, 32, 16) if b <= widest]), True
 
 
@@ -148,7 +155,8 @@ def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dt
     """The conv kernel's launch config for this layer at this batch: BLOCK_M (GEMM rows = output
     pixels, across images) × BLOCK_N (output channels) × BLOCK_K (K per step), FLAT_K (a K loop
     that ignores tap boundaries), SPLIT_K (K ranges run by separate programs, reduced in a fixed
-    order), GROUP_M (row tiles per group of the program order), warps and pipeline stages.
+    order), SWAP_AB (the tile computed transposed), GROUP_M (row tiles per group of the program
+    order), warps and pipeline stages.
 
     ``batch`` None means 1 for the heuristic and only bucket-less tuned entries; ``sms``: the
     device's SM count (default: its arch's in ``devices.json``)."""
@@ -156,7 +164,7 @@ def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dt
     if interpreter:  # few, large programs: the interpreter's cost is per program and K step
         block_k, flat = _k_step(c_in, kernel, 128)
         return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, FLAT_K=flat, SPLIT_K=1, GROUP_M=8,
-                    num_warps=4, num_stages=1)
+                    num_warps=4, num_stages=1, SWAP_AB=False)
     found = tuned("conv_bn_act", conv_key(hw_out, c_in, c_out, kernel, stride, dtype, padding), arch, batch)
     if found:
         return conv_config_defaults(found)
@@ -168,12 +176,25 @@ def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dt
     # pixels) whose grid still has a program per SM; shrinking rows first (a late-stage map at batch
     # 1 has 49–196 rows), then channels. Each side takes the block with the least padding among
     # those allowed (within 1/8 of it): 160 channels get 64-wide tiles (83 %), not 128 (63 %).
-    for cap_m, blocks_n in ((128, (128, 64)), (64, (128, 64)), (64, (64, 32)), (32, (64, 32)), (32, (32,))):
+    wgmma = arch in WGMMA_ARCHS and dtype != torch.float32
+    shapes = ((128, (128, 64)), (64, (128, 64)), (64, (64, 32)), (32, (64, 32)), (32, (32,)))
+    if wgmma:  # below 64 rows, keep 64+ channels: the swapped tile then still runs on wgmma
+        shapes = ((128, (128, 64)), (64, (128, 64)), (64, (64, 32)), (32, (128, 64)), (16, (64,)))
+    if dtype == torch.float32:  # FMA units, both operand tiles in registers: 128 channels spilled
+        shapes = tuple((cap_m, tuple(b for b in blocks_n if b <= 64)) for cap_m, blocks_n in shapes)
+    for cap_m, blocks_n in shapes:
         block_m = _fit(rows, [b for b in (128, 64, 32, 16) if b <= cap_m])
         block_n = _fit(c_out, blocks_n + tuple(b for b in (32, 16) if b >= c_out))  # 16 channels: 16 wide
         tiles = cdiv(rows, block_m) * cdiv(c_out, block_n)
         if tiles >= sms:
             break
+    swap = False
+    if wgmma and block_m < WGMMA_ROWS:
+        # Few pixels: channels take the MMA's M side (Yᵀ = Wᵀ·Xᵀ) when they fill a warpgroup's
+        # 64 rows, else the pixel tile is padded to 64 rows. Either way the dot runs on wgmma.
+        swap = block_n >= WGMMA_ROWS
+        block_m = block_m if swap else WGMMA_ROWS
+        tiles = cdiv(rows, block_m) * cdiv(c_out, block_n)
     # Still fewer tiles than SMs (stages 3–4 at small batch): split K over more programs, each
     # walking at least MIN_STEPS_PER_SPLIT steps; the reduction adds 2 · splits · M · C_out · 4
     # bytes, small next to a serial K of up to 4608.
@@ -181,11 +202,13 @@ def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dt
     split = 1
     if tiles < sms:
         split = conv_split(steps, max(1, min(cdiv(sms, tiles), steps // MIN_STEPS_PER_SPLIT, MAX_SPLIT_K)))[0]
-    # 128×128 fp32 accumulators are 128 registers a thread over 4 warps: give them 8; a 16×32 tile
-    # is 2 warps' worth of mma fragments.
-    warps = 8 if block_m * block_n >= 128 * 128 else (2 if block_m * block_n <= 512 else 4)
+    # 128×128 fp32 accumulators are 128 registers a thread over 4 warps: give them 8; fp32 operands
+    # (FMA units: the operand tiles sit in registers too) at any 128-row tile, which spilled on
+    # sm_80 / sm_90 with 4 warps. A 16×32 tile is 2 warps' worth of mma fragments.
+    fma_rows = dtype == torch.float32 and block_m == 128
+    warps = 8 if block_m * block_n >= 128 * 128 or fma_rows else (2 if block_m * block_n <= 512 else 4)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, FLAT_K=flat, SPLIT_K=split, GROUP_M=8,
-                num_warps=warps, num_stages=3)
+                num_warps=warps, num_stages=3, SWAP_AB=swap)
 
 
 def conv_k_steps(c_in: int, kernel: int, cfg: Dict[str, int]) -> int:
@@ -236,8 +259,13 @@ def tile_config(op: str, channels: int, dtype: torch.dtype, arch: Optional[str],
     # 64 contiguous channels are 128 bytes in fp16: one full line per pixel row of the tile, and
     # 32 pixels × 64 channels keep 4 warps busy with one element per thread per tap. Late stages at
     # batch 1 (49 pixels) would launch a few programs: halve the pixels, down to 8, until the
-    # grid covers the SMs.
+    # grid covers the SMs. A depthwise conv unrolls its k² taps, each tap's loads in flight at
+    # once: 16 pixels for 3×3 and 8 for 5×5 (4 in fp32, 148 registers at 8) keep it under 128
+    # registers on sm_90, so 4+ programs share an SM to hide the memory latency this memory-bound
+    # kernel lives on (32 pixels: 136 and 254 registers, the latter spilling).
     block_p, sms = 32, sms or arch_sms(arch)
+    if op == "depthwise_conv":
+        block_p = (4 if dtype == torch.float32 else 8) if geometry.startswith("k5") else 16
     rows = (batch or 1) * (hw or 1)
     while block_p > 8 and cdiv(rows, block_p) * cdiv(channels, 64) < sms:
         block_p //= 2

@@ -5,6 +5,8 @@ GEMM rows spanning images, split-K with a fixed-order reduction, the ESE partial
 Configs are passed explicitly where a test needs a tile geometry (tiles crossing images, split-K,
 the GPU heuristic's small tiles); the rest use the interpreter's config.
 """
+import importlib
+
 import pytest
 import torch
 
@@ -18,14 +20,17 @@ from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
 from helpers import DEVICE, poisoned_slice, untouched_outside
 
+# The module (the package's ``conv_bn_act`` attribute is the function of that name).
+conv_module = importlib.import_module("hgnet_kernels.kernels.triton.conv_bn_act")
 
 
 
 
 
-def cfg(block_m, block_n, block_k, split=1, flat=False):
+
+def cfg(block_m, block_n, block_k, split=1, flat=False, swap=False):
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split, FLAT_K=flat, GROUP_M=2,
-                num_warps=4, num_stages=2)
+                num_warps=4, num_stages=2, SWAP_AB=swap)
 
 
 def problem(n, c_in, c_out, k, h, w, seed, stride=1, padding=None, residual=False):
@@ -70,6 +75,13 @@ ODD_CASES = [  # id, n, c_in, c_out, k, stride, h, w, config
     ("n3_7x7_cross_split", 3, 24, 40, 3, 1, 7, 7, cfg(64, 32, 16, split=3)),
     ("n1_7x7_split_flat", 1, 24, 40, 3, 1, 7, 7, cfg(32, 32, 32, split=4, flat=True)),
     ("n3_stride2_odd", 3, 17, 33, 3, 2, 13, 11, cfg(16, 32, 16, split=2)),
+    # The transposed tile (Yᵀ = Wᵀ·Xᵀ, sm_90's few-pixel layers): tiles across images, split-K,
+    # partial channel blocks per tap (24 channels in blocks of 16)
+    ("n3_7x7_swap_split", 3, 24, 40, 3, 1, 7, 7, cfg(16, 64, 16, split=3, swap=True)),
+    ("n2_stride2_swap", 2, 32, 72, 3, 2, 9, 13, cfg(32, 64, 32, swap=True)),
+    # 1×1 convs: C_in not a multiple of BLOCK_K (a masked last block), plain and transposed, split
+    ("k1_odd_cin", 2, 40, 24, 1, 1, 5, 9, cfg(32, 32, 32, split=2)),
+    ("k1_odd_cin_swap", 2, 40, 24, 1, 1, 5, 9, cfg(16, 32, 32, swap=True)),
 ]
 
 
@@ -86,11 +98,12 @@ def test_odd_sizes_fp32_into_slices(case):
 def test_split_k_low_precision_with_residual_and_affine(dtype):
     """Split-K's epilogue (bias, ReLU, a·y + c, + residual, rounding) runs once, after the fp32 sum."""
     x64, w64, b64, r64, _ = problem(3, 24, 40, 3, 7, 9, seed=7, residual=True)
-    out, exact, x, packed, bias, res = run_into_slices(x64, w64, b64, r64, 1, True, dtype, cfg(32, 32, 16, split=3),
-                                                       affine=(-0.75, 0.5))
-    eager = conv_bn_act_reference(x.float(), packed.float(), bias.float(), 1, True, None, (-0.75, 0.5),
-                                  res.float()).to(dtype)
-    assert relative_error(out, exact) <= tolerance(dtype, relative_error(eager, exact))
+    for swap in (False, True):
+        out, exact, x, packed, bias, res = run_into_slices(x64, w64, b64, r64, 1, True, dtype,
+                                                           cfg(32, 32, 16, split=3, swap=swap), affine=(-0.75, 0.5))
+        eager = conv_bn_act_reference(x.float(), packed.float(), bias.float(), 1, True, None, (-0.75, 0.5),
+                                      res.float()).to(dtype)
+        assert relative_error(out, exact) <= tolerance(dtype, relative_error(eager, exact)), swap
 
 
 def test_same_2x2_padding_tiles_across_images():
@@ -134,7 +147,8 @@ def expected_psum(y: torch.Tensor, block_m: int) -> torch.Tensor:
     (3, 7, 7, cfg(32, 32, 16, split=3)),    # the same layout from the split-K reduction
     (1, 5, 9, cfg(16, 32, 32)),
     (2, 3, 3, cfg(16, 32, 32, split=2)),    # several images in one tile
-], ids=["n3_bm32", "n3_bm32_split", "n1_bm16", "n2_3x3_split"])
+    (3, 7, 7, cfg(32, 32, 16, split=3, swap=True)),  # the transposed tile: same layout
+], ids=["n3_bm32", "n3_bm32_split", "n1_bm16", "n2_3x3_split", "n3_bm32_swap_split"])
 def test_partial_sums_per_tile_and_image(n, h, w, config):
     x64, w64, b64, _, _ = problem(n, 40, 24, 1, h, w, seed=h * w)
     x = x64.float().contiguous(memory_format=torch.channels_last)
@@ -210,3 +224,26 @@ def test_fp32_precision_options():
     y = fam.conv_bn_act(x, w, b, tf32x3=True)
     if DEVICE == "cpu":  # on a GPU this is the unverified 3×TF32 path: bench/gpu_check's job, not a CPU test
         assert relative_error(y, conv_bn_act_reference(x.double(), w.double(), b.double())) <= FP32_REL_TOL
+
+
+def test_int64_offsets_give_the_same_bits(monkeypatch):
+    """Tensors past 2^31 elements take the int64-offset variant; forced here on small tensors, it
+    computes the same bits as the int32 one in every loop form (taps, flat K, 1×1 with ESE sums,
+    transposed split-K)."""
+    x64, w64, b64, r64, _ = problem(2, 24, 40, 3, 7, 9, seed=17, residual=True)
+    x1, w1, b1, _, _ = problem(2, 40, 24, 1, 5, 7, seed=19)
+    xs = x1.float().contiguous(memory_format=torch.channels_last)
+    packed1 = pack_conv_weight(w1.float())
+    configs_k3 = (cfg(32, 32, 16), cfg(32, 32, 32, flat=True), cfg(16, 64, 16, split=2, swap=True))
+    results = []
+    for force_int64 in (False, True):
+        if force_int64:
+            monkeypatch.setattr(conv_module, "fits_int32", lambda t: False)
+        got = [run_into_slices(x64, w64, b64, r64, 1, True, torch.float32, config, affine=(0.5, 0.25))[0].clone()
+               for config in configs_k3]
+        got += list(fam.aggregation_ese(xs, packed1, b1.float(), config=cfg(16, 32, 32, split=2)))
+        results.append(got)
+    exact = run_into_slices(x64, w64, b64, r64, 1, True, torch.float32, configs_k3[0], affine=(0.5, 0.25))[1]
+    for narrow, wide in zip(*results):
+        assert torch.equal(narrow, wide)
+    assert relative_error(results[1][0], exact) <= FP32_REL_TOL

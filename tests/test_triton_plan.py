@@ -173,3 +173,51 @@ def test_tuner_never_overwrites_the_committed_file_unless_asked(tmp_path):
     default = tune_triton.output_path(tune_triton.parse_args(["--dry-run"]), "interpreter")
     assert "tune-triton-dry-" in default and not default.startswith(configs.CONFIG_DIR)
     os.rmdir(os.path.dirname(default))
+
+
+@pytest.mark.parametrize("model", ["tiny", "b0", "b4"])
+@pytest.mark.parametrize("batch", [1, 256])
+def test_sm90_fp16_convs_keep_a_64_row_mma_side(model, batch):
+    """wgmma takes the MMA's M side in 64-row warpgroup tiles: every fp16 conv of the plan on an H100
+    has 64+ pixel rows, or is computed transposed (Yᵀ = Wᵀ·Xᵀ) with 64+ output channels as M."""
+    rows = [r for r in report(model, batch, 224, torch.float16, "H100") if r.kind.startswith(("conv", "aggregation"))]
+    assert rows
+    for r in rows:
+        n, c_in, h, w = map(int, r.input.split(" ")[0].split("×"))
+        c_out, ho, wo = map(int, r.output.split(" ")[0].split("×")[1:])
+        kernel = int(r.kind.split(" ")[1][0])
+        cfg = configs.conv_config(ho * wo, c_in, c_out, kernel, 1, torch.float16, "sm90", batch=n, sms=H100_SMS)
+        mma_rows = cfg["BLOCK_N"] if cfg["SWAP_AB"] else cfg["BLOCK_M"]
+        assert mma_rows >= configs.WGMMA_ROWS, (r.name, cfg)
+    # Off sm_90 (mma.sync takes 16 rows) and for fp32, nothing is swapped.
+    assert not configs.conv_config(49, 192, 192, 3, 1, torch.float16, "sm80", batch=1)["SWAP_AB"]
+    assert not configs.conv_config(49, 192, 192, 3, 1, torch.float32, "sm90", batch=1)["SWAP_AB"]
+
+
+def test_int32_offsets_and_pixel_alignment_are_chosen_from_the_tensors():
+    small = torch.empty(2, 8, 4, 4)
+    assert conv_module.fits_int32(small)
+    # A view's extent, not its storage, decides: 2^31 elements of extent need int64 offsets.
+    huge = torch.empty_strided((2, 16, 1, 1), (2 ** 30, 1, 1, 1), dtype=torch.float16, device="meta")
+    assert not conv_module.fits_int32(huge)
+    nhwc = torch.empty(2, 96, 7, 9).contiguous(memory_format=torch.channels_last)
+    assert conv_module.pixel_alignment(nhwc) == 16
+    assert conv_module.pixel_alignment(nhwc[:, 8:32]) == 16        # a slice keeps the buffer's strides
+    odd = torch.empty(2, 24, 7, 9).contiguous(memory_format=torch.channels_last)
+    assert conv_module.pixel_alignment(odd) == 8                   # the same for every H and W
+    assert conv_module.pixel_alignment(torch.empty(2, 24, 8, 8).contiguous(memory_format=torch.channels_last)) == 8
+    # NCHW (the stem's input) has strided channels: read element by element, no alignment claimed.
+    assert conv_module.pixel_alignment(torch.empty(1, 3, 5, 5)) == 1
+    assert conv_module.pixel_alignment(nhwc, torch.empty(1, 96, 5, 5)) == 1
+
+
+def test_depthwise_tiles_fit_in_128_registers():
+    """Unrolled taps keep every tap's loads in flight: the depthwise tile shrinks with the window
+    (sm_90 compiles: 16-bit 3×3 at 16 pixels 80 registers, 5×5 at 8 pixels 96, fp32 5×5 at 4 pixels;
+    32 pixels spilled on 5×5)."""
+    k3 = configs.tile_config("depthwise_conv", 448, torch.float16, "sm90", hw=3136, batch=256, geometry="k3s1")
+    k5 = configs.tile_config("depthwise_conv", 448, torch.float16, "sm90", hw=3136, batch=256, geometry="k5s1")
+    assert (k3["BLOCK_P"], k5["BLOCK_P"]) == (16, 8) and k3["num_warps"] == k5["num_warps"] == 4
+    assert configs.tile_config("depthwise_conv", 448, torch.float32, "sm90", hw=3136, batch=256,
+                               geometry="k5s1")["BLOCK_P"] == 4
+    assert configs.tile_config("max_pool", 448, torch.float16, "sm90", hw=3136, batch=256)["BLOCK_P"] == 32

@@ -12,21 +12,34 @@ The GEMM: M = N·Ho·Wo output pixels (rows span images: a tile may hold the las
 image and the first of the next, so small late-stage maps fill whole tiles at any batch),
 N = C_out, K = KH·KW·C_in, accumulated in fp32. Each program owns a BLOCK_M × BLOCK_N output
 tile (walked in groups of GROUP_M row tiles, so programs running together share weights and input
-rows in L2) and runs **one** K loop over (tap, channel block) pairs — a single software-pipelined
-loop, instead of one per tap — or, with ``FLAT_K``, over K in BLOCK_K chunks that may straddle
-taps (for the stem's 3 input channels, where per-tap blocks would be mostly padding).
+rows in L2) and runs **one** software-pipelined K loop over (tap, channel block) pairs, kept as
+lean as a GEMM's: each row's input offset at tap (0, 0) and a bitmask of its in-image taps are
+computed once per tile, so a step costs a few scalar operations (the next tap and channel block),
+one add and one bit test per row; the weight tile moves down by a constant. A 1×1 conv is exactly
+a GEMM (constant strides, no border). With ``FLAT_K`` the loop runs over K in BLOCK_K chunks that
+may straddle taps (for convs whose C_in no channel block divides, like the stem's 3 channels).
+
+``SWAP_AB`` computes the tile transposed, Yᵀ = Wᵀ·Xᵀ: output channels are then the MMA's M side,
+so a layer with few output pixels (late stages at batch 1) still runs sm_90's wgmma, which takes
+M in 64-row warpgroup tiles, with pixel tiles of 16 or 32 as its N side.
 
 Split-K (``SPLIT_K`` > 1, for layers with too few output tiles to fill the GPU): program
 (tile, s) accumulates the s-th contiguous range of K steps and stores its fp32 partial tile in a
 workspace (SPLIT_K, M, C_out); a second kernel adds the SPLIT_K partials of each output in the
 order s = 0, 1, … and applies the epilogue once. No atomics: the same input gives the same bits.
 
-Every tensor is addressed through its four strides (int64 offsets), so:
+Every tensor is addressed through its four strides, in int32 offsets when every offset into it
+fits (``fits_int32``) and int64 otherwise (``INT64``, chosen per launch), so:
 
 * the input may be the user's NCHW tensor (the stem reads it without a layout copy), or a channel
   slice of an HG-Block's NHWC buffer (channel stride 1, pixel stride = the buffer's width);
 * the output (and the residual) may be a channel slice of a larger NHWC buffer: each HG-Block
   layer writes straight into its slot, so the block's concatenation is never materialised.
+
+Shape integers that change with N, H or W are not specialized on, so a new input size compiles no
+new kernel; the pixel strides' alignment, which decides vector loads, comes as ``X_ALIGN`` (the
+input's, also dividing C_in: the width of its contiguous channel runs) and ``Y_ALIGN`` (the output's
+and the residual's).
 
 ESE partial sums (``partial_sums=True``, the aggregation): ``psum`` is (N, T, C_out) fp32 with
 ``psum[n, j, co]`` = the sum of the final fp32 outputs (before rounding to the output dtype) of
@@ -53,9 +66,9 @@ from ..spec import prepare_conv, symmetric
 
 @triton.jit
 def _row_coordinates(offs_m, HW, Wo):
-    """Image (int64), output row and column (int32) of GEMM rows ``offs_m`` (int64)."""
+    """Image, output row and column of GEMM rows ``offs_m``, all in the offsets' integer type."""
     img = offs_m // HW
-    p = (offs_m - img * HW).to(tl.int32)
+    p = offs_m - img * HW
     oh = p // Wo
     return img, oh, p - oh * Wo
 
@@ -65,7 +78,7 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
                   RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-                  ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr):
+                  ROUND_BF16: tl.constexpr, Y_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
     """bias → ReLU (NaN stays NaN, as in torch.relu) → a·y + c → + residual → store; the ESE sums."""
     acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:
@@ -73,14 +86,15 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
     if AFFINE:
         acc = acc * aff_a + aff_c
     mask = m_ok[:, None] & co_ok[None, :]
-    co64 = offs_co.to(tl.int64)
+    co = offs_co.to(img.dtype)
     if RESIDUAL:
-        r_off = (img * srn + oh.to(tl.int64) * srh + ow.to(tl.int64) * srw)[:, None] + co64[None, :] * src
-        acc += tl.load(res_ptr + r_off, mask=mask, other=0.0).to(tl.float32)
-    y_off = (img * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + co64[None, :] * syc
-    tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=mask)
+        r_row = tl.multiple_of(img * srn + oh * srh + ow * srw, Y_ALIGN)
+        acc += tl.load(res_ptr + (r_row[:, None] + co[None, :] * src), mask=mask, other=0.0).to(tl.float32)
+    y_row = tl.multiple_of(img * syn + oh * syh + ow * syw, Y_ALIGN)
+    tl.store(y_ptr + (y_row[:, None] + co[None, :] * syc), cast_for_store(acc, y_ptr, ROUND_BF16), mask=mask)
     if PARTIAL_SUMS:
         # One sum per image this tile touches (a tile may straddle several small images).
+        co64 = offs_co.to(tl.int64)
         row0 = pid_m.to(tl.int64) * BLOCK_M
         img_lo = row0 // HW
         img_hi = (tl.minimum(row0 + BLOCK_M, M) - 1) // HW
@@ -96,16 +110,36 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
 
 
 @triton.jit
+def _first_row(pid_m, INT64: tl.constexpr, BLOCK_M: tl.constexpr):
+    """pid_m · BLOCK_M in the kernel's offset type: int64 only when a tensor may pass 2^31 elements."""
+    if INT64:
+        row = pid_m.to(tl.int64) * BLOCK_M
+    else:
+        row = pid_m * BLOCK_M
+    return row
+
+
+# Shape integers that change with the input's N, H or W but not the code: not specialized on
+# (value 1, divisibility by 16), so a new input size compiles nothing new. Pixel and image strides
+# are among them; their alignment reaches the kernel as X_ALIGN / Y_ALIGN instead, which depend on
+# the channel counts only. C_in's divisibility decides nothing either (EVEN_K, FLAT_C_IN and X_ALIGN
+# carry what does); C_out and the channel strides stay specialized: they decide vector loads of W and Y.
+_SHAPE_ARGS = ["M", "H", "W", "C_in", "Wo", "HW", "T", "STEPS_PER_SPLIT", "K_STEPS",
+               "sxn", "sxh", "sxw", "syn", "syh", "syw", "srn", "srh", "srw"]
+
+
+@triton.jit(do_not_specialize=_SHAPE_ARGS)
 def conv_bn_act_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, psum_ptr, ws_ptr,
-    M, H, W, C_in, Wo, HW, C_out, T, K_TOTAL, C_BLOCKS, STEPS_PER_SPLIT, K_STEPS, aff_a, aff_c,
+    M, H, W, C_in, Wo, HW, C_out, T, STEPS_PER_SPLIT, K_STEPS, aff_a, aff_c,
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
     srn, src, srh, srw,
     STRIDE: tl.constexpr, KW: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
     RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-    SPLIT: tl.constexpr, FLAT_K: tl.constexpr, UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr, FLAT_K: tl.constexpr, FLAT_C_IN: tl.constexpr, EVEN_K: tl.constexpr,
+    SWAP_AB: tl.constexpr, INT64: tl.constexpr, X_ALIGN: tl.constexpr, Y_ALIGN: tl.constexpr,
+    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped order over (row tile, channel tile): GROUP_M row tiles share each weight column block.
@@ -118,77 +152,139 @@ def conv_bn_act_kernel(
     pid_m = first_m + (pid % per_group) % group_rows
     pid_n = (pid % per_group) // group_rows
 
-    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: N·Ho·Wo may pass 2^31
+    offs_m = _first_row(pid_m, INT64, BLOCK_M) + tl.arange(0, BLOCK_M)
     offs_co = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     m_ok = offs_m < M
     co_ok = offs_co < C_out
     img, oh, ow = _row_coordinates(offs_m, HW, Wo)
-    x_row = x_ptr + img * sxn  # this row's image
     ih0 = oh * STRIDE - PAD_T
     iw0 = ow * STRIDE - PAD_L
+    # Everything about a row that the K loop needs, computed once: the offset of its tap (0, 0)
+    # input pixel (outside the image for border rows, never dereferenced there), and a bit per
+    # tap kh·KW + kw set when that tap's pixel is inside the image (and the row inside M).
+    x_row = img * sxn + ih0 * sxh + iw0 * sxw
+    taps = m_ok.to(tl.int32)  # a 1×1 conv has no padding: its one tap is inside for every real row
+    if KW > 1:
+        taps = tl.zeros((BLOCK_M,), dtype=tl.int32)
+        for dh in tl.static_range(KW):
+            h_ok = m_ok & (ih0 + dh >= 0) & (ih0 + dh < H)
+            for dw in tl.static_range(KW):
+                inside = h_ok & (iw0 + dw >= 0) & (iw0 + dw < W)
+                taps = taps | (inside.to(tl.int32) << (dh * KW + dw))
 
     step_lo = tl.program_id(1) * STEPS_PER_SPLIT
     step_hi = tl.minimum(step_lo + STEPS_PER_SPLIT, K_STEPS)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for step in range(step_lo, step_hi):  # one loop over (tap, channel block): one pipeline
-        if FLAT_K:  # K index = tap · C_in + channel, the packed weight's row
+    if SWAP_AB:  # Yᵀ = Wᵀ·Xᵀ: C_out is the MMA's M side, so few pixels still fill a 64-row wgmma
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if FLAT_K:  # K index = tap · C_in + channel, the packed weight's row; a step may straddle taps
+        for step in range(step_lo, step_hi):
             k = step * BLOCK_K + offs_k
-            k_ok = k < K_TOTAL
-            tap = k // C_in
-            c = k - tap * C_in
+            tap = k // FLAT_C_IN  # a constant divisor: a multiply, and runs of C_in contiguous channels
+            c = k - tap * FLAT_C_IN
+            k_ok = tap < KW * KW
             kh = tap // KW
-            ih = ih0[:, None] + kh[None, :]
-            iw = iw0[:, None] + (tap - kh * KW)[None, :]
-            ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a = tl.load(x_row[:, None] + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-                        + c.to(tl.int64)[None, :] * sxc, mask=ok, other=0.0)
+            kw = tap - kh * KW
+            # Channels are contiguous in runs of X_ALIGN (a divisor of C_in and of every pixel
+            # offset) that start at multiples of X_ALIGN: vector loads of whole runs.
+            cols = tl.max_contiguous(tl.multiple_of(kh * sxh + kw * sxw + c * sxc, X_ALIGN), X_ALIGN)
+            tap_ok = ((taps[:, None] >> tap[None, :]) & 1) != 0
+            a = tl.load(x_ptr + (tl.multiple_of(x_row, X_ALIGN)[:, None] + cols.to(x_row.dtype)[None, :]),
+                        mask=tap_ok & k_ok[None, :], other=0.0)
             b = tl.load(w_ptr + k[:, None] * C_out + offs_co[None, :], mask=k_ok[:, None] & co_ok[None, :], other=0.0)
-        else:
-            tap = step // C_BLOCKS
-            c = (step - tap * C_BLOCKS) * BLOCK_K + offs_k
-            c_ok = c < C_in
+            acc = _accumulate(acc, a, b, SWAP_AB, UPCAST, INPUT_PRECISION)
+    elif KW == 1:  # one tap, no padding: a GEMM whose A and B tiles move by constant strides
+        c0 = step_lo * BLOCK_K
+        a_tile = x_ptr + (tl.multiple_of(x_row, X_ALIGN)[:, None] + (c0 + offs_k)[None, :] * sxc)
+        w_tile = w_ptr + (c0 + offs_k)[:, None] * C_out + offs_co[None, :]
+        for _ in range(step_lo, step_hi):
+            if EVEN_K:
+                a = tl.load(a_tile, mask=m_ok[:, None], other=0.0)
+                b = tl.load(w_tile, mask=co_ok[None, :], other=0.0)
+            else:  # the last block is partial
+                c_ok = c0 + offs_k < C_in
+                a = tl.load(a_tile, mask=m_ok[:, None] & c_ok[None, :], other=0.0)
+                b = tl.load(w_tile, mask=c_ok[:, None] & co_ok[None, :], other=0.0)
+            acc = _accumulate(acc, a, b, SWAP_AB, UPCAST, INPUT_PRECISION)
+            a_tile += BLOCK_K * sxc
+            w_tile += BLOCK_K * C_out
+            c0 += BLOCK_K
+    else:  # (tap, channel block) pairs, channel blocks inner; the per-step work is a few scalars
+        c_blocks = tl.cdiv(C_in, BLOCK_K)
+        tap = step_lo // c_blocks
+        c0 = (step_lo - tap * c_blocks) * BLOCK_K
+        w_tile = w_ptr + (tap * C_in + c0) * C_out + (offs_k[:, None] * C_out + offs_co[None, :])
+        x_rows = x_ptr + tl.multiple_of(x_row, X_ALIGN)  # 64-bit row pointers: one add each per step
+        for _ in range(step_lo, step_hi):
             kh = tap // KW
-            ih = ih0 + kh
-            iw = iw0 + (tap - kh * KW)
-            row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            rows = x_row + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-            a = tl.load(rows[:, None] + c.to(tl.int64)[None, :] * sxc, mask=row_ok[:, None] & c_ok[None, :], other=0.0)
-            b = tl.load(w_ptr + (tap * C_in + c)[:, None] * C_out + offs_co[None, :],
-                        mask=c_ok[:, None] & co_ok[None, :], other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+            step_off = tl.multiple_of(kh * sxh + (tap - kh * KW) * sxw + c0 * sxc, X_ALIGN)
+            a_tile = (x_rows + step_off)[:, None] + offs_k[None, :] * sxc
+            row_ok = (taps & (1 << tap)) != 0
+            if EVEN_K:
+                a = tl.load(a_tile, mask=row_ok[:, None], other=0.0)
+                b = tl.load(w_tile, mask=co_ok[None, :], other=0.0)
+            else:  # C_in not a multiple of BLOCK_K: the tap's last block is partial
+                c_ok = c0 + offs_k < C_in
+                a = tl.load(a_tile, mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+                b = tl.load(w_tile, mask=c_ok[:, None] & co_ok[None, :], other=0.0)
+            acc = _accumulate(acc, a, b, SWAP_AB, UPCAST, INPUT_PRECISION)
+            # Next channel block, or the next tap's first. The packed weight's K rows run
+            # (tap, channel), so with whole blocks its tile just moves down BLOCK_K rows.
+            c_next = c0 + BLOCK_K
+            wrap = c_next >= C_in
+            if EVEN_K:
+                w_tile += BLOCK_K * C_out
+            else:
+                w_tile += tl.where(wrap, C_in - c0, BLOCK_K) * C_out
+            tap += wrap.to(tl.int32)
+            c0 = tl.where(wrap, 0, c_next)
+    if SWAP_AB:
+        acc = tl.trans(acc)
 
     if SPLIT:  # this K range's fp32 partial; the reduction kernel adds them and runs the epilogue
-        ws_off = (tl.program_id(1).to(tl.int64) * M + offs_m)[:, None] * C_out + offs_co[None, :]
+        ws_off = (tl.program_id(1).to(offs_m.dtype) * M + offs_m)[:, None] * C_out + offs_co[None, :]
         tl.store(ws_ptr + ws_off, acc, mask=m_ok[:, None] & co_ok[None, :])
     else:
         conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                       b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                       syn, syc, syh, syw, srn, src, srh, srw,
-                      RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, BLOCK_M)
+                      RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, Y_ALIGN, BLOCK_M)
 
 
 @triton.jit
+def _accumulate(acc, a, b, SWAP_AB: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    if SWAP_AB:
+        acc = tl.dot(tl.trans(b), tl.trans(a), acc, input_precision=INPUT_PRECISION)
+    else:
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    return acc
+
+
+@triton.jit(do_not_specialize=["M", "Wo", "HW", "T", "SPLITS", "SPLIT_STRIDE",
+                                "syn", "syh", "syw", "srn", "srh", "srw"])
 def split_k_reduce_kernel(
     ws_ptr, b_ptr, y_ptr, res_ptr, psum_ptr,
     M, Wo, HW, C_out, T, SPLITS, SPLIT_STRIDE, aff_a, aff_c,
     syn, syc, syh, syw,
     srn, src, srh, srw,
     RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-    ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ROUND_BF16: tl.constexpr, INT64: tl.constexpr, Y_ALIGN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Σ_s workspace[s] in the order s = 0, 1, … (deterministic), then the conv epilogue. Same
     BLOCK_M as the conv, so its ESE partial sums have the same (tile, image) layout."""
     pid_m = tl.program_id(0)
-    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = _first_row(pid_m, INT64, BLOCK_M) + tl.arange(0, BLOCK_M)
     offs_co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
     co_ok = offs_co < C_out
     mask = m_ok[:, None] & co_ok[None, :]
-    partial = ws_ptr + offs_m[:, None] * C_out + offs_co[None, :]
+    partial = ws_ptr + (offs_m[:, None] * C_out + offs_co[None, :])
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for _ in range(0, SPLITS):
         acc += tl.load(partial, mask=mask, other=0.0)
@@ -197,7 +293,7 @@ def split_k_reduce_kernel(
     conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
-                  RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, BLOCK_M)
+                  RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, Y_ALIGN, BLOCK_M)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -209,6 +305,22 @@ def psum_tiles(n: int, hw: int, block_m: int) -> int:
     # The offsets n·hw mod BLOCK_M repeat with period BLOCK_M / gcd(hw, BLOCK_M).
     period = block_m // math.gcd(hw, block_m)
     return max((n_ * hw % block_m + hw - 1) // block_m + 1 for n_ in range(min(n, period)))
+
+
+def fits_int32(t: torch.Tensor) -> bool:
+    """Whether every offset the kernels form into ``t`` fits int32: its extent along each dim,
+    plus two elements of margin (border taps and masked rows index up to two past the edge)."""
+    return sum((size + 2) * abs(stride) for size, stride in zip(t.shape, t.stride())) < 2 ** 31
+
+
+def pixel_alignment(*tensors: torch.Tensor) -> int:
+    """The largest power of two up to 16 dividing every pixel and image stride of the tensors,
+    1 if any has strided channels (the kernels load channel vectors only where channels are
+    contiguous; the stem's NCHW input is read element by element). For NHWC buffers it is that
+    of the channel count, the same for every H and W."""
+    if any(t.stride(1) != 1 and t.shape[1] > 1 for t in tensors):
+        return 1
+    return math.gcd(16, *(s for t in tensors for i, s in enumerate(t.stride()) if i != 1))
 
 
 def launch_config(x: torch.Tensor, c_out: int, kernel: int, stride: int, padding, hw_out: int) -> dict:
@@ -249,19 +361,23 @@ def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
     ws = (torch.empty((splits, m, c_out), device=x.device, dtype=torch.float32) if splits > 1 else out)
     epilogue = dict(RELU=relu, AFFINE=affine is not None, RESIDUAL=residual is not None,
                     PARTIAL_SUMS=partial_sums, ROUND_BF16=round_bf16_by_hand(x.dtype))
+    int64 = not all(fits_int32(t) for t in (x, out, res)) or not fits_int32(ws) or splits * m * c_out >= 2 ** 31
+    x_align, y_align = math.gcd(pixel_alignment(x), c_in), pixel_alignment(out, res)
     conv_bn_act_kernel[(tiles, splits)](
         x, packed_weight, bias, out, res, psum_arg, ws,
-        m, h, w, c_in, wo, ho * wo, c_out, t, kernel * kernel * c_in, configs.cdiv(c_in, cfg["BLOCK_K"]),
-        per_split, k_steps, float(a), float(c),
+        m, h, w, c_in, wo, ho * wo, c_out, t, per_split, k_steps, float(a), float(c),
         *x.stride(), *out.stride(), *res.stride(),
         STRIDE=stride, KW=kernel, PAD_T=pad[0], PAD_L=pad[2], SPLIT=splits > 1, FLAT_K=bool(cfg["FLAT_K"]),
+        FLAT_C_IN=c_in if cfg["FLAT_K"] else 1,
+        EVEN_K=c_in % cfg["BLOCK_K"] == 0, SWAP_AB=bool(cfg["SWAP_AB"]), INT64=int64, X_ALIGN=x_align,
+        Y_ALIGN=y_align,
         UPCAST=upcast_dot(x.dtype), INPUT_PRECISION=dot_precision(x.dtype, allow_tf32, tf32x3),
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **epilogue)
     if splits > 1:
         split_k_reduce_kernel[(configs.cdiv(m, cfg["BLOCK_M"]), configs.cdiv(c_out, cfg["BLOCK_N"]))](
             ws, bias, out, res, psum_arg, m, wo, ho * wo, c_out, t, splits, m * c_out, float(a), float(c),
-            *out.stride(), *res.stride(),
+            *out.stride(), *res.stride(), INT64=int64, Y_ALIGN=y_align,
             BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], num_warps=4, **epilogue)
     return out, psum
 
