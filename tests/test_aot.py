@@ -170,7 +170,7 @@ def test_occupancy_follows_registers_shared_memory_and_threads():
     assert aot.blocks_per_sm(90, 128, 0, 8) == (2, "registers")          # 128 regs × 256 threads
     assert aot.blocks_per_sm(90, 24, 0, 4) == (16, "threads")             # 2048 threads / 128
     assert aot.blocks_per_sm(90, 32, 100 * 1024, 4) == (2, "shared memory")
-    assert aot.blocks_per_sm(80, 255, 0, 4)[0] == 1                       # 256 regs a thread (rounded up)
+    assert aot.blocks_per_sm(80, 255, 0, 8) == (1, "registers")           # 256 regs a thread (rounded up)
 
 
 def test_bad_targets_are_user_errors():

@@ -140,7 +140,7 @@ def test_a_checkpoint_of_another_model_is_named_with_the_call_that_loads_it(tmp_
     msg = str(info.value)
     label = hk.models.model_label(source)
     assert f"holds a {label}" in msg and f"load_model({str(path)!r})" in msg and f"{held_builder}(weights=" in msg
-    assert "\n" not in msg and len(msg) < 400
+    assert "\n" not in msg and len(msg.replace(str(path), "PATH")) < 300  # one short line, whatever the path
     model = hk.load_model(path)  # what the message says to call
     assert hk.models.model_label(model) == label
 

@@ -124,11 +124,13 @@ def _first_row(pid_m, INT64: tl.constexpr, BLOCK_M: tl.constexpr):
 # are among them; their alignment reaches the kernel as X_ALIGN / Y_ALIGN instead, which depend on
 # the channel counts only. C_in's divisibility decides nothing either (EVEN_K, FLAT_C_IN and X_ALIGN
 # carry what does); C_out and the channel strides stay specialized: they decide vector loads of W and Y.
+# The input's channel stride keeps only its equal-to-1 specialization (NHWC: contiguous channels):
+# for the user's NCHW image it is H·W, whose divisibility would otherwise follow the input size.
 _SHAPE_ARGS = ["M", "H", "W", "C_in", "Wo", "HW", "T", "STEPS_PER_SPLIT", "K_STEPS",
                "sxn", "sxh", "sxw", "syn", "syh", "syw", "srn", "srh", "srw"]
 
 
-@triton.jit(do_not_specialize=_SHAPE_ARGS)
+@triton.jit(do_not_specialize=_SHAPE_ARGS, do_not_specialize_on_alignment=["sxc"])
 def conv_bn_act_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, psum_ptr, ws_ptr,
     M, H, W, C_in, Wo, HW, C_out, T, STEPS_PER_SPLIT, K_STEPS, aff_a, aff_c,
