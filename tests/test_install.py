@@ -14,7 +14,7 @@ def test_emulator_tests_without_a_compiler_are_skipped_naming_g_plus_plus(tmp_pa
     # build the emulator, so its tests must say so instead of erroring.
     env = {k: v for k, v in os.environ.items() if k != "CXX"}
     env.update(PATH=str(tmp_path), HGNET_KERNELS_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-n", "0", "-p", "no:cacheprovider",
                              "tests/test_ops.py", "-k", "max_pool and cuda"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
