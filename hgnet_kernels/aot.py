@@ -445,10 +445,8 @@ def _is_stem(launch: Launch) -> bool:
     return launch.reads_input
 
 
-def run_analysis(launches: Sequence[Launch], targets: Sequence[int], jobs: int,
-                 progress=None) -> List[Finding]:
-    """Compile every launch for every target (and the anchors of the dot kernels), ``jobs`` at a time."""
-    work = [(launch, arch) for arch in targets for launch in launches]
+def run_analysis(work: Sequence[Tuple[Launch, int]], jobs: int, progress=None) -> List[Finding]:
+    """Compile each (launch, target) (and the anchors of the dot kernels), ``jobs`` at a time."""
     findings: List[Finding] = []
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
         futures = {pool.submit(analyse, *launch.compile_args(), arch): (launch, arch) for launch, arch in work}
@@ -473,8 +471,8 @@ def run_analysis(launches: Sequence[Launch], targets: Sequence[int], jobs: int,
                     f.anchor = result
             if progress:
                 progress(len(work) + done * len(work) // max(len(anchors), 1), len(work) * 2)
-    order = {launch.key: i for i, launch in enumerate(launches)}
-    findings.sort(key=lambda f: (f.arch != targets[0], targets.index(f.arch), order[f.launch.key]))
+    order = {(id(launch), arch): i for i, (launch, arch) in enumerate(work)}
+    findings.sort(key=lambda f: order[(id(f.launch), f.arch)])
     return findings
 
 
@@ -505,12 +503,15 @@ def _ops(launch: Launch) -> str:
     return first + (f" +{len(launch.ops) - 1}" if len(launch.ops) > 1 else "")
 
 
-def summary(findings: Sequence[Finding], launches: Sequence[Launch], max_loop_ratio: Optional[float]) -> dict:
-    per_dtype = collections.Counter(dtype for l in launches for dtype in l.dtypes)
+def summary(findings: Sequence[Finding], max_loop_ratio: Optional[float]) -> dict:
     by_arch: Dict[int, dict] = {}
     for f in findings:
-        s = by_arch.setdefault(f.arch, dict(compiled=0, errors=0, spilling=0, dots=0, dots_without_wgmma=0,
+        s = by_arch.setdefault(f.arch, dict(distinct=0, launches=0, distinct_per_dtype=collections.Counter(),
+                                            compiled=0, errors=0, spilling=0, dots=0, dots_without_wgmma=0,
                                             loop_ratios=[], seconds=0.0, problems=0))
+        s["distinct"] += 1
+        s["launches"] += len(f.launch.grids)
+        s["distinct_per_dtype"].update(f.launch.dtypes)
         r = f.result
         s["seconds"] += r["seconds"]
         if not r["ok"]:
@@ -530,18 +531,17 @@ def summary(findings: Sequence[Finding], launches: Sequence[Launch], max_loop_ra
         s["loop_ratio_median"] = ratios[len(ratios) // 2] if ratios else None
         s["loop_ratio_worst"] = ratios[-1] if ratios else None
         s["wgmma_conv_specializations"] = len(ratios)
-    return dict(distinct_kernels=len(launches), launches=sum(len(l.grids) for l in launches),
-                distinct_per_dtype=dict(per_dtype), per_target=by_arch)
+        s["distinct_per_dtype"] = dict(s["distinct_per_dtype"])
+    return dict(per_target=by_arch)
 
 
 def _fmt(value, spec="") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def print_report(findings: Sequence[Finding], launches: Sequence[Launch], info: dict, max_loop_ratio,
-                 file=sys.stdout) -> None:
-    print(f"AOT compile of the triton backend's launches — {info['cases']}", file=file)
-    print(f"configured for {info['gpu']} ({info['sms']} SMs); Triton {info['triton']}; compiled, not run", file=file)
+def print_report(findings: Sequence[Finding], info: dict, max_loop_ratio, file=sys.stdout) -> None:
+    print(f"AOT compile of the triton backend's launches — {info['cases']}; Triton {info['triton']}; "
+          "compiled, not run", file=file)
     header = ("kernel", "ops", "tile", "w/s", "launches", "regs", "spills", "smem KB", "blk/SM", "occ", "waves",
               "HGMMA", "HMMA", "FFMA", "loop/TC", "× anchor", "problems")
     for arch in info["targets"]:
@@ -553,7 +553,7 @@ def print_report(findings: Sequence[Finding], launches: Sequence[Launch], info: 
             if not r["ok"]:
                 rows.append((l.name, _ops(l), _tile(l), "", str(len(l.grids)), *[""] * 11, r["error"][:60]))
                 continue
-            lo, hi = _waves(l, r["blocks_per_sm"], info["sms"])
+            lo, hi = _waves(l, r["blocks_per_sm"], info["gpus"][arch]["sms"])
             loop = r.get("main_loop")
             rows.append((l.name.replace("_kernel", ""), _ops(l), _tile(l), f"{r['warps']}/{r['stages']}", str(len(l.grids)),
                          str(r["regs"]), f"{r['spill_stores']}/{r['spill_loads']}" if r["spill_stores"] or r["spill_loads"] else "0",
@@ -562,16 +562,17 @@ def print_report(findings: Sequence[Finding], launches: Sequence[Launch], info: 
                          _fmt(loop and loop["per_tensor_core"], ".1f"), _fmt(f.loop_ratio, ".2f"),
                          "; ".join(f.problems(max_loop_ratio))))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        print(f"\nsm_{arch}:", file=file)
+        gpu = info["gpus"][arch]
+        print(f"\nsm_{arch}, launches configured for {gpu['name']} ({gpu['sms']} SMs):", file=file)
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=file)
-    s = info["summary"]
-    print(f"\n{s['distinct_kernels']} distinct specializations from {s['launches']} launches "
-          f"(launched by the {', '.join(f'{k} cases: {v}' for k, v in sorted(s['distinct_per_dtype'].items()))})",
-          file=file)
-    for arch, t in s["per_target"].items():
-        print(f"sm_{arch}: {t['compiled']} compiled, {t['errors']} errors, {t['spilling']} spilling, "
-              f"{t['dots_without_wgmma']} of {t['dots']} fp16/bf16 dots without wgmma"
+    print(file=file)
+    for arch, t in info["summary"]["per_target"].items():
+        per_dtype = ", ".join(f"{k} {v}" for k, v in sorted(t["distinct_per_dtype"].items()))
+        print(f"sm_{arch}: {t['distinct']} distinct specializations from {t['launches']} launches ({per_dtype}); "
+              f"{t['compiled']} compiled, {t['errors']} errors, {t['spilling']} spilling, "
+              + (f"{t['dots_without_wgmma']} of {t['dots']} fp16/bf16 dots without wgmma" if arch == 90 else
+                 f"{t['dots']} fp16/bf16 dots")
               + (f", wgmma conv main loop × anchor: median {t['loop_ratio_median']:.2f}, worst "
                  f"{t['loop_ratio_worst']:.2f} over {t['wgmma_conv_specializations']}"
                  if t["loop_ratio_median"] is not None else "")
@@ -585,8 +586,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="90,80", help="compute capabilities to compile for, e.g. 90,80,89 "
                         "(default 90,80)")
     parser.add_argument("--gpu", choices=gpus, default="H100",
-                        help="the GPU whose SM count configures the launches (default H100; its arch picks the tuned "
-                             "configs of configs/triton_<arch>.json)")
+                        help="the GPU whose SM count configures the launches of its arch's target (default H100); "
+                             "another target's launches are configured for the first GPU of that arch in "
+                             "configs/devices.json (sm_80: A100)")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(DEFAULT_MODELS))
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=list(DEFAULT_DTYPES))
     parser.add_argument("--batches", nargs="+", type=cli.at_least(1), default=list(DEFAULT_BATCHES))
@@ -618,39 +620,55 @@ def _targets(text: str) -> List[int]:
     return targets
 
 
+def _gpu_for(target: int, named: str) -> Tuple[str, int]:
+    """The GPU whose SM count configures the launches compiled for ``sm_<target>``: ``named`` when it
+    is of that arch, else the first GPU of ``devices.json`` that is, else ``named``'s SM count (an
+    arch's tiles differ: an H100's launches are not what an A100 runs)."""
+    gpus = configs.known_gpus()
+    if gpus[named]["arch"] == f"sm{target}":
+        return named, int(gpus[named]["sms"])
+    same = next((name for name, gpu in gpus.items() if gpu["arch"] == f"sm{target}"), None)
+    return (same, int(gpus[same]["sms"])) if same else (f"an sm_{target} GPU", int(gpus[named]["sms"]))
+
+
 def run(args: argparse.Namespace) -> int:
     import triton
 
     _check_not_interpreting()
     targets = _targets(args.target)
-    gpu = configs.known_gpus()[args.gpu]
-    sms, arch = int(gpu["sms"]), int(gpu["arch"][2:])
     cold = tempfile.TemporaryDirectory(prefix="hgk-aot-cache-") if args.cold else None
     if cold:
         os.environ["TRITON_CACHE_DIR"] = cold.name
     started = time.perf_counter()
-    launches = list(collect(args.models, args.dtypes, args.batches, args.sizes, arch, sms).values())
+    gpus, work = {}, []
+    for target in targets:  # each target's launches, configured as on a GPU of that arch
+        name, sms = _gpu_for(target, args.gpu)
+        gpus[target] = dict(name=name, sms=sms)
+        launches = list(collect(args.models, args.dtypes, args.batches, args.sizes, target, sms).values())
+        work.extend((launch, target) for launch in launches)
+        if args.list_only:
+            counts = collections.Counter(dtype for launch in launches for dtype in launch.dtypes)
+            print(f"sm_{target} ({name}): {len(launches)} distinct specializations from "
+                  f"{sum(len(l.grids) for l in launches)} launches ({'; '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}) "
+                  f"for {', '.join(args.models)} at batches {', '.join(map(str, args.batches))}, "
+                  f"{', '.join(map(str, args.sizes))} px")
     collected = time.perf_counter() - started
     if args.list_only:
-        counts = collections.Counter(dtype for launch in launches for dtype in launch.dtypes)
-        print(f"{len(launches)} distinct specializations from {sum(len(l.grids) for l in launches)} launches "
-              f"({'; '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}) for {', '.join(args.models)} at "
-              f"batches {', '.join(map(str, args.batches))}, {', '.join(map(str, args.sizes))} px on {args.gpu}")
         return 0
 
     def progress(done, total):
         if sys.stderr.isatty():
             print(f"\rcompiling {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    findings = run_analysis(launches, targets, args.jobs, progress)
+    findings = run_analysis(work, args.jobs, progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     elapsed = time.perf_counter() - started
     info = dict(cases=f"models {' '.join(args.models)}; {' '.join(args.dtypes)}; batches "
                       f"{' '.join(map(str, args.batches))}; {' '.join(map(str, args.sizes))} px",
-                gpu=args.gpu, sms=sms, targets=targets, triton=triton.__version__,
-                summary=summary(findings, launches, args.max_loop_ratio))
-    print_report(findings, launches, info, args.max_loop_ratio)
+                gpus=gpus, targets=targets, triton=triton.__version__,
+                summary=summary(findings, args.max_loop_ratio))
+    print_report(findings, info, args.max_loop_ratio)
     print(f"collected in {collected:.1f} s; wall time {elapsed:.1f} s with {args.jobs} jobs"
           + (" (cold cache)" if cold else ""))
     if args.json:
