@@ -72,10 +72,6 @@ void check_affine(const c10::optional<std::vector<double>>& affine, bool& on, fl
   }
 }
 
-int64_t conv_tile_rows(int64_t dtype, int64_t arch) {
-  return hgk::conv_tile_rows(static_cast<hgk::DType>(dtype), static_cast<int>(arch));
-}
-
 int64_t conv_path(int64_t dtype, int64_t arch, bool tf32x3) {
   return hgk::conv_path(static_cast<hgk::DType>(dtype), static_cast<int>(arch), tf32x3);
 }
@@ -134,14 +130,14 @@ void conv_bn_act(const at::Tensor& x, const at::Tensor& weight, const at::Tensor
     TORCH_CHECK(x.size(2) < 32768 && x.size(3) < 32768, "x: H and W must be below 32768, got ", x.sizes());
   }
   if (psum.has_value()) {
-    const int64_t rows = hgk::conv_tile_rows(dtype, a.arch);
-    const int64_t tiles = (ho * wo + rows - 1) / rows;
+    const int64_t tiles = hgk::conv_psum_tiles(a);
     check_cuda(*psum, "psum", x);
     TORCH_CHECK(psum->scalar_type() == at::kFloat && psum->is_contiguous() &&
                     psum->sizes() == at::IntArrayRef({x.size(0), tiles, c_out}),
                 "psum: expected a contiguous float32 (", x.size(0), ", ", tiles, ", ", c_out, ") tensor, got ",
-                psum->sizes());
+                psum->sizes(), " (rows per image: hgk::conv_psum_tiles)");
     a.psum = psum->data_ptr<float>();
+    a.psum_tiles = tiles;
   }
   const int64_t need = hgk::conv_workspace_floats(a);
   if (need > 0) {
@@ -264,7 +260,6 @@ void ptx_probe(int64_t probe, const at::Tensor& in, const at::Tensor& out) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   namespace py = pybind11;
   m.doc() = "hgnet_kernels CUDA ops (see csrc/*.cu)";
-  m.def("conv_tile_rows", &conv_tile_rows, "pixels per ESE partial-sum row for (dtype code, arch)");
   m.def("conv_path", &conv_path, "the conv kernel for (dtype code, arch, tf32x3): 2 mma.sync, 1 WMMA, 0 SIMT");
   m.def("conv_bn_act", &conv_bn_act, "fused conv + folded BN + ReLU / affine / residual (+ ESE partial sums)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("relu"), py::arg("out"),

@@ -6,8 +6,9 @@
 //
 // k ∈ {1, 2, 3}, zero padding pt above / pl left (bottom / right follow from y's size: "SAME" 2×2
 // is pt = pl = 0), act = ReLU keeping NaN, aff(v) = a·v + c, r an optional residual; optional ESE
-// partial sums psum[n,tile,co] = Σ_{64 pixels of tile} y (fp32, one writer per entry:
-// deterministic). x, y and r are any-strided views (channel slices of a block buffer included).
+// partial sums psum (N, T, C_out) fp32 whose T rows per image add up to Σ_{pixels of the image} y
+// (one writer per entry: deterministic; the layout per path at conv_psum_tiles). x, y and r are
+// any-strided views (channel slices of a block buffer included).
 // Three kernels, chosen at run time by compute capability (conv_path):
 //   * sm_80+: conv_mma.cuh (cp.async ring, ldmatrix, mma.sync; split-K); fp32 as 3×TF32 when asked
 //     (tf32x3: opt-in until a GPU run confirms the 1e-5 guarantee);
@@ -283,9 +284,16 @@ int conv_path(DType dtype, int arch, bool tf32x3) {
   return 0;
 }
 
-// Every path sums 64-pixel groups (the SIMT and WMMA tiles are 64 pixels; the sm_80+ kernel sums
-// each 64-row slab of its tile), so the partial-sum layout does not depend on the tile.
-int conv_tile_rows(DType, int) { return 64; }
+int64_t conv_psum_tiles(const ConvArgs& a) {
+  const int64_t hw = a.y.h * a.y.w;
+  if (conv_path(a.dtype, a.arch, a.tf32x3) != 2) return cdiv(hw, kSimtBM);
+  if (a.x.n == 0) return std::max<int64_t>(1, cdiv(hw, mma::kPsumRows));
+  // Image i starts at row i·hw; the offsets i·hw mod 64 repeat within 64 images.
+  int64_t most = 0;
+  for (int64_t i = 0; hw > 0 && i < std::min<int64_t>(a.x.n, mma::kPsumRows); ++i)
+    most = std::max(most, (i * hw % mma::kPsumRows + hw - 1) / mma::kPsumRows + 1);
+  return most;
+}
 
 bool conv_tile_supported(DType dtype, const ConvTile& tile) {
   return tile.splits >= 1 && tile.splits <= 64 && mma::tile_instantiated(dtype, tile);
@@ -293,13 +301,11 @@ bool conv_tile_supported(DType dtype, const ConvTile& tile) {
 
 int64_t conv_workspace_floats(const ConvArgs& a) {
   if (conv_path(a.dtype, a.arch, a.tf32x3) != 2 || a.tile.splits <= 1) return 0;
-  const int64_t hw = a.y.h * a.y.w;
-  const int64_t m_img = a.psum ? cdiv(hw, mma::kPsumRows) * mma::kPsumRows : hw;
   const int64_t k_steps = cdiv(static_cast<int64_t>(a.kernel) * a.kernel * a.x.c, mma::kBK);
   const int64_t per_split = cdiv(k_steps, a.tile.splits);
   const int64_t splits = cdiv(k_steps, per_split);
   if (splits <= 1) return 0;
-  return splits * cdiv(a.x.n * m_img, a.tile.bm) * cdiv(a.y.c, a.tile.bn) * a.tile.bm * a.tile.bn;
+  return splits * cdiv(a.x.n * a.y.h * a.y.w, a.tile.bm) * cdiv(a.y.c, a.tile.bn) * a.tile.bm * a.tile.bn;
 }
 
 void conv_bn_act(const ConvArgs& a, cudaStream_t stream) {

@@ -20,7 +20,8 @@
 //     two tf32 halves, three mma.m16n8k8.tf32 per product.
 //   * Epilogue, 64 rows at a time through the pipeline's shared memory: accumulators → fp32 tile →
 //     bias, ReLU (NaN kept), a·y + c, + residual → 16-byte stores (8 channels) into any channel
-//     slice; the ESE partial sums are column sums of each 64-row group (one writer each).
+//     slice; the ESE partial sums are column sums of each 64-row slab per image it holds (rows run
+//     over N·Ho·Wo, so a slab may straddle images; see epilogue_slab), one writer each.
 //   * Split-K (grid.z > 1, for layers whose M×N tiles do not fill the GPU): each split writes its
 //     fp32 tile to the workspace and conv_splitk_reduce_kernel adds the splits in a fixed order
 //     (0, 1, …) before the same epilogue: deterministic, no atomics.
@@ -40,7 +41,7 @@ namespace hgk {
 namespace mma {
 
 constexpr int kBK = 32;         // K elements per step: 4 chunks of 8 halves, or 8 of 4 floats
-constexpr int kPsumRows = 64;   // rows per ESE partial sum = epilogue slab (conv_tile_rows)
+constexpr int kPsumRows = 64;   // rows per epilogue slab, whose ESE partial sums it writes (configs.CUDA_PSUM_ROWS)
 
 // One output pixel of a tile, computed once per tile (offsets in elements, int32).
 struct RowInfo {
@@ -63,8 +64,9 @@ struct Params {
   int rs_n, rs_c, rs_h, rs_w;
   int h, w, c_in, ho, wo, c_out;
   int ksize, stride, pad_top, pad_left;
-  int m_img;    // rows per image: Ho·Wo, rounded up to 64 when the partial sums are wanted
-  int m_total;  // images × m_img
+  int hw;          // rows per image: Ho·Wo (images are laid end to end, no padding rows)
+  int m_total;     // images × hw
+  int psum_tiles;  // T, the partial-sum rows per image (conv_psum_tiles)
   int k_total;  // ksize² · C_in
   int k_steps, steps_per_split, splits, tiles_m, tiles_n;
   float aff_a, aff_c;
@@ -73,8 +75,8 @@ struct Params {
 
 __device__ __forceinline__ RowInfo row_info(const Params& p, int m) {
   RowInfo ri;
-  const int img = m / p.m_img, pix = m - img * p.m_img;
-  if (m < p.m_total && pix < p.ho * p.wo) {
+  const int img = m / p.hw, pix = m - img * p.hw;
+  if (m < p.m_total) {
     const int oh = pix / p.wo, ow = pix - oh * p.wo;
     const int ih0 = oh * p.stride - p.pad_top, iw0 = ow * p.stride - p.pad_left;
     ri.x = img * p.xs_n + ih0 * p.xs_h + iw0 * p.xs_w;
@@ -128,8 +130,12 @@ __device__ __forceinline__ void store_float2(float* p, float a, float b) {
 }
 
 // The epilogue of 64 rows × BN columns staged as fp32 in C (row stride BN + 8): bias, ReLU, affine,
-// residual, store; then, with psum, the column sums of the activated fp32 values (rows outside
-// the output count 0) into psum row `group`. Every thread of the block calls it.
+// residual, store; then, with psum, the ESE partial sums of slab `group` (rows 64·group … of the
+// N·Ho·Wo rows), laid out as the Triton kernels' with BLOCK_M = 64: for each image `im` the slab
+// holds rows of, psum[im, group − first(im)] = the column sums of those rows, first(im) =
+// im·hw / 64 being the image's first slab; that slab also zeroes the image's rows past its last
+// slab, up to T. Each entry has one writer and sums in a fixed order: deterministic. Every thread
+// of the block calls it.
 template <typename T, int BN, int THREADS>
 __device__ __forceinline__ void epilogue_slab(const Params& p, float* C, const RowInfo* rows, int n0, int group) {
   constexpr int LDC = BN + 8, CHUNKS = BN / 8, ROW_STEP = THREADS / CHUNKS, VW = 16 / sizeof(T);
@@ -188,12 +194,24 @@ __device__ __forceinline__ void epilogue_slab(const Params& p, float* C, const R
   }
   if (psum) {
     __syncthreads();
-    if (group * kPsumRows < p.m_total) {
-      for (int col = tid; col < BN; col += THREADS) {
-        if (n0 + col >= p.c_out) continue;
-        float s = 0.f;
-        for (int r = 0; r < kPsumRows; ++r) s += C[r * LDC + col];  // fixed order: deterministic
-        p.psum[static_cast<int64_t>(group) * p.c_out + n0 + col] = s;
+    const int row0 = group * kPsumRows;
+    if (row0 < p.m_total) {
+      const int row_end = p.m_total - row0 < kPsumRows ? p.m_total : row0 + kPsumRows;
+      for (int im = row0 / p.hw; im * p.hw < row_end; ++im) {
+        // The image's rows inside the slab are one contiguous range [lo, hi) of the tile.
+        const int lo = im * p.hw > row0 ? im * p.hw - row0 : 0;
+        const int hi = (im + 1) * p.hw < row_end ? (im + 1) * p.hw - row0 : row_end - row0;
+        const int first = im * p.hw / kPsumRows;
+        const int count = ((im + 1) * p.hw - 1) / kPsumRows - first + 1;  // slabs the image overlaps
+        float* const out = p.psum + static_cast<int64_t>(im) * p.psum_tiles * p.c_out + n0;
+        for (int col = tid; col < BN; col += THREADS) {
+          if (n0 + col >= p.c_out) continue;
+          float s = 0.f;
+          for (int r = lo; r < hi; ++r) s += C[r * LDC + col];  // fixed order: deterministic
+          out[static_cast<int64_t>(group - first) * p.c_out + col] = s;
+          if (group == first)
+            for (int j = count; j < p.psum_tiles; ++j) out[static_cast<int64_t>(j) * p.c_out + col] = 0.f;
+        }
       }
     }
   }
@@ -569,7 +587,7 @@ inline bool vec_view(const View4& v, int chunk) {
 }
 
 // Images per launch so that every element offset fits in int32 (a chunk of the batch per launch).
-inline int64_t images_per_launch(const ConvArgs& a, int64_t m_img) {
+inline int64_t images_per_launch(const ConvArgs& a, int64_t hw) {
   int64_t n = a.x.n;
   auto limit = [&](const View4& v) {
     const int64_t one = max_offset(v, 1);
@@ -579,7 +597,7 @@ inline int64_t images_per_launch(const ConvArgs& a, int64_t m_img) {
   limit(a.x);
   limit(a.y);
   if (a.residual) limit(*a.residual);
-  n = std::min<int64_t>(n, (INT_MAX - 2 * m_img) / m_img);
+  n = std::min<int64_t>(n, (INT_MAX - 2 * hw) / hw);
   if (n < 1) throw std::invalid_argument("conv: one image's tensor exceeds 2^31 elements");
   return n;
 }
@@ -590,14 +608,13 @@ void launch(const ConvArgs& a, cudaStream_t stream) {
   constexpr DType dtype = sizeof(T) == 4 ? DType::f32 : (std::is_same<T, __half>::value ? DType::f16 : DType::bf16);
   if (!tile_instantiated(dtype, t)) throw std::invalid_argument("conv: tile configuration not instantiated");
   const int64_t hw = a.y.h * a.y.w;
-  const int64_t m_img = a.psum ? cdiv(hw, kPsumRows) * kPsumRows : hw;
   const int64_t k_total = static_cast<int64_t>(a.kernel) * a.kernel * a.x.c;
   if (a.x.h >= 32768 || a.x.w >= 32768 || k_total * a.y.c >= INT_MAX)
     throw std::invalid_argument("conv: input extent or weight too large for the int32 kernel");
   const int k_steps = static_cast<int>(cdiv(k_total, kBK));
   const int per_split = static_cast<int>(cdiv(k_steps, std::max(t.splits, 1)));
   const int splits = static_cast<int>(cdiv(k_steps, per_split));
-  const int64_t chunk = images_per_launch(a, m_img);
+  const int64_t chunk = images_per_launch(a, hw);
   const int tiles_n = static_cast<int>(cdiv(a.y.c, t.bn));
   const View4 none{};
   const View4& res = a.residual ? *a.residual : none;
@@ -609,7 +626,9 @@ void launch(const ConvArgs& a, cudaStream_t stream) {
     p.bias = a.bias;
     p.y = static_cast<T*>(a.y.data) + n0 * a.y.sn;
     p.res = a.residual ? static_cast<const T*>(res.data) + n0 * res.sn : nullptr;
-    p.psum = a.psum ? a.psum + n0 * (m_img / kPsumRows) * a.y.c : nullptr;
+    // A chunk's images keep their T rows; its slabs start at its first image, so the rows of an
+    // image may be attributed differently than in one launch, always within T and adding up the same.
+    p.psum = a.psum ? a.psum + n0 * a.psum_tiles * a.y.c : nullptr;
     p.ws = a.workspace;
     p.xs_n = static_cast<int>(a.x.sn), p.xs_c = static_cast<int>(a.x.sc);
     p.xs_h = static_cast<int>(a.x.sh), p.xs_w = static_cast<int>(a.x.sw);
@@ -620,8 +639,9 @@ void launch(const ConvArgs& a, cudaStream_t stream) {
     p.h = static_cast<int>(a.x.h), p.w = static_cast<int>(a.x.w), p.c_in = static_cast<int>(a.x.c);
     p.ho = static_cast<int>(a.y.h), p.wo = static_cast<int>(a.y.w), p.c_out = static_cast<int>(a.y.c);
     p.ksize = a.kernel, p.stride = a.stride, p.pad_top = a.pad_top, p.pad_left = a.pad_left;
-    p.m_img = static_cast<int>(m_img);
-    p.m_total = static_cast<int>(nb * m_img);
+    p.hw = static_cast<int>(hw);
+    p.m_total = static_cast<int>(nb * hw);
+    p.psum_tiles = static_cast<int>(a.psum_tiles);
     p.k_total = static_cast<int>(k_total);
     p.k_steps = k_steps, p.steps_per_split = per_split, p.splits = splits;
     p.tiles_m = static_cast<int>(cdiv(p.m_total, t.bm));

@@ -18,7 +18,8 @@ struct ConvArgs {
   View4 x, y;
   const void* weight = nullptr;  // (k, k, C_in, C_out), dtype
   const void* bias = nullptr;    // (C_out,), dtype
-  float* psum = nullptr;         // (N, cdiv(Ho·Wo, conv_tile_rows), C_out) fp32 for the ESE sums, or null
+  float* psum = nullptr;         // (N, psum_tiles, C_out) fp32 for the ESE sums, or null
+  int64_t psum_tiles = 0;        // T, psum's rows per image: conv_psum_tiles()
   DType dtype = DType::f32;
   int kernel = 1, stride = 1;
   int pad_top = 0, pad_left = 0;  // zero rows above / columns left of the input; bottom / right follow from y
@@ -33,8 +34,12 @@ struct ConvArgs {
   int64_t workspace_floats = 0;
 };
 
-// Pixel rows per ESE partial sum (psum has cdiv(Ho·Wo, this) rows per image): 64 on every path.
-int conv_tile_rows(DType dtype, int arch);
+// T, the ESE partial-sum rows per image the conv's path writes (psum is (N, T, C_out), the T rows
+// of an image adding up to its channel sums). The SIMT and WMMA kernels tile each image apart, 64
+// pixels a tile: cdiv(Ho·Wo, 64). The sm_80+ kernel's 64-row slabs run over all N·Ho·Wo rows, as
+// the Triton kernels' row tiles do: the most slabs one image overlaps (spec.psum_tiles in Python,
+// which the launchers size psum with; the bindings and the emulator refuse any other T).
+int64_t conv_psum_tiles(const ConvArgs& a);
 // Which kernel runs a conv: 2 = sm_80+ mma.sync (fp16/bf16; fp32 as 3×TF32 when tf32x3), 1 = WMMA
 // (fp16 on sm_75), 0 = SIMT (fp32 by default: IEEE, the 1e-5 guarantee; everything older).
 int conv_path(DType dtype, int arch, bool tf32x3);

@@ -339,7 +339,7 @@ CUDA_CONV_TILES_F32 = ((64, 64, 2, 2, 3),)
 def cuda_conv_tiles(dtype: torch.dtype) -> Tuple[Tuple[int, int, int, int, int], ...]:
     return CUDA_CONV_TILES_F32 if dtype == torch.float32 else CUDA_CONV_TILES
 CUDA_CONV_BK = 32        # K elements per pipeline step
-CUDA_PSUM_ROWS = 64      # pixels per ESE partial sum: with psum each image's rows round up to this
+CUDA_PSUM_ROWS = 64      # rows per ESE partial sum: the epilogue's slab (conv_mma.cuh kPsumRows), the SIMT/WMMA tile
 CUDA_MAX_SPLIT_K = 16
 CUDA_MIN_STEPS_PER_SPLIT = 4
 
@@ -357,10 +357,6 @@ def cuda_tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = No
     return None
 
 
-def _cuda_rows_per_image(hw_out: int, psum: bool) -> int:
-    return cdiv(hw_out, CUDA_PSUM_ROWS) * CUDA_PSUM_ROWS if psum else hw_out
-
-
 def _cuda_least_padding(size: int, blocks) -> int:
     """The largest of ``blocks`` whose efficiency (size over size rounded up to whole blocks) is
     within 1/8 of the best any of them gives, relatively: 16 channels take 64-wide tiles (25 %), not
@@ -372,7 +368,7 @@ def _cuda_least_padding(size: int, blocks) -> int:
 
 def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
                      arch: Optional[str], *, batch: int = 1, padding: Optional[Tuple[int, int, int, int]] = None,
-                     sms: Optional[int] = None, psum: bool = False) -> Dict[str, int]:
+                     sms: Optional[int] = None) -> Dict[str, int]:
     """The sm_80+ CUDA conv kernel's tile for this layer at this batch: BM (GEMM rows = output
     pixels, across images) × BN (output channels), the warp grid, the cp.async stages, and SPLIT_K
     (K slices reduced in a fixed order through an fp32 workspace). A tuned entry of
@@ -382,7 +378,7 @@ def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: in
     if found:
         return found
     sms = sms or arch_sms(arch)
-    rows = max(batch, 1) * _cuda_rows_per_image(hw_out, psum)
+    rows = max(batch, 1) * hw_out
     tiles = cuda_conv_tiles(dtype)
     # The largest tile whose grid still has a block per SM (each A row then feeds more output
     # channels, each weight more pixels), shrinking rows first, then channels; each side takes the
@@ -411,12 +407,11 @@ def cuda_conv_splits(c_in: int, kernel: int, split: int) -> int:
     return cdiv(steps, per)
 
 
-def cuda_conv_workspace(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int],
-                        psum: bool = False) -> int:
+def cuda_conv_workspace(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int]) -> int:
     """fp32 elements of split-K workspace the conv needs (0 without split-K); the kernel checks it
     (``hgk::conv_workspace_floats``)."""
     splits = cuda_conv_splits(c_in, kernel, cfg.get("SPLIT_K", 1))
     if splits <= 1:
         return 0
-    rows = n * _cuda_rows_per_image(hw_out, psum)
+    rows = n * hw_out
     return splits * cdiv(rows, cfg["BM"]) * cdiv(c_out, cfg["BN"]) * cfg["BM"] * cfg["BN"]

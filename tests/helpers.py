@@ -27,3 +27,20 @@ def poisoned_slice(n, c, h, w, offset, extra, dtype):
 def untouched_outside(buf, offset, c) -> bool:
     """Whether every channel of ``buf`` outside [offset, offset + c) is still NaN."""
     return bool(torch.isnan(torch.cat([buf[:, :offset], buf[:, offset + c:]], dim=1)).all())
+
+
+def expected_partial_sums(y: torch.Tensor, block_rows: int) -> torch.Tensor:
+    """The cross-image ESE partial-sum layout (``spec.psum_tiles``) from a float64 output y:
+    psum[n, j] = Σ of image n's pixels inside its j-th row tile (tiles of block_rows rows over the
+    N·H·W rows, image n starting at row n·H·W), zeros past its last tile."""
+    from hgnet_kernels.kernels.spec import psum_tiles
+    y = y.cpu()
+    n, c, h, w = y.shape
+    hw = h * w
+    rows = y.permute(0, 2, 3, 1).reshape(n * hw, c)
+    m = torch.arange(n * hw)
+    image = m // hw
+    j = m // block_rows - (image * hw) // block_rows
+    out = torch.zeros(n, psum_tiles(n, hw, block_rows), c, dtype=y.dtype)
+    out.index_put_((image, j), rows, accumulate=True)
+    return out

@@ -68,7 +68,7 @@ def test_sass_report_names_instantiations():
                     reason=f"cannot build a torch CUDA extension here: {cuda_build.can_build_extension()}")
 def test_torch_extension_builds_and_checks_arguments():
     ext = cuda_ext.jit_build(archs="9.0")
-    assert ext.conv_tile_rows(1, 90) == 64  # fp16 on sm_90: the WMMA tile
+    assert ext.conv_path(1, 90, False) == 2  # fp16 on sm_90: the mma.sync kernel
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(RuntimeError, match="x must be a CUDA tensor"):
         ext.conv_bn_act(x, torch.randn(3, 3, 3, 4), torch.randn(4), 1, True, torch.empty(1, 4, 8, 8), None, 90)
@@ -131,4 +131,4 @@ def test_emulator_entry_points_have_declared_c_signatures():
     lib = cuda_emulator.library()
     assert lib.hgk_emu_conv_bn_act.argtypes == cuda_emulator.SIGNATURES["hgk_emu_conv_bn_act"][0]
     with pytest.raises(ctypes.ArgumentError):
-        lib.hgk_emu_conv_tile_rows(1.5, 90)
+        lib.hgk_emu_conv_path(1.5, 90, 0)

@@ -18,7 +18,7 @@ from hgnet_kernels.kernels import spec
 from hgnet_kernels.kernels.cuda import ops as cuda_ops
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
-from helpers import DEVICE, poisoned_slice
+from helpers import DEVICE, expected_partial_sums, poisoned_slice
 SAME_2x2 = (0, 1, 0, 1)
 EMULATOR_ONLY = pytest.mark.skipif(DEVICE == "cuda", reason="the arch override exists for the emulator only")
 
@@ -118,28 +118,68 @@ def test_mma_conv_element_load_path(layout, dtype):
         _check(y, dtype, x, packed, bias, 2, True)
 
 
+AGGREGATIONS = [  # n, h, w, tile, split: maps whose pixels fill no 64-row slab, slabs straddling images
+    (3, 7, 7, 1, 1),     # 49 pixels (stage 4 at 224): T = 2, each slab after the first holds two images
+    (3, 14, 14, 0, 1),   # 196 pixels (stage 3 at 224), 128-row tiles of two slabs
+    (3, 9, 15, 3, 3),    # 135 pixels, split-K: the reduction writes the sums
+    (5, 3, 5, 1, 2),     # 15 pixels: up to five images in one slab, split-K
+    (1, 5, 9, 2, 1),     # one image of 45 pixels: T = 1
+]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_mma_aggregation_partial_sums_with_and_without_split_k(dtype):
-    """The ESE partial sums: one 64-pixel group per row whatever the tile (a 128-row tile writes two),
-    each image's rows padded to whole groups, the same with split-K (the reduction writes them)."""
-    n, c_in, c_out, h, w = 3, 136, 80, 9, 15  # 135 pixels: 3 groups per image, the last 7 pixels
-    x64, packed, bias = _problem(n, c_in, c_out, 1, h, w, dtype, seed=5)
-    x = x64.abs().to(dtype).to(DEVICE).contiguous(memory_format=torch.channels_last)
+@pytest.mark.parametrize("case", AGGREGATIONS, ids=lambda c: f"n{c[0]}_{c[1]}x{c[2]}_tile{c[3]}_split{c[4]}")
+def test_mma_aggregation_partial_sums_across_images(case, dtype):
+    """The ESE partial sums of the sm_80+ kernel: 64-row slabs over the N·H·W rows (no padding rows
+    per image), each slab's rows of each image summed into that image's row for the slab, as the
+    Triton kernels lay out their row tiles (spec.psum_tiles with 64-row tiles), whatever the tile
+    and split-K; every entry written (into a NaN-poisoned buffer), the same bits on a rerun."""
+    n, h, w, tile, split = case
+    c_in, c_out = 136, 80
+    x64, packed, bias = _problem(n, c_in, c_out, 1, h, w, dtype, seed=h * w + n)
+    x = x64.to(dtype).to(DEVICE).contiguous(memory_format=torch.channels_last)
     exact_y, exact_sums = spec.aggregation_ese_reference(x.double(), packed.double(), bias.double())
-    results = []
-    for tile, split in ((0, 1), (1, 3), (3, 5)):
-        y, psum = cuda_ops.aggregation_ese(x, packed, bias, config=_tile(tile, split, dtype), **_mma(dtype))
-        assert psum.shape == (n, 3, c_out) and psum.dtype == torch.float32
-        _check(y, dtype, x, packed, bias, 1, True)
-        assert relative_error(psum.sum(1), exact_sums) <= (FP32_REL_TOL if dtype == torch.float32 else 1e-2)
-        # group t sums pixels [64t, 64t + 64) of each image, before rounding y to dtype
-        flat = exact_y.flatten(2)
-        for t in range(3):
-            assert relative_error(psum[:, t], flat[:, :, 64 * t:64 * t + 64].sum(2)) <= 1e-2
-        results.append((y, psum))
-    gate = cuda_ops.ese_gate(results[1][1], torch.eye(c_out, dtype=dtype, device=DEVICE),
+    shape = cuda_ops.partial_sums_shape(n, h * w, c_in, c_out, dtype, x.device, **_mma(dtype))
+    want = expected_partial_sums(exact_y, configs.CUDA_PSUM_ROWS).to(DEVICE)
+    assert shape == tuple(want.shape)
+    runs = []
+    for _ in range(2):
+        psum = torch.full(shape, float("nan"), device=DEVICE)
+        y, got = cuda_ops.aggregation_ese(x, packed, bias, config=_tile(tile, split, dtype), psum=psum, **_mma(dtype))
+        assert got.data_ptr() == psum.data_ptr() and not torch.isnan(psum).any(), "partial sums left unwritten"
+        runs.append((y, psum))
+    (y, psum), (y2, psum2) = runs
+    assert torch.equal(y, y2) and torch.equal(psum, psum2), "not bitwise deterministic"
+    _check(y, dtype, x, packed, bias, 1, True)
+    # The sums add the fp32 values before rounding y: fp32-accurate at every dtype.
+    assert relative_error(psum, want) <= 1e-5
+    assert torch.equal(psum[want.abs().sum(2) == 0], torch.zeros_like(psum[want.abs().sum(2) == 0]))
+    assert relative_error(psum.sum(1), exact_sums) <= 1e-5
+    gate = cuda_ops.ese_gate(psum, torch.eye(c_out, dtype=dtype, device=DEVICE),
                              torch.zeros(c_out, dtype=dtype, device=DEVICE), h * w)
-    assert relative_error(gate, torch.sigmoid(exact_sums / (h * w))) <= 1e-2
+    assert relative_error(gate, torch.sigmoid(exact_sums / (h * w))) <= 1e-5
+
+
+@EMULATOR_ONLY
+def test_partial_sums_layout_follows_the_conv_path():
+    """The SIMT (fp32) and WMMA (fp16 on sm_75) kernels tile each image apart: T = cdiv(H·W, 64),
+    row j the image's pixels [64j, 64j + 64); the extension and the emulator refuse a buffer of
+    any other T (the layout is checked, never reinterpreted)."""
+    n, h, w, c_in, c_out = 3, 7, 11, 24, 40
+    for dtype, arch in ((torch.float32, 90), (torch.float16, 75)):
+        x64, packed, bias = _problem(n, c_in, c_out, 1, h, w, dtype, seed=arch)
+        x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
+        assert cuda_ops.partial_sums_shape(n, h * w, c_in, c_out, dtype, x.device, arch=arch) == (n, 2, c_out)
+        psum = torch.full((n, 2, c_out), float("nan"))
+        y, _ = cuda_ops.aggregation_ese(x, packed, bias, arch=arch, psum=psum)
+        flat = spec.aggregation_ese_reference(x.double(), packed.double(), bias.double())[0].flatten(2)
+        want = torch.stack([flat[:, :, :64].sum(2), flat[:, :, 64:].sum(2)], dim=1)
+        assert relative_error(psum, want) <= 1e-5
+    with pytest.raises(ValueError, match=r"psum: expected a contiguous fp32 \(3, 2, 40\) tensor"):
+        cuda_ops.aggregation_ese(x, packed, bias, arch=75, psum=torch.empty(n, 3, c_out))
+    with pytest.raises(RuntimeError, match="psum has 3 rows per image, the kernel writes 2"):
+        cuda_ops._launch_conv(x, packed, bias, 1, True, torch.empty_like(y), torch.empty(n, 3, c_out), 75, None,
+                              None, None, None, False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

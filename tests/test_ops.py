@@ -145,7 +145,8 @@ def test_aggregation_ese_partial_sums(impl, n, c_total, c_out, h, w, dtype):
     x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
     packed = pack_conv_weight(w64.to(dtype))
     y, psum = impl.aggregation_ese(x, packed, b64.to(dtype))
-    assert psum.dtype == torch.float32 and psum.shape[0] == n and psum.shape[2] == c_out
+    assert psum.dtype == torch.float32
+    assert psum.shape == impl.partial_sums_shape(n, h * w, c_total, c_out, dtype, x.device)
     exact_y, exact_sums = aggregation_ese_reference(x.double(), packed.double(), b64.to(dtype).double())
     eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64) \
         if dtype != torch.float32 else None
@@ -281,7 +282,8 @@ def test_cuda_conv_paths_by_arch(arch, dtype):
     eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b)
     assert_close_to_reference(y, eager, exact, dtype)
     assert relative_error(psum.sum(1), sums) <= 1e-2
-    assert psum.shape[1] == -(-11 * 13 // cuda_ops.conv_tile_rows(dtype, x.device, arch)) == 3
+    # 143 pixels: 3 per-image tiles (SIMT, WMMA), and 3 slabs per image over both images' rows (sm_80+)
+    assert psum.shape == cuda_ops.partial_sums_shape(2, 11 * 13, 40, 64, dtype, x.device, arch=arch) == (2, 3, 64)
 
 
 def test_cuda_ops_reject_mixed_devices():

@@ -13,12 +13,11 @@ import torch
 from hgnet_kernels import backends, configs
 from hgnet_kernels.kernels import triton as fam
 from hgnet_kernels.kernels.spec import (conv_bn_act_reference, ese_gate_reference, pack_conv_weight, padded_output,
-                                        symmetric)
+                                        psum_tiles, symmetric)
 from hgnet_kernels.kernels.triton._common import dot_precision
-from hgnet_kernels.kernels.triton.conv_bn_act import psum_tiles
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
-from helpers import DEVICE, poisoned_slice, untouched_outside
+from helpers import DEVICE, expected_partial_sums, poisoned_slice, untouched_outside
 
 # The module (the package's ``conv_bn_act`` attribute is the function of that name).
 conv_module = importlib.import_module("hgnet_kernels.kernels.triton.conv_bn_act")
@@ -127,21 +126,6 @@ def test_tap_blocked_flat_and_split_agree_with_float64_and_are_deterministic():
     assert relative_error(results[2], results[0]) <= FP32_REL_TOL
 
 
-def expected_psum(y: torch.Tensor, block_m: int) -> torch.Tensor:
-    """The documented layout from the float64 output: psum[n, j] = Σ of image n's rows inside its
-    j-th row tile (tiles of block_m rows over the N·H·W rows), zeros past its last tile."""
-    y = y.cpu()
-    n, c, h, w = y.shape
-    hw = h * w
-    rows = y.permute(0, 2, 3, 1).reshape(n * hw, c)
-    m = torch.arange(n * hw)
-    image = m // hw
-    j = m // block_m - (image * hw) // block_m
-    out = torch.zeros(n, psum_tiles(n, hw, block_m), c, dtype=y.dtype)
-    out.index_put_((image, j), rows, accumulate=True)
-    return out
-
-
 @pytest.mark.parametrize("n,h,w,config", [
     (3, 7, 7, cfg(32, 32, 16)),             # T = 3; images 0 and 2 overlap 2 tiles: a zero row each
     (3, 7, 7, cfg(32, 32, 16, split=3)),    # the same layout from the split-K reduction
@@ -156,7 +140,8 @@ def test_partial_sums_per_tile_and_image(n, h, w, config):
     y, psum = fam.aggregation_ese(x, packed, bias, config=config)
     exact = conv_bn_act_reference(x.double(), packed.double(), bias.double(), 1, True)
     assert relative_error(y, exact) <= FP32_REL_TOL
-    want = expected_psum(exact, config["BLOCK_M"]).to(DEVICE)
+    want = expected_partial_sums(exact, config["BLOCK_M"]).to(DEVICE)
+    assert fam.partial_sums_shape(n, h * w, 40, 24, x.dtype, x.device, config=config) == tuple(want.shape)
     assert psum.shape == want.shape
     assert torch.allclose(psum.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
     assert relative_error(psum.sum(1), exact.sum((2, 3))) <= FP32_REL_TOL

@@ -30,15 +30,14 @@ extern "C" {
 
 const char* hgk_emu_last_error() { return last_error.c_str(); }
 
-int hgk_emu_conv_tile_rows(int dtype, int arch) { return hgk::conv_tile_rows(static_cast<hgk::DType>(dtype), arch); }
-
 int hgk_emu_conv_path(int dtype, int arch, int tf32x3) {
   return hgk::conv_path(static_cast<hgk::DType>(dtype), arch, tf32x3 != 0);
 }
 
-// tile: bm, bn, warps_m, warps_n, stages, splits (the sm_80+ kernel's; ignored by the others).
+// tile: bm, bn, warps_m, warps_n, stages, splits (the sm_80+ kernel's; ignored by the others);
+// psum_tiles: psum's rows per image, which must be hgk::conv_psum_tiles (as the bindings check).
 int hgk_emu_conv_bn_act(void* x, const int64_t* x_dims, void* y, const int64_t* y_dims, const void* weight,
-                        const void* bias, float* psum, int dtype, int kernel, int stride, int pad_top, int pad_left,
+                        const void* bias, float* psum, int64_t psum_tiles, int dtype, int kernel, int stride, int pad_top, int pad_left,
                         int relu, int affine, float affine_a, float affine_c, void* residual,
                         const int64_t* residual_dims, int arch, const int64_t* tile, float* workspace,
                         int64_t workspace_floats, int tf32x3) {
@@ -49,6 +48,7 @@ int hgk_emu_conv_bn_act(void* x, const int64_t* x_dims, void* y, const int64_t* 
     a.weight = weight;
     a.bias = bias;
     a.psum = psum;
+    a.psum_tiles = psum_tiles;
     a.dtype = static_cast<hgk::DType>(dtype);
     a.kernel = kernel;
     a.stride = stride;
@@ -68,6 +68,9 @@ int hgk_emu_conv_bn_act(void* x, const int64_t* x_dims, void* y, const int64_t* 
     a.workspace_floats = workspace_floats;
     if (hgk::conv_path(a.dtype, arch, a.tf32x3) == 2 && !hgk::conv_tile_supported(a.dtype, a.tile))
       throw std::invalid_argument("conv: tile configuration not instantiated");
+    if (psum != nullptr && psum_tiles != hgk::conv_psum_tiles(a))
+      throw std::invalid_argument("conv: psum has " + std::to_string(psum_tiles) + " rows per image, the kernel writes " +
+                                  std::to_string(hgk::conv_psum_tiles(a)) + " (hgk::conv_psum_tiles)");
     if (hgk::conv_workspace_floats(a) > workspace_floats)
       throw std::invalid_argument("conv: the split-K workspace is too small");
     hgk::conv_bn_act(a, nullptr);

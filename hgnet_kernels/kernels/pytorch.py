@@ -109,11 +109,22 @@ def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int
     return _epilogue(spec.max_pool_reference(x, kernel, stride, padding, zero_pad), False, None, None, out)
 
 
+def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtype,
+                       device: torch.device) -> Tuple[int, int, int]:
+    """(N, 1, C_out): one partial sum per image, the image's channel sums."""
+    return n, 1, c_out
+
+
 def aggregation_ese(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor,
-                    out: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(y, sums)`` with sums (N, 1, C) fp32: a single "tile" per image."""
+                    out: Optional[torch.Tensor] = None, *,
+                    psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(y, psum)`` with psum (N, 1, C) fp32 (``partial_sums_shape``), into ``psum`` when given."""
     y = conv_bn_act(x, packed_weight, bias, 1, True, out)
-    return y, y.sum((2, 3), dtype=torch.float32).unsqueeze(1)
+    sums = y.sum((2, 3), dtype=torch.float32).unsqueeze(1)
+    if psum is None:
+        return y, sums
+    shape = partial_sums_shape(x.shape[0], y.shape[2] * y.shape[3], x.shape[1], y.shape[1], x.dtype, x.device)
+    return y, spec.prepare_partial_sums(psum, shape, y).copy_(sums)
 
 
 def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:

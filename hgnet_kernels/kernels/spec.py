@@ -9,6 +9,8 @@ op's math in PyTorch, computed in the input's dtype (float64 inputs give the exa
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -176,14 +178,37 @@ def prepare_scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Option
     return _output(out, tuple(y.shape), y)
 
 
-def psum_rows(hw_out: int, tile_rows: int) -> int:
-    return (hw_out + tile_rows - 1) // tile_rows
+# ---- the ESE partial sums ------------------------------------------------------------------------
+# The aggregation writes (N, T, C_out) fp32 partial sums whose T rows per image add up to the image's
+# channel sums; T and which pixels each row sums are the kernel family's, which says so through its
+# ``partial_sums_shape(n, hw, c_in, c_out, dtype, device, **options)`` (the plan's "partial_sums"
+# buffers, the executor, the ``plan`` report). ``ese_gate`` of the same family adds the T rows.
+
+@functools.lru_cache(maxsize=1024)
+def psum_tiles(n: int, hw: int, block_rows: int) -> int:
+    """T of a cross-image row tiling (the Triton kernels', the sm_80+ CUDA kernel's): the most tiles
+    of ``block_rows`` rows that one image of ``hw`` pixels overlaps when the n images are laid end
+    to end (image i starts at row i·hw). Image i's row j sums its pixels inside tile
+    ``i·hw // block_rows + j``; rows past its last tile are zeros."""
+    if n == 0:
+        return max(1, -(-hw // block_rows))
+    # The offsets i·hw mod block_rows repeat with period block_rows / gcd(hw, block_rows).
+    period = block_rows // math.gcd(hw, block_rows)
+    return max((i * hw % block_rows + hw - 1) // block_rows + 1 for i in range(min(n, period)))
 
 
-def conv_psum(x: torch.Tensor, out: torch.Tensor, tile_rows: int) -> torch.Tensor:
-    """The (N, tiles, C_out) fp32 partial-sum buffer for a conv whose output is ``out``."""
-    return torch.empty((x.shape[0], psum_rows(out.shape[2] * out.shape[3], tile_rows), out.shape[1]),
-                       device=x.device, dtype=torch.float32)
+def prepare_partial_sums(psum: Optional[torch.Tensor], shape: Tuple[int, int, int],
+                         like: torch.Tensor) -> torch.Tensor:
+    """The partial-sum buffer of the family's ``shape`` on ``like``'s device: ``psum`` (a caller's
+    buffer, checked) or a new one."""
+    if psum is None:
+        return torch.empty(shape, device=like.device, dtype=torch.float32)
+    if (not torch.is_tensor(psum) or tuple(psum.shape) != tuple(shape) or psum.dtype != torch.float32
+            or not psum.is_contiguous() or psum.device != like.device):
+        got = f"{tuple(psum.shape)} {psum.dtype} on {psum.device}" if torch.is_tensor(psum) else type(psum).__name__
+        raise ValueError(f"psum: expected a contiguous fp32 {tuple(shape)} tensor on {like.device} (this family's "
+                         f"partial_sums_shape), got {got}")
+    return psum
 
 
 # ---- PyTorch references ---------------------------------------------------------------------------

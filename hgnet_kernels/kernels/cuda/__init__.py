@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from ..spec import pack_conv_weight, pack_depthwise_weight
-from .ops import aggregation_ese, conv_bn_act, depthwise_conv, ese_gate, max_pool, scale_residual
+from .ops import aggregation_ese, conv_bn_act, depthwise_conv, ese_gate, max_pool, partial_sums_shape, scale_residual
 
 NAME = "cuda"
 IN_PLACE = True  # writes HG-Block layer outputs straight into their concat slots
@@ -60,5 +60,5 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str
 
 
 __all__ = ["NAME", "IN_PLACE", "CUDA_GRAPHS", "OPTIONS", "unavailable_reason", "unsupported", "pack_conv_weight",
-           "pack_depthwise_weight", "conv_bn_act", "aggregation_ese", "depthwise_conv", "max_pool", "ese_gate",
-           "scale_residual"]
+           "pack_depthwise_weight", "conv_bn_act", "aggregation_ese", "partial_sums_shape", "depthwise_conv", "max_pool",
+           "ese_gate", "scale_residual"]

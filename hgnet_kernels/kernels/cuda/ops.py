@@ -14,8 +14,8 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ... import configs
-from ..spec import (Padding, conv_psum, prepare_conv, prepare_depthwise, prepare_ese_gate, prepare_max_pool,
-                    prepare_scale_residual, symmetric)
+from ..spec import (Padding, prepare_conv, prepare_depthwise, prepare_ese_gate, prepare_max_pool,
+                    prepare_partial_sums, prepare_scale_residual, psum_tiles, symmetric)
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -55,20 +55,23 @@ def _arch(device: torch.device, arch: Optional[int]) -> int:
     return EMULATED_ARCH
 
 
-def conv_tile_rows(dtype: torch.dtype, device: torch.device, arch: Optional[int] = None) -> int:
-    """Pixels per ESE partial-sum row (64 on every path)."""
-    arch = _arch(device, arch)
-    if device.type == "cuda":
-        return _ext().conv_tile_rows(DTYPE_CODES[dtype], arch)
-    from .emulator import library
-    return library().hgk_emu_conv_tile_rows(DTYPE_CODES[dtype], arch)
-
-
 def uses_mma(dtype: torch.dtype, arch: int, tf32x3: bool = False) -> bool:
     """Whether the sm_80+ mma.sync kernel runs a conv (``hgk::conv_path`` == 2): fp16 and bf16 from
     sm_80; fp32 only with ``tf32x3`` (3×TF32 on the tensor cores: opt-in until a GPU run confirms the
     1e-5 guarantee; by default fp32 runs the IEEE SIMT kernel)."""
     return arch >= 80 and (dtype != torch.float32 or tf32x3)
+
+
+def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtype, device: torch.device, *,
+                       arch: Optional[int] = None, tf32x3: bool = False, **options) -> Tuple[int, int, int]:
+    """(N, T, C_out) of the aggregation's ESE partial sums (``hgk::conv_psum_tiles``, which the
+    extension and the emulator hold the buffer to). The sm_80+ kernel's 64-row slabs run over all
+    N·H·W rows as Triton's row tiles do: T = ``psum_tiles(n, hw, 64)``, image i's row j summing its
+    pixels in slab i·hw // 64 + j. The SIMT and WMMA kernels tile each image apart: T = cdiv(hw, 64),
+    row j = pixels 64·j …. ``arch`` as in ``aggregation_ese``; ``config`` (the tile) does not change it."""
+    if uses_mma(dtype, _arch(device, arch), tf32x3):
+        return n, psum_tiles(n, hw, configs.CUDA_PSUM_ROWS), c_out
+    return n, configs.cdiv(hw, configs.CUDA_PSUM_ROWS), c_out
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,11 +86,11 @@ TILE_FIELDS = ("BM", "BN", "WARPS_M", "WARPS_N", "STAGES", "SPLIT_K")
 
 
 def conv_config(x: torch.Tensor, packed_weight: torch.Tensor, out: torch.Tensor, stride: int,
-                padding: Optional[Padding], psum: bool, arch: int) -> Dict[str, int]:
+                padding: Optional[Padding], arch: int) -> Dict[str, int]:
     """The sm_80+ kernel's tile for this call (``configs.cuda_conv_config``)."""
     k, _, c_in, c_out = packed_weight.shape
     return configs.cuda_conv_config(out.shape[2] * out.shape[3], c_in, c_out, k, stride, x.dtype, f"sm{arch}",
-                                    batch=x.shape[0], padding=padding, sms=_sms(x.device), psum=psum)
+                                    batch=x.shape[0], padding=padding, sms=_sms(x.device))
 
 
 def _check_tile(config: Dict[str, int], dtype: torch.dtype) -> Tuple[int, ...]:
@@ -111,10 +114,10 @@ def _launch_conv(x, packed_weight, bias, stride, relu, out, psum, arch, padding,
     top, _, left, _ = padding if padding is not None else symmetric(k)
     tile, workspace = (64, 64, 2, 2, 4, 1), None
     if uses_mma(x.dtype, arch, tf32x3):
-        config = config or conv_config(x, packed_weight, out, stride, padding, psum is not None, arch)
+        config = config or conv_config(x, packed_weight, out, stride, padding, arch)
         tile = _check_tile(config, x.dtype)
         floats = configs.cuda_conv_workspace(x.shape[0], out.shape[2] * out.shape[3], packed_weight.shape[2],
-                                             packed_weight.shape[3], k, dict(zip(TILE_FIELDS, tile)), psum is not None)
+                                             packed_weight.shape[3], k, dict(zip(TILE_FIELDS, tile)))
         if floats:
             workspace = torch.empty(floats, device=x.device, dtype=torch.float32)
     a, c = affine if affine is not None else (1.0, 0.0)
@@ -122,7 +125,8 @@ def _launch_conv(x, packed_weight, bias, stride, relu, out, psum, arch, padding,
         from .emulator import call
         floats_ptr = ctypes.POINTER(ctypes.c_float)
         call("hgk_emu_conv_bn_act", _ptr(x), _dims(x), _ptr(out), _dims(out), _ptr(packed_weight), _ptr(bias),
-             ctypes.cast(_ptr(psum), floats_ptr), DTYPE_CODES[x.dtype], k, stride, top, left, int(relu),
+             ctypes.cast(_ptr(psum), floats_ptr), ctypes.c_int64(psum.shape[1] if psum is not None else 0),
+             DTYPE_CODES[x.dtype], k, stride, top, left, int(relu),
              int(affine is not None), ctypes.c_float(a), ctypes.c_float(c), _ptr(residual),
              _dims(residual) if residual is not None else None, arch, (ctypes.c_int64 * 6)(*tile),
              ctypes.cast(_ptr(workspace), floats_ptr),
@@ -151,14 +155,17 @@ def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
 
 def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
                     out: Optional[torch.Tensor] = None, arch: Optional[int] = None, *,
-                    config: Optional[Dict[str, int]] = None, tf32x3: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """1×1 conv + bias + ReLU with the ESE partial sums: ``(y, psum)``, psum (N, cdiv(H·W, 64), C_out)
-    fp32: the sums of 64-pixel groups, which ``ese_gate`` consumes (a layout internal to this family)."""
+                    config: Optional[Dict[str, int]] = None, tf32x3: bool = False,
+                    psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """1×1 conv + bias + ReLU with the ESE partial sums: ``(y, psum)``, psum (N, T, C_out) fp32 of
+    ``partial_sums_shape`` (written into ``psum`` when given), which ``ese_gate`` consumes."""
     if packed_weight.shape[:2] != (1, 1):
         raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
     out = prepare_conv(x, packed_weight, bias, 1, out)
     arch = _arch(x.device, arch)
-    psum = conv_psum(x, out, conv_tile_rows(x.dtype, x.device, arch))
+    shape = partial_sums_shape(x.shape[0], out.shape[2] * out.shape[3], x.shape[1], out.shape[1], x.dtype, x.device,
+                               arch=arch, tf32x3=tf32x3)
+    psum = prepare_partial_sums(psum, shape, x)
     _launch_conv(x, packed_weight, bias, 1, True, out, psum, arch, None, None, None, config, tf32x3)
     return out, psum
 

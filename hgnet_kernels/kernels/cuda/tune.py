@@ -96,16 +96,13 @@ def plan_convs(model: str, batch: int, size: int):
     from ...folding import fold_model
     from ...models import PPHGNet
     from ...plan import build_plan
-    net = fold_model(PPHGNet(model).eval())
-    plan = build_plan(net)
-    params = {name: tuple(t.shape) for name, t in net.named_buffers()}
+    plan = build_plan(fold_model(PPHGNet(model).eval()))
     spatial = plan.spatial(size, size)
-    for cost in plan.costs(batch, size, size, 2, params):
-        op = cost.op
+    for op in plan.ops:
         if op.kind in ("conv", "aggregation"):
             h, w = spatial[op.reads[0].buffer]
-            yield (op, cost.input_shape[0], cost.input_shape[1], cost.output_shape[1], h, w,
-                   cost.output_shape[2] * cost.output_shape[3])
+            h_out, w_out = spatial[op.writes[0].buffer]
+            yield op, batch, op.reads[0].channels, op.writes[0].channels, h, w, h_out * w_out
 
 
 def main(argv=None) -> int:
@@ -167,7 +164,7 @@ def main(argv=None) -> int:
                             return ops.aggregation_ese(x, packed, bias, config=cfg, tf32x3=tf32x3)[0]
                         return ops.conv_bn_act(x, packed, bias, op.stride, op.relu, padding=padding, config=cfg,
                                                tf32x3=tf32x3)
-                    heuristic = ops.conv_config(x, packed, run(None), op.stride, padding, aggregation, cc)
+                    heuristic = ops.conv_config(x, packed, run(None), op.stride, padding, cc)
                     base_ms, reference = timed(lambda: run(heuristic))
                     allowed = 1e-5 if dtype == torch.float32 else 2e-2
                     best_ms, best = base_ms, heuristic

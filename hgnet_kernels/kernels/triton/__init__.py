@@ -10,7 +10,7 @@ from typing import Optional
 from ..spec import pack_conv_weight, pack_depthwise_weight
 from ._common import unavailable_reason
 from .aggregation_ese import aggregation_ese
-from .conv_bn_act import conv_bn_act
+from .conv_bn_act import conv_bn_act, partial_sums_shape
 from .depthwise_conv import depthwise_conv
 from .ese_gate import ese_gate
 from .max_pool import max_pool
@@ -53,5 +53,5 @@ def unsupported(op) -> Optional[str]:
     return None
 
 __all__ = ["NAME", "IN_PLACE", "CUDA_GRAPHS", "OPTIONS", "unavailable_reason", "unsupported", "pack_conv_weight",
-           "pack_depthwise_weight", "conv_bn_act", "aggregation_ese", "depthwise_conv", "max_pool", "ese_gate",
-           "scale_residual"]
+           "pack_depthwise_weight", "conv_bn_act", "aggregation_ese", "partial_sums_shape", "depthwise_conv", "max_pool",
+           "ese_gate", "scale_residual"]

@@ -8,7 +8,8 @@ Math, for a block buffer X holding [input, layer_1, …, layer_L] along channels
 
 Row tiles run over the N·H·W pixels of all images (a tile may hold the end of one image and the
 start of the next); ``psum`` has one row per (image, tile it overlaps), written by exactly one
-program, and zero rows up to T (the layout: ``conv_bn_act``'s module docstring). So
+program, and zero rows up to T (the layout: ``conv_bn_act``'s module docstring; the shape:
+``partial_sums_shape``). So
 ``psum.sum(1)`` is the per-image channel sums, and the later reduction (``ese_gate``) is
 deterministic: no float atomics, bitwise-equal results run to run, split-K or not. The kernel is
 ``conv_bn_act``'s with the partial-sum epilogue switched on.
@@ -24,12 +25,13 @@ from .conv_bn_act import launch_conv
 
 def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
                     out: Optional[torch.Tensor] = None, *, allow_tf32: bool = False, tf32x3: bool = False,
-                    config: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``(y, psum)``: y (N, C_out, H, W) and psum (N, T, C_out) fp32.
+                    config: Optional[dict] = None,
+                    psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(y, psum)``: y (N, C_out, H, W) and psum (N, T, C_out) fp32 of
+    ``partial_sums_shape`` (written into ``psum`` when given).
 
     ``packed_weight`` is (1, 1, C_total, C_out) from ``pack_conv_weight``; ``x`` any strides.
     """
     if packed_weight.shape[:2] != (1, 1):
         raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
-    y, psum = launch_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config, tf32x3=tf32x3)
-    return y, psum
+    return launch_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config, tf32x3=tf32x3, psum=psum)

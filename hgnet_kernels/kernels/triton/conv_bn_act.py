@@ -44,14 +44,14 @@ and the residual's).
 ESE partial sums (``partial_sums=True``, the aggregation): ``psum`` is (N, T, C_out) fp32 with
 ``psum[n, j, co]`` = the sum of the final fp32 outputs (before rounding to the output dtype) of
 the rows of image n inside row tile ``first_tile(n) + j``, where ``first_tile(n) = n·Ho·Wo //
-BLOCK_M``; T = the most row tiles any image overlaps (``psum_tiles``). Each (tile, image) entry
+BLOCK_M``; T = the most row tiles any image overlaps (``spec.psum_tiles``; the shape is the family's
+``partial_sums_shape``). Each (tile, image) entry
 has one writer, the program of that tile (or the split-K reduction's), and rows j past an image's
 last tile are zeros written by the program of its first tile, so ``psum.sum(1)`` is the per-image
 channel sum. ``ese_gate`` of this family adds the T rows in a fixed order: deterministic.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional, Tuple
 
@@ -61,7 +61,7 @@ import triton.language as tl
 
 from ... import configs
 from ._common import cast_for_store, check_same_device, dot_precision, launch_target, round_bf16_by_hand, upcast_dot
-from ..spec import prepare_conv, symmetric
+from ..spec import prepare_conv, prepare_partial_sums, psum_tiles, symmetric
 
 
 @triton.jit
@@ -298,17 +298,6 @@ def split_k_reduce_kernel(
                   RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, Y_ALIGN, BLOCK_M)
 
 
-@functools.lru_cache(maxsize=1024)
-def psum_tiles(n: int, hw: int, block_m: int) -> int:
-    """T, the partial-sum rows per image: the most row tiles of BLOCK_M rows that one image of
-    ``hw`` pixels overlaps when images are laid end to end (image n starts at row n·hw)."""
-    if n == 0:
-        return max(1, configs.cdiv(hw, block_m))
-    # The offsets n·hw mod BLOCK_M repeat with period BLOCK_M / gcd(hw, BLOCK_M).
-    period = block_m // math.gcd(hw, block_m)
-    return max((n_ * hw % block_m + hw - 1) // block_m + 1 for n_ in range(min(n, period)))
-
-
 def fits_int32(t: torch.Tensor) -> bool:
     """Whether every offset the kernels form into ``t`` fits int32: its extent along each dim,
     plus two elements of margin (border taps and masked rows index up to two past the edge)."""
@@ -325,19 +314,33 @@ def pixel_alignment(*tensors: torch.Tensor) -> int:
     return math.gcd(16, *(s for t in tensors for i, s in enumerate(t.stride()) if i != 1))
 
 
-def launch_config(x: torch.Tensor, c_out: int, kernel: int, stride: int, padding, hw_out: int) -> dict:
-    """The config the launcher uses for this call (tuned entry or heuristic; see ``configs``)."""
-    target = launch_target(x.device)
-    return configs.conv_config(hw_out, x.shape[1], c_out, kernel, stride, x.dtype, target.arch, target.interpreter,
-                               batch=x.shape[0], padding=padding, sms=target.sms)
+def launch_config(device: torch.device, dtype: torch.dtype, n: int, c_in: int, c_out: int, kernel: int,
+                  stride: int, padding, hw_out: int, config: Optional[dict] = None) -> dict:
+    """The config the launcher uses for this call: ``config`` (tests, the tuner) or the tuned entry
+    or heuristic for tensors on ``device`` (see ``configs``), defaults filled in."""
+    if not config:
+        target = launch_target(device)
+        config = configs.conv_config(hw_out, c_in, c_out, kernel, stride, dtype, target.arch, target.interpreter,
+                                     batch=n, padding=padding, sms=target.sms)
+    return configs.conv_config_defaults(dict(config))
+
+
+def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtype, device: torch.device, *,
+                       config: Optional[dict] = None, **options) -> Tuple[int, int, int]:
+    """(N, T, C_out) of the aggregation's ESE partial sums on ``device``: T = ``psum_tiles`` over the
+    row tiles of its launch config (``config``, or the one the launcher picks). The family's
+    ``options`` (allow_tf32, tf32x3) do not change it."""
+    cfg = launch_config(device, dtype, n, c_in, c_out, 1, 1, symmetric(1), hw, config)
+    return n, psum_tiles(n, hw, cfg["BLOCK_M"]), c_out
 
 
 def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int, relu: bool,
                 out: Optional[torch.Tensor], partial_sums: bool, allow_tf32: bool = False,
                 config: Optional[dict] = None, *, padding=None, affine: Optional[Tuple[float, float]] = None,
-                residual: Optional[torch.Tensor] = None,
-                tf32x3: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Check, allocate and launch; shared by ``conv_bn_act`` and ``aggregation_ese``."""
+                residual: Optional[torch.Tensor] = None, tf32x3: bool = False,
+                psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Check, allocate and launch; shared by ``conv_bn_act`` and ``aggregation_ese`` (``psum``: the
+    partial sums' destination, of ``partial_sums_shape``, or None to allocate it)."""
     out = prepare_conv(x, packed_weight, bias, stride, out, padding, residual)
     kernel, _, c_in, c_out = packed_weight.shape
     pad = tuple(padding) if padding is not None else symmetric(kernel)
@@ -345,11 +348,10 @@ def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
     ho, wo = out.shape[2], out.shape[3]
     tensors = dict(x=x, weight=packed_weight, bias=bias, out=out)
     check_same_device(**tensors, **({"residual": residual} if residual is not None else {}))
-    cfg = configs.conv_config_defaults(dict(config) if config else launch_config(x, c_out, kernel, stride, pad,
-                                                                                   ho * wo))
+    cfg = launch_config(x.device, x.dtype, n, c_in, c_out, kernel, stride, pad, ho * wo, config)
     m = n * ho * wo
     t = psum_tiles(n, ho * wo, cfg["BLOCK_M"])
-    psum = torch.empty((n, t, c_out), device=x.device, dtype=torch.float32) if partial_sums else None
+    psum = prepare_partial_sums(psum, (n, t, c_out), x) if partial_sums else None
     if m == 0 or c_out == 0:
         if psum is not None:
             psum.zero_()
