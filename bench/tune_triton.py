@@ -24,6 +24,7 @@ checks the script, not the GPU.
 """
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -128,7 +129,8 @@ def plan_cases(args, model: str, batch: int, dtype, device, sms):
         return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
     cases = {}
-    for cost in plan.costs(batch, args.size, args.size, 2, params):
+    partial_sums = functools.partial(fam.partial_sums_shape, dtype=dtype, device=device)
+    for cost in plan.costs(batch, args.size, args.size, 2, params, partial_sums):
         op = cost.op
         n, c_in, c_out = cost.input_shape[0], cost.input_shape[1], cost.output_shape[1]
         h, w = spatial[op.reads[0].buffer]
@@ -187,8 +189,7 @@ def plan_cases(args, model: str, batch: int, dtype, device, sms):
             heuristic = configs.gate_config(c_out, dtype, None, args.dry_run, batch=n, sms=sms)
             summed = spatial[op.reads[0].buffer]
 
-            def make(c=c_out, n=n, hw_sum=summed[0] * summed[1]):
-                rows = max(1, -(-hw_sum // 64))
+            def make(c=c_out, n=n, rows=cost.input_shape[1], hw_sum=summed[0] * summed[1]):  # psum (N, T, C)
                 return (torch.rand(n, rows, c, generator=g).to(device), randn(c, c) / c ** 0.5, randn(c), hw_sum)
 
             def run(t, cfg):

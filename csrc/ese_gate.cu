@@ -1,6 +1,9 @@
 // ese_gate.cu — ESE gate from the aggregation's partial sums, the CUDA twin of
-// hgnet_kernels/ops/ese_gate.py:
+// hgnet_kernels/kernels/triton/ese_gate.py:
 //   mean[n,ci] = Σ_t psum[n,t,ci] / (H·W);  gate[n,co] = sigmoid(b[co] + Σ_ci W[co,ci] · mean[n,ci])
+// psum is (N, T, C) in the layout of the conv path that wrote it (hgk::conv_psum_tiles: 64-row
+// slabs across images on sm_80+, 64-pixel tiles per image otherwise); either way the T rows of an
+// image add up to its channel sums, which is all this kernel relies on.
 // One block per (image, 64 output channels); every sum runs in a fixed order (deterministic).
 #include "ops.h"
 

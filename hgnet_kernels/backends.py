@@ -6,7 +6,8 @@ of them: one executor, one op table. Every family exposes the same names::
 
     NAME, IN_PLACE, OPTIONS, CUDA_GRAPHS, unavailable_reason(device, dtype), unsupported(op),
     pack_conv_weight(w), pack_depthwise_weight(w),
-    conv_bn_act(x, w, b, stride, relu, out), aggregation_ese(x, w, b, out) -> (y, psum),
+    conv_bn_act(x, w, b, stride, relu, out), aggregation_ese(x, w, b, out, psum=) -> (y, psum),
+    partial_sums_shape(n, hw, c_in, c_out, dtype, device, **options) -> (N, T, C),
     depthwise_conv(x, w, b, stride, out), max_pool(x, out), ese_gate(psum, w, b, hw),
     scale_residual(y, gate, identity, out)
 
@@ -220,9 +221,15 @@ def _aggregation_step(fam, op, net, ids, options) -> Step:
     module = net.get_submodule(op.name)
     weight, bias, source = fam.pack_conv_weight(module.weight), module.bias, ids(op.reads[0])
     y, sums = map(ids, op.writes)
+    c_in, c_out = op.reads[0].channels, op.writes[1].channels
 
     def step(env: _Env) -> None:
-        out, psum = fam.aggregation_ese(env.read(source), weight, bias, out=env.out(y), **options)
+        x = env.read(source)
+        h, w = env.spatial[op.writes[1].buffer]
+        # The plan's partial-sum buffer, in the layout the family says it writes (and checks).
+        psum = torch.empty(fam.partial_sums_shape(x.shape[0], h * w, c_in, c_out, x.dtype, x.device, **options),
+                           device=x.device, dtype=torch.float32)
+        out, psum = fam.aggregation_ese(x, weight, bias, out=env.out(y), psum=psum, **options)
         env.wrote(y, out)
         env.wrote(sums, psum)
     return step

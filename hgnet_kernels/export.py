@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .kernels import pytorch as torch_family
 from .kernels import spec
 from .plan import Plan, Ref
 
@@ -77,12 +78,16 @@ class StandardOpsNet(nn.Module):
                 values[op.writes[0]] = out
             elif op.kind == "aggregation":
                 module = net.get_submodule(op.name)
-                values[op.writes[0]], values[op.writes[1]] = spec.aggregation_ese_reference(
-                    source, spec.pack_conv_weight(module.weight), module.bias)
+                y, sums = spec.aggregation_ese_reference(source, spec.pack_conv_weight(module.weight), module.bias)
+                # The plan's partial sums in the torch family's layout: one row per image, its sums.
+                h, w = sizes[op.writes[1].buffer]
+                values[op.writes[0]] = y
+                values[op.writes[1]] = sums.reshape(torch_family.partial_sums_shape(
+                    source.shape[0], h * w, source.shape[1], sums.shape[1], sums.dtype, sums.device))
             elif op.kind == "ese_gate":
                 block = net.get_submodule(op.name)
                 h, w = sizes[op.reads[0].buffer]
-                values[op.writes[0]] = spec.ese_gate_reference(source, block.ese_weight, block.ese_bias, h * w)
+                values[op.writes[0]] = spec.ese_gate_reference(source.sum(1), block.ese_weight, block.ese_bias, h * w)
             elif op.kind == "scale_residual":
                 values[op.writes[0]] = spec.scale_residual_reference(
                     source, read(op.reads[1]), read(op.reads[2]) if op.residual else None)

@@ -18,12 +18,16 @@ which ``python -m hgnet_kernels plan`` prints intensities, roofline times and la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 OP_KINDS = ("conv", "depthwise", "max_pool", "copy", "aggregation", "ese_gate", "scale_residual", "head")
 
 # Kinds whose output keeps the input's spatial size.
 _SAME_SIZE = ("copy", "aggregation", "scale_residual")
+
+# The (N, T, C) shape of an aggregation's ESE partial sums, which its kernel family decides: the
+# family's ``partial_sums_shape`` bound to a dtype, device and options, called (n, hw, c_in, c_out).
+PartialSumsShape = Callable[[int, int, int, int], Tuple[int, int, int]]
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,17 @@ class Ref:
 @dataclass(frozen=True)
 class Buffer:
     """A tensor the plan reads or writes. ``kind``: ``"map"`` (N, C, H, W) in the compute dtype,
-    channels_last; ``"sums"`` / ``"gate"`` (N, C) fp32 (ESE channel sums and gate); ``"vector"``
-    (N, C) in the compute dtype (the head's output). ``slots`` > 1: several ops write channel
-    slices of it (a concat buffer)."""
+    channels_last; ``"partial_sums"`` (N, T, C) fp32, the ESE partial sums that the aggregation
+    ``producer`` writes: T rows per image adding up to its channel sums over the map's H·W pixels,
+    T and which pixels each row sums being the kernel family's (its ``partial_sums_shape``; the
+    family's ``ese_gate`` adds the rows); ``"gate"`` (N, C) fp32 (the ESE gate); ``"vector"`` (N, C)
+    in the compute dtype (the head's output). ``slots`` > 1: several ops write channel slices of it
+    (a concat buffer)."""
     name: str
     channels: int
     kind: str = "map"
     slots: int = 1
+    producer: str = ""
 
     def whole(self) -> Ref:
         return Ref(self.name, 0, self.channels)
@@ -136,7 +144,7 @@ class Plan:
         return tuple(name for name, b in self.buffers.items() if b.slots > 1)
 
     def spatial(self, h: int, w: int) -> Dict[str, Tuple[int, int]]:
-        """(H, W) of every map buffer for an h×w input; an aggregation's channel sums get the size
+        """(H, W) of every map buffer for an h×w input; an aggregation's partial sums get the size
         of the map they sum over."""
         concrete = isinstance(h, int) and isinstance(w, int)  # symbolic under torch.compile's fake tensors
         cached = self._spatial.get((h, w)) if concrete else None
@@ -155,36 +163,59 @@ class Plan:
             self._spatial[(h, w)] = sizes
         return sizes
 
-    def shapes(self, n: int, h: int, w: int) -> Dict[str, Tuple[int, ...]]:
-        """Shape of every buffer for an n×C×h×w input: (N, C, H, W) maps, (N, C) vectors."""
+    def partial_sums_shape(self, name: str, n: int, h: int, w: int,
+                           partial_sums: PartialSumsShape) -> Tuple[int, int, int]:
+        """(N, T, C) of partial-sum buffer ``name`` for an n×C×h×w input, as the kernel family
+        whose ``partial_sums`` shape function is given lays it out."""
+        buffer = self.buffers[name]
+        producer = next(op for op in self.ops if op.name == buffer.producer)
+        hs, ws = self.spatial(h, w)[name]
+        return partial_sums(n, hs * ws, producer.reads[0].channels, buffer.channels)
+
+    def shapes(self, n: int, h: int, w: int,
+               partial_sums: Optional[PartialSumsShape] = None) -> Dict[str, Tuple[int, ...]]:
+        """Shape of every buffer for an n×C×h×w input: (N, C, H, W) maps, (N, C) vectors, and the
+        partial sums' (N, T, C) from a family's ``partial_sums`` (left out without it: their
+        layout is the family's)."""
         sizes = self.spatial(h, w)
-        return {name: (n, b.channels, *sizes[name]) if b.kind == "map" else (n, b.channels)
-                for name, b in self.buffers.items()}
+        shapes = {}
+        for name, b in self.buffers.items():
+            if b.kind == "partial_sums":
+                if partial_sums is not None:
+                    shapes[name] = self.partial_sums_shape(name, n, h, w, partial_sums)
+            else:
+                shapes[name] = (n, b.channels, *sizes[name]) if b.kind == "map" else (n, b.channels)
+        return shapes
 
     def feature_shapes(self, n: int, h: int, w: int) -> List[Tuple[int, ...]]:
         shapes = self.shapes(n, h, w)
         return [shapes[name] for name in self.features]
 
-    def costs(self, n: int, h: int, w: int, element_bytes: int, param_shapes: Dict[str, Tuple[int, ...]]) -> List[OpCost]:
+    def costs(self, n: int, h: int, w: int, element_bytes: int, param_shapes: Dict[str, Tuple[int, ...]],
+              partial_sums: Optional[PartialSumsShape] = None) -> List[OpCost]:
         """MACs and bytes of each op for an n×C×h×w input; ``param_shapes``: the shape of every
         parameter tensor by path (parameters are read once per call). Activations are counted once
-        per read and write (a k×k conv re-reads its halo from cache, not memory); ESE sums and
-        gates are fp32."""
-        shapes = self.shapes(n, h, w)
+        per read and write (a k×k conv re-reads its halo from cache, not memory); ESE partial sums
+        (of the family whose ``partial_sums`` shape function is given: a plan with an aggregation
+        needs one) and gates are fp32."""
+        if partial_sums is None and any(b.kind == "partial_sums" for b in self.buffers.values()):
+            raise ValueError(f"{self.model}'s ESE partial sums have the layout of a kernel family: pass "
+                             f"partial_sums=<family>.partial_sums_shape bound to a dtype and device")
+        shapes = self.shapes(n, h, w, partial_sums)
+
+        def shape_of(ref: Ref) -> Tuple[int, ...]:
+            shape = shapes[ref.buffer]
+            if self.buffers[ref.buffer].kind == "partial_sums":
+                return shape  # (N, T, C): always read and written whole
+            return (shape[0], ref.channels, *shape[2:])
 
         def size(ref: Ref) -> int:
-            shape = shapes[ref.buffer]
-            per_channel = 1
-            for extent in shape[2:]:
-                per_channel *= extent
-            scale = 4 if self.buffers[ref.buffer].kind in ("sums", "gate") else element_bytes
-            return shape[0] * ref.channels * per_channel * scale
+            scale = 4 if self.buffers[ref.buffer].kind in ("partial_sums", "gate") else element_bytes
+            return _numel(shape_of(ref)) * scale
 
         out = []
         for op in self.ops:
-            in_shape = (*shapes[op.reads[0].buffer][:1], op.reads[0].channels, *shapes[op.reads[0].buffer][2:])
-            main = op.writes[0]
-            out_shape = (*shapes[main.buffer][:1], main.channels, *shapes[main.buffer][2:])
+            in_shape, out_shape = shape_of(op.reads[0]), shape_of(op.writes[0])
             numels = [_numel(param_shapes[p]) for p in op.params]
             if op.kind in ("conv", "depthwise", "aggregation"):
                 macs = n * out_shape[2] * out_shape[3] * op.kernel ** 2 * (in_shape[1] // op.groups) * out_shape[1]
@@ -212,10 +243,10 @@ class _Builder:
         self.ops: List[Op] = []
         self.input = self.buffer("input", in_channels).whole()
 
-    def buffer(self, name: str, channels: int, kind: str = "map", slots: int = 1) -> Buffer:
+    def buffer(self, name: str, channels: int, kind: str = "map", slots: int = 1, producer: str = "") -> Buffer:
         if name in self.buffers:
             raise AssertionError(f"buffer {name} declared twice")
-        self.buffers[name] = Buffer(name, channels, kind, slots)
+        self.buffers[name] = Buffer(name, channels, kind, slots, producer)
         return self.buffers[name]
 
     def op(self, kind: str, name: str, reads, writes, params=(), **geometry) -> None:
@@ -280,7 +311,8 @@ def _lower_v1(net) -> Plan:
             path, cat = f"stages.{si}.blocks.{bi}", blocks[bi]
             block_input = b.layers(path, cat, block, b.conv)
             y = b.buffer(f"{path}.y", block.out_channels).whole()
-            sums = b.buffer(f"{path}.sums", block.out_channels, kind="sums").whole()
+            sums = b.buffer(f"{path}.sums", block.out_channels, kind="partial_sums",
+                            producer=f"{path}.aggregation").whole()
             gate = b.buffer(f"{path}.gate", block.out_channels, kind="gate").whole()
             b.op("aggregation", f"{path}.aggregation", (cat.whole(),), (y, sums),
                  [f"{path}.aggregation.{p}" for p in block.aggregation.param_names()], relu=True)

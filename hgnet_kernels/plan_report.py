@@ -5,11 +5,14 @@ the GPU's data-sheet peaks (``configs/devices.json``), never typed in: per op th
 shapes and slices, MACs, bytes read and written, arithmetic intensity, and on a known GPU (the
 one here, or ``--gpu``) the roofline time of the op and the launch grid that the Triton config
 gives (programs, and programs per SM), with the share of the tensor-core work that lands on
-padding (``mma eff.``: useful MACs / MACs of the whole tiles).
+padding (``mma eff.``: useful MACs / MACs of the whole tiles). The ESE partial sums are counted in
+the Triton family's layout (its ``partial_sums_shape`` for those launch configs).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -96,8 +99,13 @@ def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str])
     net_shapes = _param_shapes(model)
     element = torch.empty((), dtype=dtype).element_size()
     peaks = configs.known_gpus().get(gpu) if gpu else None
+    from .kernels import triton as triton_family
+    from .kernels.triton._common import compiling_for
+    partial_sums = functools.partial(triton_family.partial_sums_shape, dtype=dtype, device=torch.device("cpu"))
+    with compiling_for(peaks["arch"], int(peaks["sms"])) if peaks else contextlib.nullcontext():
+        costs = plan.costs(batch, h, w, element, net_shapes, partial_sums)
     rows = []
-    for index, cost in enumerate(plan.costs(batch, h, w, element, net_shapes)):
+    for index, cost in enumerate(costs):
         op = cost.op
         row = Row(index, op.describe(), short_name(op.name),
                   _shape(cost.input_shape, op.reads[0], plan.buffers[op.reads[0].buffer].channels),

@@ -1,5 +1,6 @@
 """The execution plan: one description of the network, consistent with the eager model, and the
 `plan` command's figures computed from it."""
+import functools
 import json
 import os
 import shutil
@@ -11,6 +12,9 @@ import hgnet_kernels as hk
 from hgnet_kernels import configs
 from hgnet_kernels.__main__ import main
 from hgnet_kernels.folding import fold_model
+from hgnet_kernels.kernels import pytorch as torch_family
+from hgnet_kernels.kernels import spec
+from hgnet_kernels.kernels.cuda import ops as cuda_ops
 from hgnet_kernels.plan import OP_KINDS, build_plan
 from hgnet_kernels.plan_report import report
 
@@ -27,7 +31,8 @@ def _plan(size):
 def test_summed_macs_match_the_published_figures(size):
     net, plan = _plan(size)
     params = {name: tuple(t.shape) for name, t in net.named_buffers()}
-    gmacs = sum(c.macs for c in plan.costs(1, 224, 224, 4, params)) / 1e9
+    partial_sums = functools.partial(torch_family.partial_sums_shape, dtype=torch.float32, device=torch.device("cpu"))
+    gmacs = sum(c.macs for c in plan.costs(1, 224, 224, 4, params, partial_sums)) / 1e9
     assert abs(gmacs / PUBLISHED_GMACS[size] - 1) <= 0.02, gmacs
 
 
@@ -63,6 +68,42 @@ def test_every_read_is_written_first_and_slots_tile_their_buffer():
         assert ranges[0][0] == 0 and ranges[-1][1] == plan.buffers[name].channels
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), f"{name}: slots overlap or leave gaps"
     assert plan.output in written and all(f in written for f in plan.features)
+
+
+def test_partial_sums_are_a_buffer_of_their_aggregation_in_each_familys_layout():
+    """The ESE partial sums are declared as "partial sums of op X", their (N, T, C) given by the
+    family that runs X: the torch family's one row per image, the sm_80+ CUDA kernel's 64-row slabs
+    across images; bytes are counted in the layout asked for, and never without one."""
+    net, plan = _plan("tiny")
+    sums = [b for b in plan.buffers.values() if b.kind == "partial_sums"]
+    assert len(sums) == sum(op.kind == "aggregation" for op in plan.ops) > 0
+    producers = {op.name: op for op in plan.ops}
+    assert all(producers[b.producer].kind == "aggregation" and producers[b.producer].writes[1].buffer == b.name
+               for b in sums)
+    cpu = torch.device("cpu")
+    by_torch = plan.shapes(3, 224, 224, functools.partial(torch_family.partial_sums_shape, dtype=torch.float32,
+                                                          device=cpu))
+    by_cuda = plan.shapes(3, 224, 224, functools.partial(cuda_ops.partial_sums_shape, dtype=torch.float16,
+                                                         device=cpu, arch=90))
+    spatial = plan.spatial(224, 224)
+    for b in sums:
+        h, w = spatial[b.name]
+        assert by_torch[b.name] == (3, 1, b.channels)
+        assert by_cuda[b.name] == (3, spec.psum_tiles(3, h * w, configs.CUDA_PSUM_ROWS), b.channels)
+    assert not any(b.name in plan.shapes(3, 224, 224) for b in sums)  # no family: no layout
+    params = {name: tuple(t.shape) for name, t in net.named_buffers()}
+    with pytest.raises(ValueError, match="partial_sums=<family>.partial_sums_shape"):
+        plan.costs(3, 224, 224, 2, params)
+    torch_costs = plan.costs(3, 224, 224, 2, params, functools.partial(torch_family.partial_sums_shape,
+                                                                       dtype=torch.float16, device=cpu))
+    cuda_costs = plan.costs(3, 224, 224, 2, params, functools.partial(cuda_ops.partial_sums_shape,
+                                                                      dtype=torch.float16, device=cpu, arch=90))
+    for a, b in zip(torch_costs, cuda_costs):
+        if a.op.kind == "aggregation":
+            t = by_cuda[a.op.writes[1].buffer][1]
+            assert b.bytes_written - a.bytes_written == 3 * (t - 1) * a.op.writes[1].channels * 4
+        elif a.op.kind == "ese_gate":
+            assert b.input_shape == by_cuda[a.op.reads[0].buffer] and a.input_shape == by_torch[a.op.reads[0].buffer]
 
 
 def test_every_backend_runs_the_same_plan():
