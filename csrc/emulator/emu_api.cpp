@@ -37,8 +37,8 @@ int hgk_emu_conv_path(int dtype, int arch, int tf32x3) {
 // tile: bm, bn, warps_m, warps_n, stages, splits (the sm_80+ kernel's; ignored by the others);
 // psum_tiles: psum's rows per image, which must be hgk::conv_psum_tiles (as the bindings check).
 int hgk_emu_conv_bn_act(void* x, const int64_t* x_dims, void* y, const int64_t* y_dims, const void* weight,
-                        const void* bias, float* psum, int64_t psum_tiles, int dtype, int kernel, int stride, int pad_top, int pad_left,
-                        int relu, int affine, float affine_a, float affine_c, void* residual,
+                        const void* bias, float* psum, int64_t psum_tiles, int dtype, int kernel, int stride,
+                        int pad_top, int pad_left, int relu, int affine, float affine_a, float affine_c, void* residual,
                         const int64_t* residual_dims, int arch, const int64_t* tile, float* workspace,
                         int64_t workspace_floats, int tf32x3) {
   return guarded([&] {
@@ -69,8 +69,8 @@ int hgk_emu_conv_bn_act(void* x, const int64_t* x_dims, void* y, const int64_t* 
     if (hgk::conv_path(a.dtype, arch, a.tf32x3) == 2 && !hgk::conv_tile_supported(a.dtype, a.tile))
       throw std::invalid_argument("conv: tile configuration not instantiated");
     if (psum != nullptr && psum_tiles != hgk::conv_psum_tiles(a))
-      throw std::invalid_argument("conv: psum has " + std::to_string(psum_tiles) + " rows per image, the kernel writes " +
-                                  std::to_string(hgk::conv_psum_tiles(a)) + " (hgk::conv_psum_tiles)");
+      throw std::invalid_argument("conv: psum has " + std::to_string(psum_tiles) + " rows per image, the kernel " +
+                                  "writes " + std::to_string(hgk::conv_psum_tiles(a)) + " (hgk::conv_psum_tiles)");
     if (hgk::conv_workspace_floats(a) > workspace_floats)
       throw std::invalid_argument("conv: the split-K workspace is too small");
     hgk::conv_bn_act(a, nullptr);

@@ -60,5 +60,5 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str
 
 
 __all__ = ["NAME", "IN_PLACE", "CUDA_GRAPHS", "OPTIONS", "unavailable_reason", "unsupported", "pack_conv_weight",
-           "pack_depthwise_weight", "conv_bn_act", "aggregation_ese", "partial_sums_shape", "depthwise_conv", "max_pool",
-           "ese_gate", "scale_residual"]
+           "pack_depthwise_weight", "conv_bn_act", "aggregation_ese", "partial_sums_shape", "depthwise_conv",
+           "max_pool", "ese_gate", "scale_residual"]

@@ -53,5 +53,5 @@ def unsupported(op) -> Optional[str]:
     return None
 
 __all__ = ["NAME", "IN_PLACE", "CUDA_GRAPHS", "OPTIONS", "unavailable_reason", "unsupported", "pack_conv_weight",
-           "pack_depthwise_weight", "conv_bn_act", "aggregation_ese", "partial_sums_shape", "depthwise_conv", "max_pool",
-           "ese_gate", "scale_residual"]
+           "pack_depthwise_weight", "conv_bn_act", "aggregation_ese", "partial_sums_shape", "depthwise_conv",
+           "max_pool", "ese_gate", "scale_residual"]
