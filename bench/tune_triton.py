@@ -116,7 +116,7 @@ def plan_cases(args, model: str, batch: int, dtype, device, sms):
     from hgnet_kernels.kernels import triton as fam
     from hgnet_kernels.kernels.spec import pack_conv_weight, pack_depthwise_weight, symmetric
     from hgnet_kernels.models import build_model
-    from hgnet_kernels.plan import build_plan
+    from hgnet_kernels.plan import build_plan, stride_label
 
     net = fold_model(build_model(model))
     plan = build_plan(net)
@@ -137,8 +137,8 @@ def plan_cases(args, model: str, batch: int, dtype, device, sms):
         hw = cost.output_shape[2] * cost.output_shape[3] if len(cost.output_shape) == 4 else h * w
         bucket = configs.batch_bucket(batch)
         if op.kind in ("conv", "aggregation") and "conv_bn_act" in args.ops:
-            key = configs.conv_key(hw, c_in, c_out, op.kernel, op.stride, dtype, op.padding)
-            heuristic = configs.conv_config(hw, c_in, c_out, op.kernel, op.stride, dtype, None, args.dry_run,
+            key = configs.conv_key(hw, c_in, c_out, op.kernel, op.stride_arg, dtype, op.padding)
+            heuristic = configs.conv_config(hw, c_in, c_out, op.kernel, op.stride_arg, dtype, None, args.dry_run,
                                             batch=n, padding=op.padding, sms=sms)
             padding = None if op.padding == symmetric(op.kernel) else op.padding
 
@@ -149,13 +149,13 @@ def plan_cases(args, model: str, batch: int, dtype, device, sms):
             def run(t, cfg, op=op, padding=padding):
                 if op.kind == "aggregation":
                     return fam.aggregation_ese(t[0], t[1], t[2], config=cfg)
-                return fam.conv_bn_act(t[0], t[1], t[2], op.stride, op.relu, padding=padding,
+                return fam.conv_bn_act(t[0], t[1], t[2], op.stride_arg, op.relu, padding=padding,
                                        affine=(1.5, 0.25) if op.affine else None, config=cfg)
             case = Case("conv_bn_act", key, f"{op.describe()} {c_in}->{c_out} @{h}x{w}", CONV_AXES, heuristic,
                         make, run)
         elif op.kind in ("depthwise", "max_pool") and {"depthwise": "depthwise_conv"}.get(op.kind, op.kind) in args.ops:
             name = {"depthwise": "depthwise_conv"}.get(op.kind, op.kind)
-            geometry = f"k{op.kernel}s{op.stride}"
+            geometry = f"k{op.kernel}s{stride_label(op.stride)}"
             key = configs.tile_key(c_out, dtype, hw, geometry)
             heuristic = configs.tile_config(name, c_out, dtype, None, args.dry_run, hw=hw, batch=n, geometry=geometry,
                                             sms=sms)
@@ -167,7 +167,7 @@ def plan_cases(args, model: str, batch: int, dtype, device, sms):
 
             def run(t, cfg, op=op, padding=padding):
                 if op.kind == "max_pool":
-                    return fam.max_pool(t[0], kernel=op.kernel, stride=op.stride, padding=padding,
+                    return fam.max_pool(t[0], kernel=op.kernel, stride=op.stride_arg, padding=padding,
                                         zero_pad=op.zero_pad, config=cfg)
                 return fam.depthwise_conv(t[0], t[1], t[2], op.stride, relu=op.relu, padding=padding,
                                           affine=(1.5, 0.25) if op.affine else None, config=cfg)

@@ -32,7 +32,9 @@ hgk::View4 view_of(const at::Tensor& t, const char* name) {
                     t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// The extent of a k×k window with stride s over `size` padded by `before` and `after`.
+// The extent of a k×k window with stride s over `size` padded by `before` and `after`: the output
+// shape the Python launchers allocate by hgnet_kernels.plan.output_size, recomputed here only to
+// keep a wrong `out` from being written out of bounds.
 int64_t out_size(int64_t size, int64_t kernel, int64_t stride, int64_t before, int64_t after) {
   return (size + before + after - kernel) / stride + 1;
 }
@@ -154,8 +156,8 @@ void conv_bn_act(const at::Tensor& x, const at::Tensor& weight, const at::Tensor
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void depthwise_conv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t stride,
-                    const at::Tensor& out, const c10::optional<std::vector<int64_t>>& padding, bool relu,
+void depthwise_conv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                    const std::vector<int64_t>& stride, const at::Tensor& out, const c10::optional<std::vector<int64_t>>& padding, bool relu,
                     const c10::optional<std::vector<double>>& affine) {
   TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor, got ", x.device());
   const auto dtype = dtype_of(x, "x");
@@ -166,18 +168,19 @@ void depthwise_conv(const at::Tensor& x, const at::Tensor& weight, const at::Ten
                   weight.scalar_type() == x.scalar_type(),
               "weight: expected a contiguous (k, k, ", x.size(1), ") ", x.scalar_type(), " tensor with k 3 or 5, got ",
               weight.sizes());
-  TORCH_CHECK(stride == 1 || stride == 2, "stride must be 1 or 2, got ", stride);
+  TORCH_CHECK(stride.size() == 2 && (stride[0] == 1 || stride[0] == 2) && (stride[1] == 1 || stride[1] == 2),
+              "stride must be (sh, sw), each 1 or 2, got ", at::IntArrayRef(stride));
   const auto pad = check_padding(padding, k);
   check_vector(bias, "bias", x.size(1), x);
-  check_out(out, x, {x.size(0), x.size(1), out_size(x.size(2), k, stride, pad[0], pad[1]),
-                     out_size(x.size(3), k, stride, pad[2], pad[3])});
+  check_out(out, x, {x.size(0), x.size(1), out_size(x.size(2), k, stride[0], pad[0], pad[1]),
+                     out_size(x.size(3), k, stride[1], pad[2], pad[3])});
   hgk::Epilogue e;
   e.relu = relu;
   check_affine(affine, e.affine, e.a, e.c);
   const c10::cuda::CUDAGuard guard(x.device());
   hgk::depthwise_conv(view_of(x, "x"), view_of(out, "out"), weight.data_ptr(), bias.data_ptr(), dtype,
-                      static_cast<int>(k), static_cast<int>(stride), static_cast<int>(pad[0]), static_cast<int>(pad[2]),
-                      e, at::cuda::getCurrentCUDAStream());
+                      static_cast<int>(k), static_cast<int>(stride[0]), static_cast<int>(stride[1]),
+                      static_cast<int>(pad[0]), static_cast<int>(pad[2]), e, at::cuda::getCurrentCUDAStream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -266,7 +269,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("psum"), py::arg("arch"), py::arg("padding") = py::none(), py::arg("affine") = py::none(),
         py::arg("residual") = py::none(), py::arg("tile") = std::vector<int64_t>{64, 64, 2, 2, 4, 1},
         py::arg("workspace") = py::none(), py::arg("tf32x3") = false);
-  m.def("depthwise_conv", &depthwise_conv, "depthwise 3x3 / 5x5 conv + folded BN (+ ReLU, affine)", py::arg("x"),
+  m.def("depthwise_conv", &depthwise_conv, "depthwise 3x3 / 5x5 conv + folded BN (+ ReLU, affine), stride (sh, sw)", py::arg("x"),
         py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("out"), py::arg("padding") = py::none(),
         py::arg("relu") = false, py::arg("affine") = py::none());
   m.def("max_pool", &max_pool, "2x2 / 3x3 max pool", py::arg("x"), py::arg("out"), py::arg("kernel") = 3,

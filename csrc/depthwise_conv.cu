@@ -1,8 +1,8 @@
 // depthwise_conv.cu — depthwise k×k conv (k 3 or 5) + folded BN, then optional ReLU and affine: the
 // CUDA twin of hgnet_kernels/kernels/triton/depthwise_conv.py (spec.depthwise_conv_reference):
-//   y[n,c,oh,ow] = aff(act(b[c] + Σ_{kh,kw} x[n,c,oh·s−pt+kh,ow·s−pl+kw] · W[kh,kw,c]))
-// v1's LDS downsample (3×3/2, no activation) and v2's LightConv depthwise (3×3 or 5×5, stride 1,
-// ReLU and the LAB affine). Each thread computes 8 channels of one output pixel with 16-byte loads
+//   y[n,c,oh,ow] = aff(act(b[c] + Σ_{kh,kw} x[n,c,oh·sh−pt+kh,ow·sw−pl+kw] · W[kh,kw,c]))
+// v1's LDS downsample (3×3/2, no activation; PP-OCR text recognition's at (sh, sw) = (2, 1) or
+// (1, 2)) and v2's LightConv depthwise (3×3 or 5×5, stride 1, ReLU and the LAB affine). Each thread computes 8 channels of one output pixel with 16-byte loads
 // and stores where the views allow (else 1 channel), channels fastest (coalesced in NHWC), indexing
 // in int32 where every offset fits; fp32 accumulation in the same order either way.
 #include "ops.h"
@@ -12,8 +12,8 @@ namespace {
 
 template <typename T, int K, int V, typename I>
 __global__ void __launch_bounds__(256) depthwise_kernel(View4 x, View4 y, const T* __restrict__ w,
-                                                        const T* __restrict__ bias, int stride, int pad_top,
-                                                        int pad_left, Epilogue epi) {
+                                                        const T* __restrict__ bias, int stride_h, int stride_w,
+                                                        int pad_top, int pad_left, Epilogue epi) {
   const I i = global_thread<I>();
   if (i >= static_cast<I>(y.n * y.h * y.w * (y.c / V))) return;
   const ChannelGroup<I> o = channel_group<I, V>(i, y);
@@ -23,11 +23,11 @@ __global__ void __launch_bounds__(256) depthwise_kernel(View4 x, View4 y, const 
   load_channels<V>(bias + o.c, acc);
 #pragma unroll
   for (int kh = 0; kh < K; ++kh) {
-    const I ih = o.h * stride - pad_top + kh;
+    const I ih = o.h * stride_h - pad_top + kh;
     if (ih < 0 || ih >= static_cast<I>(x.h)) continue;
 #pragma unroll
     for (int kw = 0; kw < K; ++kw) {
-      const I iw = o.w * stride - pad_left + kw;
+      const I iw = o.w * stride_w - pad_left + kw;
       if (iw < 0 || iw >= static_cast<I>(x.w)) continue;
       float xv[V], wv[V];
       load_channels<V>(xp + ih * static_cast<I>(x.sh) + iw * static_cast<I>(x.sw), xv);
@@ -47,7 +47,8 @@ __global__ void __launch_bounds__(256) depthwise_kernel(View4 x, View4 y, const 
 }  // namespace
 
 void depthwise_conv(const View4& x, const View4& y, const void* weight, const void* bias, DType dtype, int kernel,
-                    int stride, int pad_top, int pad_left, const Epilogue& epilogue, cudaStream_t stream) {
+                    int stride_h, int stride_w, int pad_top, int pad_left, const Epilogue& epilogue,
+                    cudaStream_t stream) {
   if (y.n * y.h * y.w * y.c == 0) return;
   // The weight (k, k, C) and bias (C,) are read 8 channels at a time too: C % 8 == 0 comes with y's.
   dispatch_channels({x, y}, {weight, bias}, {int64_t{kernel} * kernel * y.c}, [&](auto vec, auto index) {
@@ -59,11 +60,11 @@ void depthwise_conv(const View4& x, const View4& y, const void* weight, const vo
       const T* w = static_cast<const T*>(weight);
       const T* b = static_cast<const T*>(bias);
       if (kernel == 5)
-        HGK_LAUNCH((depthwise_kernel<T, 5, V, I>), grid, dim3(256), 0, stream, x, y, w, b, stride, pad_top, pad_left,
-                   epilogue);
+        HGK_LAUNCH((depthwise_kernel<T, 5, V, I>), grid, dim3(256), 0, stream, x, y, w, b, stride_h, stride_w,
+                   pad_top, pad_left, epilogue);
       else
-        HGK_LAUNCH((depthwise_kernel<T, 3, V, I>), grid, dim3(256), 0, stream, x, y, w, b, stride, pad_top, pad_left,
-                   epilogue);
+        HGK_LAUNCH((depthwise_kernel<T, 3, V, I>), grid, dim3(256), 0, stream, x, y, w, b, stride_h, stride_w,
+                   pad_top, pad_left, epilogue);
     });
   });
 }

@@ -60,9 +60,10 @@ struct Epilogue {
   float a = 1.f, c = 0.f;
 };
 
-// Depthwise k×k (k 3 or 5) conv + bias, then ReLU / affine; zero padding top / left as given.
+// Depthwise k×k (k 3 or 5) conv + bias, then ReLU / affine; stride (sh, sw), zero padding top / left as given.
 void depthwise_conv(const View4& x, const View4& y, const void* weight, const void* bias, DType dtype, int kernel,
-                    int stride, int pad_top, int pad_left, const Epilogue& epilogue, cudaStream_t stream);
+                    int stride_h, int stride_w, int pad_top, int pad_left, const Epilogue& epilogue,
+                    cudaStream_t stream);
 // k×k (k 2 or 3) max pool; padded taps are ignored, or zeros that take part with zero_pad.
 void max_pool(const View4& x, const View4& y, DType dtype, int kernel, int stride, int pad_top, int pad_left,
               bool zero_pad, cudaStream_t stream);

@@ -199,7 +199,7 @@ def _epilogue_options(op, module) -> dict:
 def _conv_step(fam, op, net, ids, options) -> Step:
     module = net.get_submodule(op.name)
     weight = (fam.pack_depthwise_weight if op.kind == "depthwise" else fam.pack_conv_weight)(module.weight)
-    bias, source, target, stride, relu = module.bias, ids(op.reads[0]), ids(op.writes[0]), op.stride, op.relu
+    bias, source, target, stride, relu = module.bias, ids(op.reads[0]), ids(op.writes[0]), op.stride_arg, op.relu
     extra = _epilogue_options(op, module)
     if op.kind == "depthwise":
         def step(env: _Env) -> None:
@@ -259,8 +259,8 @@ def _scale_residual_step(fam, op, net, ids, options) -> Step:
 def _max_pool_step(fam, op, net, ids, options) -> Step:
     source, target = ids(op.reads[0]), ids(op.writes[0])
     extra = {}
-    if (op.kernel, op.stride, op.padding) != (3, 2, symmetric(3)):
-        extra.update(kernel=op.kernel, stride=op.stride, padding=op.padding)
+    if (op.kernel, op.stride_arg, op.padding) != (3, 2, symmetric(3)):
+        extra.update(kernel=op.kernel, stride=op.stride_arg, padding=op.padding)
     if op.zero_pad:
         extra["zero_pad"] = True
 

@@ -31,10 +31,10 @@ from .models.pphgnet_v2 import HGV2Block, LightConvBNAct
 
 class FoldedConv(nn.Module):
     """conv(x, weight) + bias, then ReLU when ``relu``, then ``affine[0]·y + affine[1]`` when
-    ``affine`` (a folded LAB); weight is OIHW with BN folded in. ``padding`` is (top, bottom,
-    left, right)."""
+    ``affine`` (a folded LAB); weight is OIHW with BN folded in. ``stride`` is (sh, sw),
+    ``padding`` (top, bottom, left, right)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, relu: bool,
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: Tuple[int, int], groups: int, relu: bool,
                  padding: Optional[Tuple[int, int, int, int]] = None, affine: Optional[torch.Tensor] = None):
         super().__init__()
         self.register_buffer("weight", weight)
@@ -207,7 +207,7 @@ def _fold_conv_bn(module: ConvBNAct, dtype: torch.dtype, padding=None) -> Folded
         affine = None
         if getattr(module, "lab", None) is not None:
             weight, bias, affine = _fold_lab(weight, bias, module.lab, fold_dtype)
-    return FoldedConv(weight.to(dtype).contiguous(), bias.to(dtype).contiguous(), module.conv.stride[0],
+    return FoldedConv(weight.to(dtype).contiguous(), bias.to(dtype).contiguous(), tuple(module.conv.stride),
                       module.conv.groups, module.use_act, padding=padding, affine=affine)
 
 

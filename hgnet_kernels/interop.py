@@ -2,7 +2,7 @@
 translated onto our names, with what their tensors do not say.
 
 * **transformers** (``HGNetV2Backbone`` / ``HGNetV2ForImageClassification``, and the backbone of
-  D-FINE under ``model.backbone.model.`` and of PP-OCRv5 server det under ``model.backbone.``):
+  D-FINE under ``model.backbone.model.`` and of PP-OCRv5 server det and rec under ``model.backbone.``):
   ``embedder.stemN.convolution / .normalization``, ``encoder.stages.i.blocks.j.layers.k``,
   ``aggregation.0 / 1``; the classifier has no head 1×1 conv; the stem pool pads with zeros. A
   ``save_pretrained`` folder's ``config.json`` holds what the weights do not (strides, the
@@ -29,6 +29,7 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .models.pphgnet import TEXT_REC_STRIDES
 from .weights import CheckpointError, _backbone_shapes
 
 HF = "Hugging Face transformers"
@@ -46,9 +47,6 @@ _HF_RULES = [
     (re.compile(r"\.aggregation\.0\."), ".aggregation_squeeze_conv."),
     (re.compile(r"\.aggregation\.1\."), ".aggregation_excitation_conv."),
 ]
-_HF_TEXT_REC = (f"a {HF} PP-OCR text-recognition backbone (PP-OCRv5 server rec, PPOCRV5ServerRec*: a stage-1 "
-                "downsample, stem3 at stride 1 and (2, 1) / (1, 2) stage strides) is not supported yet: the plan has "
-                "no non-square strides; PP-OCRv5 server det, D-FINE and HGNetV2 backbones / classifiers are")
 _ULTRALYTICS_STEM = re.compile(r"^(.*?)(\d+)\.stem1\.conv\.weight$")
 _TIMM_FEATURES = re.compile(r"^stages_(\d+)\.")
 
@@ -178,17 +176,12 @@ def _check_ultralytics_layer(name: str, kind: str, layer: nn.Module) -> None:
 
 # ---- translation --------------------------------------------------------------------------------------
 
-def translate(state: Mapping[str, object], refuse_text_rec: bool = True) -> Optional[Translated]:
+def translate(state: Mapping[str, object]) -> Optional[Translated]:
     """A transformers, ultralytics or timm ``features_only`` state dict (a module's, with its eps
-    entries, or a file's) in our names; None for the formats ``weights`` reads itself. A
-    transformers text-recognition backbone is refused by name (``refuse_text_rec``; a folder's
-    config.json is checked against its weights first)."""
+    entries, or a file's) in our names; None for the formats ``weights`` reads itself."""
     hf = sorted(k[: -len(_HF_STEM)] for k in state if k.endswith(_HF_STEM))
     if hf:
-        translated = _from_hf(state, min(hf, key=len))
-        if refuse_text_rec and "stages.0.downsample.conv.weight" in translated.state:
-            raise CheckpointError(_HF_TEXT_REC)
-        return translated
+        return _from_hf(state, min(hf, key=len))
     for key in state:
         match = _ULTRALYTICS_STEM.match(key)
         if match and f"{match.group(1)}{int(match.group(2)) + 1}.sc.conv.weight" in state:
@@ -283,6 +276,7 @@ def _from_timm_features(state: Mapping[str, object]) -> Translated:
 # ---- transformers config.json ---------------------------------------------------------------------
 
 _DEFAULT_STEM_STRIDES = ((2, 2), (1, 1), (1, 1), (2, 2), (1, 1))
+_TEXT_REC_STEM_STRIDES = ((2, 2), (1, 1), (1, 1), (1, 1), (1, 1))  # PPOCRV5ServerRec: stem3 at stride 1
 
 
 def _pairs(strides) -> Tuple[Tuple[int, int], ...]:
@@ -309,16 +303,30 @@ def check_hf_config(config: Mapping, source: str, state: Optional[Mapping[str, o
     if hg.get("hidden_act", "relu") != "relu":
         raise CheckpointError(f"{source}: {HF} HGNetV2 with hidden_act={hg['hidden_act']!r} is not supported "
                               "(PP-HGNetV2 uses relu)")
-    stem = _pairs(hg.get("stem_strides", [s for s, _ in _DEFAULT_STEM_STRIDES]))
-    downsample = list(hg.get("stage_downsample", [False, True, True, True]))
-    stage = [s for s, down in zip(_pairs(hg.get("stage_downsample_strides", [2, 2, 2, 2])), downsample) if down]
-    if stem != _DEFAULT_STEM_STRIDES or any(s != (2, 2) for s in stage) or (downsample and downsample[0]):
-        if "rec" in str(model_type) or (len(stem) > 3 and stem[3] == (1, 1)):
-            raise CheckpointError(f"{source} ({model_type}): " + _HF_TEXT_REC)
-        raise CheckpointError(f"{source}: {HF} HGNetV2 with stem_strides {list(stem)} and stage downsample strides "
-                              f"{stage} is not supported (PP-HGNetV2: stem (2, 1, 1, 2, 1), stages 2)")
+    if _is_text_rec_config(hg) is None:
+        stem = _pairs(hg.get("stem_strides", [s for s, _ in _DEFAULT_STEM_STRIDES]))
+        downsample = list(hg.get("stage_downsample", [False, True, True, True]))
+        stage = [s for s, down in zip(_pairs(hg.get("stage_downsample_strides", [2, 2, 2, 2])), downsample) if down]
+        raise CheckpointError(f"{source} ({model_type}): {HF} HGNetV2 with stem_strides {list(stem)}, stage_downsample "
+                              f"{downsample} and stage downsample strides {stage} is not supported (PP-HGNetV2: stem "
+                              "(2, 1, 1, 2, 1), stages 2 from the second; PP-OCRv5 server rec: stem (2, 1, 1, 1, 1), "
+                              f"every stage downsampled by {[tuple(s) for s in TEXT_REC_STRIDES]})")
     if state is not None:
         _check_config_matches_weights(hg, state, source)
+
+
+def _is_text_rec_config(hg: Mapping) -> Optional[bool]:
+    """Whether an HGNetV2 config has PP-OCR text recognition's strides (True) or PP-HGNetV2's
+    (False); None for any other strides (not supported)."""
+    stem = _pairs(hg.get("stem_strides", [s for s, _ in _DEFAULT_STEM_STRIDES]))
+    downsample = [bool(d) for d in hg.get("stage_downsample", [False, True, True, True])]
+    strides = _pairs(hg.get("stage_downsample_strides", [2, 2, 2, 2]))
+    if stem == _DEFAULT_STEM_STRIDES and downsample == [False, True, True, True] and \
+            all(s == (2, 2) for s, down in zip(strides, downsample) if down):
+        return False
+    if stem == _TEXT_REC_STEM_STRIDES and downsample == [True] * 4 and strides == TEXT_REC_STRIDES:
+        return True
+    return None
 
 
 def _check_config_matches_weights(hg: Mapping, state: Mapping[str, object], source: str) -> None:
@@ -331,9 +339,10 @@ def _check_config_matches_weights(hg: Mapping, state: Mapping[str, object], sour
         use_lab = bool(hg.get("use_learnable_affine_block", False))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: config.json's HGNetV2 part is incomplete or malformed ({e})") from None
+    config = PPHGNetV2Config("config.json", (mid, out), stages, use_lab)
     with torch.device("meta"):
-        described = PPHGNetV2(PPHGNetV2Config("config.json", (mid, out), stages, use_lab), num_classes=0,
-                              in_channels=in_channels, class_expand=None)
+        described = PPHGNetV2(config, num_classes=0, in_channels=in_channels, class_expand=None,
+                              text_rec=bool(_is_text_rec_config(hg)))
     want, have = _backbone_shapes(described.state_dict()), _backbone_shapes(state)
     problems = [f"{k}: config {want.get(k, 'absent')}, weights {have.get(k, 'absent')}"
                 for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
@@ -389,7 +398,7 @@ def read_hf_folder(path: str) -> Dict[str, torch.Tensor]:
     else:
         weights = next(os.path.join(path, n) for n in _WEIGHT_FILES if os.path.isfile(os.path.join(path, n)))
         state = read_checkpoint(weights)
-    translated = translate(state, refuse_text_rec=False) if any(k.endswith(_HF_STEM) for k in state) else None
+    translated = translate(state) if any(k.endswith(_HF_STEM) for k in state) else None
     if translated is None:
         raise CheckpointError(f"{source}: a {HF} folder ({config.get('model_type')!r}) whose weights hold no "
                               f"HGNetV2 backbone ({_HF_STEM} under any prefix)")

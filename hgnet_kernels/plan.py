@@ -3,10 +3,10 @@
 Folding (``folding.py``) turns an eager model into parameters; ``build_plan`` lowers them into an
 ordered list of op records. Each ``Op`` names its kind, the folded module holding its parameters
 (``name``, a path into the ``FoldedNet``), the buffer slices it reads and writes (``Ref``), and
-its geometry and epilogue (kernel, stride, padding, groups, ReLU, a scalar affine after the ReLU,
-a residual add). Buffers are declared once with their channel count; their spatial size follows
-from the input size by walking the ops (``Plan.shapes``), so the network's output-size arithmetic
-exists only here.
+its geometry and epilogue (kernel, stride (sh, sw), padding, groups, ReLU, a scalar affine after
+the ReLU, a residual add). Buffers are declared once with their channel count; their spatial size
+follows from the input size by walking the ops (``Plan.shapes``). The output-size formula of a
+window is ``output_size`` here, and nowhere else: the kernels' argument checks (``spec``) read it.
 
 An HG-Block's concatenation is a buffer with one slot per producer: the block input (slot 0,
 written by the previous block, the downsample or the stem pool) and each layer's output; the
@@ -18,12 +18,40 @@ which ``python -m hgnet_kernels plan`` prints intensities, roofline times and la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 OP_KINDS = ("conv", "depthwise", "max_pool", "copy", "aggregation", "ese_gate", "scale_residual", "head")
 
 # Kinds whose output keeps the input's spatial size.
 _SAME_SIZE = ("copy", "aggregation", "scale_residual")
+
+Stride = Tuple[int, int]  # (sh, sw): PP-OCR's text-recognition downsamples stride (2, 1) and (1, 2)
+
+
+def stride_pair(stride: Union[int, Stride]) -> Stride:
+    """(sh, sw) of a stride given as one int (square) or a pair."""
+    if isinstance(stride, int):
+        return stride, stride
+    sh, sw = stride
+    return int(sh), int(sw)
+
+
+def output_size(h: int, w: int, kernel: int, stride: Union[int, Stride],
+                padding: Tuple[int, int, int, int]) -> Tuple[int, int]:
+    """(Ho, Wo) of a k×k window with stride s or (sh, sw) over an h×w map zero-padded by (top,
+    bottom, left, right): the one output-size formula of the library (the spec checks, the plan
+    walk and the tests read it; the CUDA bindings recompute it only to bound their writes)."""
+    sh, sw = stride_pair(stride)
+    top, bottom, left, right = padding
+    return (h + top + bottom - kernel) // sh + 1, (w + left + right - kernel) // sw + 1
+
+
+def stride_label(stride: Union[int, Stride]) -> str:
+    """``2`` for a square stride, ``2x1`` for (sh, sw) = (2, 1): in op labels and config keys (a
+    square stride keeps the label, and so the tuned keys, it always had)."""
+    sh, sw = stride_pair(stride)
+    return f"{sh}" if sh == sw else f"{sh}x{sw}"
+
 
 # The (N, T, C) shape of an aggregation's ESE partial sums, which its kernel family decides: the
 # family's ``partial_sums_shape`` bound to a dtype, device and options, called (n, hw, c_in, c_out).
@@ -77,7 +105,7 @@ class Op:
     writes: Tuple[Ref, ...]
     params: Tuple[str, ...] = ()
     kernel: int = 1
-    stride: int = 1
+    stride: Stride = (1, 1)
     padding: Tuple[int, int, int, int] = (0, 0, 0, 0)
     groups: int = 1
     relu: bool = False
@@ -88,14 +116,19 @@ class Op:
     def output_size(self, h: int, w: int) -> Tuple[int, int]:
         if self.kind in _SAME_SIZE:
             return h, w
-        top, bottom, left, right = self.padding
-        return ((h + top + bottom - self.kernel) // self.stride + 1,
-                (w + left + right - self.kernel) // self.stride + 1)
+        return output_size(h, w, self.kernel, self.stride, self.padding)
+
+    @property
+    def stride_arg(self) -> Union[int, Stride]:
+        """The stride as the family functions take it: an int when square (every conv and pool
+        launcher's argument), (sh, sw) otherwise (the depthwise ops, and PyTorch's)."""
+        sh, sw = self.stride
+        return sh if sh == sw else self.stride
 
     def describe(self) -> str:
-        """A short label: ``conv 3×3/2`` and the epilogue."""
+        """A short label: ``conv 3×3/2``, ``depthwise 3×3/2x1`` and the epilogue."""
         if self.kind in ("conv", "depthwise", "max_pool", "aggregation"):
-            label = f"{self.kind} {self.kernel}×{self.kernel}/{self.stride}"
+            label = f"{self.kind} {self.kernel}×{self.kernel}/{stride_label(self.stride)}"
         else:
             label = self.kind
         extras = [e for e, on in (("relu", self.relu), ("affine", self.affine), ("+res", self.residual)) if on]
@@ -249,8 +282,9 @@ class _Builder:
         self.buffers[name] = Buffer(name, channels, kind, slots, producer)
         return self.buffers[name]
 
-    def op(self, kind: str, name: str, reads, writes, params=(), **geometry) -> None:
-        self.ops.append(Op(kind, name, tuple(reads), tuple(writes), tuple(params), **geometry))
+    def op(self, kind: str, name: str, reads, writes, params=(), stride=1, **geometry) -> None:
+        self.ops.append(Op(kind, name, tuple(reads), tuple(writes), tuple(params), stride=stride_pair(stride),
+                           **geometry))
 
     def conv(self, name: str, conv, source: Ref, target: Ref, residual: Optional[Ref] = None,
              kind: Optional[str] = None) -> None:
@@ -289,9 +323,10 @@ class _Builder:
 
 
 def _lower_v1(net) -> Plan:
-    """PP-HGNet (v1): stem convs → 3×3/2 max pool → stages of [LDS downsample] + HG-Blocks with ESE
-    aggregation → head."""
-    b = _Builder(f"PPHGNet_{net.config.name}", net.stem[0].in_channels)
+    """PP-HGNet (v1): stem convs → 3×3/2 max pool (none in PaddleOCR's text recognition, whose
+    first stage downsamples instead) → stages of [LDS downsample] + HG-Blocks with ESE aggregation
+    → head."""
+    b = _Builder(f"PPHGNet_{net.config.name}" + (" text_rec" if net.config.text_rec else ""), net.stem[0].in_channels)
     x = b.input
     for i, conv in enumerate(net.stem):
         target = b.buffer(f"stem.{i}", conv.out_channels).whole()
@@ -302,7 +337,7 @@ def _lower_v1(net) -> Plan:
         blocks = [b.buffer(f"stages.{si}.blocks.{bi}.cat", block.total_channels, slots=len(block.layers) + 1)
                   for bi, block in enumerate(stage.blocks)]
         slot0 = Ref(blocks[0].name, 0, stage.blocks[0].in_channels)
-        if si == 0:
+        if si == 0 and net.config.stem_pool:
             b.op("max_pool", "stem.pool", (x,), (slot0,), kernel=3, stride=2, padding=symmetric_padding(3))
         else:
             b.stage_input(si, stage, x, slot0)
@@ -330,7 +365,8 @@ def _lower_v2(net) -> Plan:
     of [LDS downsample] + HG-Blocks (ConvBNAct or LightConv layers, squeeze and excitation 1×1s with
     the residual in the excitation's epilogue) → head."""
     stem = net.stem
-    b = _Builder(f"PPHGNetV2_{net.config.name.upper()}", stem["stem1"].in_channels)
+    b = _Builder(f"PPHGNetV2_{net.config.name.upper()}" + (" text_rec" if net.config.text_rec else ""),
+                 stem["stem1"].in_channels)
     mid = stem["stem1"].out_channels
     stem1 = b.buffer("stem.stem1", mid).whole()
     b.conv("stem.stem1", stem["stem1"], b.input, stem1)

@@ -22,7 +22,7 @@ import torch
 
 from . import cli, configs
 from .models import MODEL_NAMES
-from .plan import OpCost
+from .plan import OpCost, stride_label
 from .shapes import model_plan
 from .verify import DTYPES
 
@@ -76,13 +76,13 @@ def launch(cost: OpCost, dtype: torch.dtype, arch: Optional[str], sms: Optional[
     h_out, w_out = cost.output_shape[2:]
     hw = h_out * w_out
     if op.kind in ("conv", "aggregation"):
-        cfg = configs.conv_config(hw, c_in, c_out, op.kernel, op.stride, dtype, arch, batch=n,
+        cfg = configs.conv_config(hw, c_in, c_out, op.kernel, op.stride_arg, dtype, arch, batch=n,
                                   padding=op.padding, sms=sms)
         tiles, splits = configs.conv_grid(n, hw, c_in, c_out, op.kernel, cfg)
         return dict(programs=tiles * splits, splits=splits, config=cfg,
                     padded_macs=configs.conv_padded_macs(n, hw, c_in, c_out, op.kernel, cfg))
     kernel_name = {"depthwise": "depthwise_conv"}.get(op.kind, op.kind)
-    geometry = f"k{op.kernel}s{op.stride}" if op.kind in ("depthwise", "max_pool") else ""
+    geometry = f"k{op.kernel}s{stride_label(op.stride)}" if op.kind in ("depthwise", "max_pool") else ""
     cfg = configs.tile_config(kernel_name, c_out, dtype, arch, hw=hw, batch=n, geometry=geometry, sms=sms)
     return dict(programs=_product(configs.tile_grid(n, hw, c_out, cfg)))
 

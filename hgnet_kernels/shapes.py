@@ -49,7 +49,7 @@ def conv_shapes(model: str = "tiny", size: int = 224) -> "Counter[ConvShape]":
     for op in plan.ops:
         if op.kind in ("conv", "depthwise", "aggregation"):
             source, target = op.reads[0], op.writes[0]
-            shapes[ConvShape(op.kind, op.kernel, op.stride, source.channels, target.channels,
+            shapes[ConvShape(op.kind, op.kernel, op.stride_arg, source.channels, target.channels,
                              *spatial[source.buffer], *spatial[target.buffer])] += 1
     return shapes
 

@@ -311,7 +311,7 @@ def load_weights(model: nn.Module, source) -> nn.Module:
     """
     from .interop import pop_bn_eps, set_bn_eps
     state, label, _ = _source_state(source)
-    state = to_hgnet_kernels_keys(state, _paddle_dropout(model))
+    state = _backbone_of_text_rec(to_hgnet_kernels_keys(state, _paddle_dropout(model)))
     bn_eps = pop_bn_eps(state)
     argument = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "…"
     _check_same_model(model, state, label, argument)
@@ -328,10 +328,17 @@ def _check_same_model(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
         held = infer_model_name(state)
     except CheckpointError:
         return  # a custom shape: the strict load reports it entry by entry
-    if held == model.config.name:
+    text_rec = is_text_rec(state)
+    if held == model.config.name and text_rec == model.text_rec:
         return
     v1 = held in CONFIGS
     label, builder = (f"PPHGNet_{held}", f"pphgnet_{held}") if v1 else (f"PPHGNetV2_{held.upper()}", f"pphgnetv2_{held}")
+    if text_rec:
+        label, builder = f"{label} text_rec", f"{'PPHGNet' if v1 else 'PPHGNetV2'}({held!r}, num_classes=0, " \
+                                              "class_expand=None, text_rec=True) and load_weights(model, …)"
+        raise CheckpointError(f"{source} holds a {label}, not a {model_label(model)} (model left unchanged): call "
+                              f"hgnet_kernels.load_model({argument}), which builds the model a checkpoint holds, or "
+                              f"build {builder}")
     raise CheckpointError(f"{source} holds a {label}, not a {model_label(model)} (model left unchanged): call "
                           f"hgnet_kernels.load_model({argument}), which builds the model a checkpoint holds, or "
                           f"{builder}(weights={argument})")
@@ -362,8 +369,23 @@ def _paddle_dropout(model: nn.Module) -> float:
 
 
 _STEM_WIDTH_TO_SIZE = {48: "tiny", 64: "small", 96: "base"}
-_TEXT_REC = ("a PP-OCR text-recognition backbone (a stage-1 downsample: PaddleOCR's text_rec, with (2, 1) / "
-             "(1, 2) stage strides) is not supported; detection and classification backbones are")
+_HEAD_KEYS = ("last_conv.", "lab.", "fc.")
+
+
+def is_text_rec(state: Mapping[str, object]) -> bool:
+    """Whether a state dict in our names holds a PP-OCR text-recognition backbone (PaddleOCR's
+    ``PPHGNet_small(det=False)`` / ``PPHGNetV2_B4(text_rec=True)``, transformers' PPOCRV5ServerRec):
+    only they downsample in the first stage, and that comes with their strides, which no tensor
+    shows (a transformers config.json that says otherwise is refused)."""
+    return "stages.0.downsample.conv.weight" in state
+
+
+def _backbone_of_text_rec(state: Dict[str, object]) -> Dict[str, object]:
+    """A text-recognition checkpoint's backbone: PaddleOCR's B4 ``text_rec`` carries a classifier
+    head (``last_conv``, ``fc``) its forward never runs, which is left out."""
+    if not is_text_rec(state):
+        return state
+    return {k: v for k, v in state.items() if not k.startswith(_HEAD_KEYS)}
 
 
 def _backbone_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, ...]]:
@@ -384,23 +406,21 @@ def _variant_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, .
 
 
 @functools.lru_cache(maxsize=None)
-def _v2_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
+def _v2_shapes(name: str, text_rec: bool) -> Dict[str, Tuple[int, ...]]:
     from .models import PPHGNetV2
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        model = PPHGNetV2(name, num_classes=0, class_expand=None)
+        model = PPHGNetV2(name, num_classes=0, class_expand=None, text_rec=text_rec)
     return _variant_shapes(model.state_dict())
 
 
 def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
     """Which model (``"tiny"``/``"small"``/``"base"`` or ``"b0"`` … ``"b6"``) a state dict in our key
-    names (``to_hgnet_kernels_keys``) holds."""
+    names (``to_hgnet_kernels_keys``) holds (a text-recognition one too: ``is_text_rec``)."""
     from .models import CONFIGS_V2
-    if "stages.0.downsample.conv.weight" in state:
-        raise CheckpointError(_TEXT_REC)
     if "stem.stem1.conv.weight" in state:
         shapes = _variant_shapes(state)
         for name in CONFIGS_V2:
-            if _v2_shapes(name) == shapes:
+            if _v2_shapes(name, is_text_rec(state)) == shapes:
                 return name
         width = tuple(state["stem.stem1.conv.weight"].shape)
         raise CheckpointError(f"a PP-HGNetV2 whose shapes match none of B0–B6 (stem1 weight {width}): a custom "
@@ -462,7 +482,8 @@ def load_model(source, stem_pool_padding: Optional[str] = None, global_pool: Opt
     ``global_pool``. A state dict cannot tell it: ``global_pool`` ("avg", "max", "avgmax") says it,
     and without it "avg" is used, with a warning for a timm classifier's state dict, whose
     ``global_pool`` option could have been another (PaddleClas's heads are "avg"). A detector's or
-    OCR model's checkpoint gives its backbone (no head: ``forward_features`` is what it is for). The v2 stem pool pads as
+    OCR model's checkpoint gives its backbone (no head: ``forward_features`` is what it is for); a
+    PP-OCR text-recognition one (``is_text_rec``) builds PaddleOCR's ``text_rec`` layout. The v2 stem pool pads as
     the checkpoint's framework does (Paddle: ignored cells; timm, D-FINE, RT-DETRv2: zeros), unless
     ``stem_pool_padding`` says otherwise. Options with no exact equivalent are refused with a
     ``ValueError`` that names them."""
@@ -478,10 +499,11 @@ def load_model(source, stem_pool_padding: Optional[str] = None, global_pool: Opt
                          "drop the argument (a timm module says how it pools)")
     state, label, framework_padding = _source_state(source)
     origin = checkpoint_origin(state)
-    provisional = to_hgnet_kernels_keys(state, 0.0)
+    provisional = _backbone_of_text_rec(to_hgnet_kernels_keys(state, 0.0))
     pop_bn_eps(provisional)
     name = infer_model_name(provisional)
     v2 = name not in CONFIGS
+    options["text_rec"] = is_text_rec(provisional)
     if "fc.weight" in provisional:
         options["num_classes"] = provisional["fc.weight"].shape[0]
     elif "fc.bias" not in provisional:
@@ -504,7 +526,7 @@ def load_model(source, stem_pool_padding: Optional[str] = None, global_pool: Opt
         model = PPHGNetV2(name, **options)
     else:
         model = PPHGNet(name, **options)
-    mapped = to_hgnet_kernels_keys(state, _paddle_dropout(model))
+    mapped = _backbone_of_text_rec(to_hgnet_kernels_keys(state, _paddle_dropout(model)))
     bn_eps = pop_bn_eps(mapped)
     load_state_dict_strict(model, mapped, source=label)
     set_bn_eps(model, bn_eps)  # every name is a BN the strict load just filled

@@ -122,7 +122,7 @@ def test_recorded_launches_are_the_plans_with_the_configs_of_the_named_gpu():
     for op in convs:
         source, target = op.reads[0], op.writes[0]
         h, w = spatial[target.buffer]
-        expected = configs.conv_config(h * w, source.channels, target.channels, op.kernel, op.stride, torch.float16,
+        expected = configs.conv_config(h * w, source.channels, target.channels, op.kernel, op.stride_arg, torch.float16,
                                        "sm90", batch=1, padding=op.padding, sms=132)
         conv = [l for l in by_op[op.name] if l["kernel"].endswith(":conv_bn_act_kernel")]
         assert len(conv) == 1, op.name

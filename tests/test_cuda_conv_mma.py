@@ -17,6 +17,7 @@ from hgnet_kernels import configs
 from hgnet_kernels.kernels import spec
 from hgnet_kernels.kernels.cuda import ops as cuda_ops
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
+from hgnet_kernels.plan import output_size
 
 from helpers import DEVICE, expected_partial_sums, poisoned_slice
 SAME_2x2 = (0, 1, 0, 1)
@@ -86,7 +87,7 @@ def test_mma_conv_general_epilogue_into_poisoned_slices(case, dtype):
     x64, packed, bias = _problem(n, c_in, c_out, k, h, w, dtype, seed=c_in + 7 * c_out)
     in_buf, x = poisoned_slice(n, c_in, h, w, 8, 16, dtype)  # 8-channel offset: the 16-byte cp.async path
     x.copy_(x64)
-    ho, wo = spec.padded_output(h, w, k, stride, padding or spec.symmetric(k))
+    ho, wo = output_size(h, w, k, stride, padding or spec.symmetric(k))
     res = None
     if residual:
         res_buf, res = poisoned_slice(n, c_out, ho, wo, 8, 16, dtype)
@@ -233,7 +234,7 @@ def test_older_paths_run_the_general_epilogue(arch, dtype):
     for k, stride, padding, affine in ((2, 1, SAME_2x2, (1.3, -0.4)), (3, 2, (0, 2, 1, 0), (-0.5, 0.1))):
         x64, packed, bias = _problem(3, 24, 40, k, 9, 11, dtype, seed=k)
         x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
-        ho, wo = spec.padded_output(9, 11, k, stride, padding)
+        ho, wo = output_size(9, 11, k, stride, padding)
         res = torch.randn(3, 40, ho, wo).to(dtype).contiguous(memory_format=torch.channels_last)
         y = cuda_ops.conv_bn_act(x, packed, bias, stride, True, arch=arch, padding=padding, affine=affine,
                                  residual=res)

@@ -13,7 +13,7 @@ import torch
 from hgnet_kernels import backends
 from hgnet_kernels.kernels import spec
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
-from hgnet_kernels.plan import Op, Ref
+from hgnet_kernels.plan import Op, Ref, output_size, stride_pair
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FAMILIES = ["torch", "triton", "cuda"]
@@ -29,7 +29,7 @@ def family(request):
 def _op(kind, kernel, stride, c_in, c_out, padding=None, relu=False, affine=False, residual=False, zero_pad=False):
     x = Ref("x", 0, c_in)
     reads = (x, Ref("r", 0, c_out)) if residual else (x,)
-    return Op(kind, "test", reads, (Ref("y", 0, c_out),), (), kernel, stride,
+    return Op(kind, "test", reads, (Ref("y", 0, c_out),), (), kernel, stride_pair(stride),
               padding if padding is not None else spec.symmetric(kernel), c_in if kind == "depthwise" else 1,
               relu, affine, residual, zero_pad)
 
@@ -70,7 +70,7 @@ def test_conv_general_epilogue(family, case, dtype):
     x64 = torch.randn(2, c_in, h, w, generator=g, dtype=torch.float64)
     w64 = torch.randn(c_out, c_in, kernel, kernel, generator=g, dtype=torch.float64) / (c_in * kernel ** 2) ** 0.5
     b64 = torch.randn(c_out, generator=g, dtype=torch.float64)
-    ho, wo = spec.padded_output(h, w, kernel, stride, padding or spec.symmetric(kernel))
+    ho, wo = output_size(h, w, kernel, stride, padding or spec.symmetric(kernel))
     r64 = torch.randn(2, c_out, ho, wo, generator=g, dtype=torch.float64) if residual else None
     x = x64.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last)
     weight, bias = w64.to(DEVICE, dtype), b64.to(DEVICE, dtype)

@@ -12,10 +12,11 @@ import torch
 
 from hgnet_kernels import backends, configs
 from hgnet_kernels.kernels import triton as fam
-from hgnet_kernels.kernels.spec import (conv_bn_act_reference, ese_gate_reference, pack_conv_weight, padded_output,
-                                        psum_tiles, symmetric)
+from hgnet_kernels.kernels.spec import (conv_bn_act_reference, ese_gate_reference, pack_conv_weight, psum_tiles,
+                                        symmetric)
 from hgnet_kernels.kernels.triton._common import dot_precision
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
+from hgnet_kernels.plan import output_size
 
 from helpers import DEVICE, expected_partial_sums, poisoned_slice, untouched_outside
 
@@ -37,7 +38,7 @@ def problem(n, c_in, c_out, k, h, w, seed, stride=1, padding=None, residual=Fals
     x = torch.randn(n, c_in, h, w, generator=g, dtype=torch.float64)
     wt = torch.randn(c_out, c_in, k, k, generator=g, dtype=torch.float64) / (c_in * k * k) ** 0.5
     b = torch.randn(c_out, generator=g, dtype=torch.float64)
-    ho, wo = padded_output(h, w, k, stride, padding or symmetric(k))
+    ho, wo = output_size(h, w, k, stride, padding or symmetric(k))
     r = torch.randn(n, c_out, ho, wo, generator=g, dtype=torch.float64).to(DEVICE) if residual else None
     return x.to(DEVICE), wt.to(DEVICE), b.to(DEVICE), r, (ho, wo)
 
@@ -49,7 +50,7 @@ def run_into_slices(x64, w64, b64, r64, stride, relu, dtype, config=None, paddin
     c_out = w64.shape[0]
     in_buf, x = poisoned_slice(n, c_in, h, w, 3, 8, dtype)
     x.copy_(x64)
-    ho, wo = padded_output(h, w, w64.shape[-1], stride, padding or symmetric(w64.shape[-1]))
+    ho, wo = output_size(h, w, w64.shape[-1], stride, padding or symmetric(w64.shape[-1]))
     out_buf, out = poisoned_slice(n, c_out, ho, wo, 5, 11, dtype)
     res = None
     if r64 is not None:

@@ -9,9 +9,9 @@ import hgnet_kernels as hk
 from hgnet_kernels.folding import fold_model
 from hgnet_kernels.kernels import triton as fam
 from hgnet_kernels.kernels.spec import (depthwise_conv_reference, max_pool_reference, pack_depthwise_weight,
-                                        padded_output, scale_residual_reference, symmetric)
+                                        scale_residual_reference, symmetric)
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
-from hgnet_kernels.plan import Op, Ref, build_plan
+from hgnet_kernels.plan import Op, Ref, build_plan, output_size, stride_pair
 
 from helpers import DEVICE, poisoned_slice, untouched_outside
 SMALL_TILES = dict(BLOCK_P=32, BLOCK_C=16, num_warps=4)  # 7×7 maps: most pixel tiles straddle two images
@@ -41,7 +41,7 @@ def test_depthwise_general_into_slices(case, dtype, tiles):
     b64 = torch.randn(c, generator=g, dtype=torch.float64).to(DEVICE)
     in_buf, x = poisoned_slice(n, c, h, w, 4, 6, dtype)
     x.copy_(x64)
-    ho, wo = padded_output(h, w, kernel, stride, padding or symmetric(kernel))
+    ho, wo = output_size(h, w, kernel, stride, padding or symmetric(kernel))
     out_buf, out = poisoned_slice(n, c, ho, wo, 7, 12, dtype)
     packed, bias = pack_depthwise_weight(w64.to(dtype)), b64.to(dtype)
     fam.depthwise_conv(x, packed, bias, stride, out, relu=relu, affine=affine, padding=padding, config=tiles)
@@ -62,7 +62,7 @@ def test_max_pool_general_into_slices(kernel, stride, padding, zero_pad, dtype):
     n, c, h, w = 3, 12, 7, 9
     x = (torch.randn(n, c, h, w) - 1.0).to(DEVICE, dtype).contiguous(memory_format=torch.channels_last)
     x[1, 2, 0, 0] = float("nan")
-    ho, wo = padded_output(h, w, kernel, stride, padding or symmetric(kernel))
+    ho, wo = output_size(h, w, kernel, stride, padding or symmetric(kernel))
     out_buf, out = poisoned_slice(n, c, ho, wo, 0, 4, dtype)
     fam.max_pool(x, out, kernel=kernel, stride=stride, padding=padding, zero_pad=zero_pad, config=SMALL_TILES)
     assert untouched_outside(out_buf, 0, c)
@@ -87,7 +87,7 @@ def test_scale_residual_gate_per_image_across_tiles(residual):
 
 def _op(kind, kernel=3, stride=1, padding=None, groups=1, c=16, relu=True, affine=False, residual=False):
     reads = (Ref("x", 0, c), Ref("r", 0, c)) if residual else (Ref("x", 0, c),)
-    return Op(kind, "t", reads, (Ref("y", 0, c),), (), kernel, stride,
+    return Op(kind, "t", reads, (Ref("y", 0, c),), (), kernel, stride_pair(stride),
               padding if padding is not None else symmetric(kernel), groups, relu, affine, residual)
 
 

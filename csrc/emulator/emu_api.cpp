@@ -78,8 +78,8 @@ int hgk_emu_conv_bn_act(void* x, const int64_t* x_dims, void* y, const int64_t* 
 }
 
 int hgk_emu_depthwise_conv(void* x, const int64_t* x_dims, void* y, const int64_t* y_dims, const void* weight,
-                           const void* bias, int dtype, int kernel, int stride, int pad_top, int pad_left, int relu,
-                           int affine, float affine_a, float affine_c) {
+                           const void* bias, int dtype, int kernel, int stride_h, int stride_w, int pad_top,
+                           int pad_left, int relu, int affine, float affine_a, float affine_c) {
   return guarded([&] {
     hgk::Epilogue e;
     e.relu = relu != 0;
@@ -87,7 +87,7 @@ int hgk_emu_depthwise_conv(void* x, const int64_t* x_dims, void* y, const int64_
     e.a = affine_a;
     e.c = affine_c;
     hgk::depthwise_conv(view(x, x_dims), view(y, y_dims), weight, bias, static_cast<hgk::DType>(dtype), kernel,
-                        stride, pad_top, pad_left, e, nullptr);
+                        stride_h, stride_w, pad_top, pad_left, e, nullptr);
   });
 }
 

@@ -14,11 +14,12 @@ from the plan, so they are not re-checked here.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
+from ..plan import Stride, stride_pair
 from . import spec
 
 NAME = "torch"
@@ -60,7 +61,7 @@ def pack_conv_weight(weight: torch.Tensor) -> PackedWeight:
 pack_depthwise_weight = pack_conv_weight
 
 
-def _conv(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor, stride: int,
+def _conv(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor, stride: Union[int, Stride],
           padding: Optional[spec.Padding]) -> torch.Tensor:
     weight = packed.weight
     kernel, groups = weight.shape[-1], x.shape[1] // weight.shape[1]
@@ -68,7 +69,7 @@ def _conv(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor, stride: int
     x = x.contiguous(memory_format=torch.channels_last)  # NHWC end to end (a no-op after the stem)
     if (top, left) != (bottom, right):  # asymmetric ("SAME" 2×2): pad explicitly, convolve unpadded
         x, top, left = F.pad(x, (left, right, top, bottom)), 0, 0
-    padding_hw, strides = [top, left], [stride] * 2
+    padding_hw, strides = [top, left], list(stride_pair(stride))
     if _onednn(x):
         if packed.onednn is None:
             packed.onednn = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), padding_hw, strides,
@@ -98,7 +99,7 @@ def conv_bn_act(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor
     return _epilogue(_conv(x, packed_weight, bias, stride, padding), relu, affine, residual, out)
 
 
-def depthwise_conv(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor, stride: int = 2,
+def depthwise_conv(x: torch.Tensor, packed_weight: PackedWeight, bias: torch.Tensor, stride: Union[int, Stride] = 2,
                    out: Optional[torch.Tensor] = None, *, relu: bool = False,
                    affine: Optional[Tuple[float, float]] = None, padding: Optional[spec.Padding] = None) -> torch.Tensor:
     return _epilogue(_conv(x, packed_weight, bias, stride, padding), relu, affine, None, out)

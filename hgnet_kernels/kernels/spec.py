@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..models import global_pool
+from ..plan import Stride, output_size, stride_pair
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -24,19 +25,16 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 Padding = Tuple[int, int, int, int]  # top, bottom, left, right
 
 
-def output_size(size: int, kernel: int, stride: int) -> int:
-    """Output extent of a k×k window with stride s and padding k // 2 on both sides."""
-    return (size + 2 * (kernel // 2) - kernel) // stride + 1
-
-
 def symmetric(kernel: int) -> Padding:
     return (kernel // 2,) * 4
 
 
-def padded_output(h: int, w: int, kernel: int, stride: int, padding: Padding) -> Tuple[int, int]:
-    """(Ho, Wo) of a k×k window with stride s over an h×w map padded by (top, bottom, left, right)."""
-    top, bottom, left, right = padding
-    return (h + top + bottom - kernel) // stride + 1, (w + left + right - kernel) // stride + 1
+def check_depthwise_stride(stride: Union[int, Stride]) -> Stride:
+    """(sh, sw) of a depthwise stride (an int, or a pair: PP-OCR's (2, 1) / (1, 2)), each 1 or 2."""
+    pair = (stride, stride) if isinstance(stride, int) else tuple(stride) if isinstance(stride, (tuple, list)) else ()
+    if len(pair) != 2 or any(s not in (1, 2) for s in pair):
+        raise ValueError(f"stride must be 1, 2 or a pair (sh, sw) of them, got {stride!r}")
+    return pair
 
 
 # ---- weight layouts -----------------------------------------------------------------------------
@@ -121,13 +119,13 @@ def prepare_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
     if packed_weight.dtype != x.dtype or not packed_weight.is_contiguous():
         raise TypeError(f"packed_weight must be contiguous and {x.dtype}, got {packed_weight.dtype}")
     n, _, h, w = x.shape
-    shape = (n, c_out, *padded_output(h, w, kernel, stride, _check_padding(padding, kernel)))
+    shape = (n, c_out, *output_size(h, w, kernel, stride, _check_padding(padding, kernel)))
     if residual is not None and (tuple(residual.shape) != shape or residual.dtype != x.dtype):
         raise ValueError(f"residual: expected {shape} {x.dtype}, got {tuple(residual.shape)} {residual.dtype}")
     return _output(out, shape, x)
 
 
-def prepare_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int,
+def prepare_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: Union[int, Stride],
                       out: Optional[torch.Tensor], padding: Optional[Padding] = None) -> torch.Tensor:
     check_activation("x", x)
     n, c, h, w = x.shape
@@ -138,9 +136,8 @@ def prepare_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.
     if packed_weight.dtype != x.dtype:
         raise TypeError(f"packed_weight must be {x.dtype}, got {packed_weight.dtype}")
     _check_vector("bias", bias, c)
-    if stride not in (1, 2):
-        raise ValueError(f"stride must be 1 or 2, got {stride}")
-    return _output(out, (n, c, *padded_output(h, w, kernel, stride, _check_padding(padding, kernel))), x)
+    stride = check_depthwise_stride(stride)
+    return _output(out, (n, c, *output_size(h, w, kernel, stride, _check_padding(padding, kernel))), x)
 
 
 def prepare_max_pool(x: torch.Tensor, out: Optional[torch.Tensor], kernel: int = 3, stride: int = 2,
@@ -149,7 +146,7 @@ def prepare_max_pool(x: torch.Tensor, out: Optional[torch.Tensor], kernel: int =
     if kernel not in (2, 3) or stride not in (1, 2):
         raise ValueError(f"max pool: kernel must be 2 or 3 and stride 1 or 2, got {kernel} and {stride}")
     n, c, h, w = x.shape
-    return _output(out, (n, c, *padded_output(h, w, kernel, stride, _check_padding(padding, kernel))), x)
+    return _output(out, (n, c, *output_size(h, w, kernel, stride, _check_padding(padding, kernel))), x)
 
 
 def prepare_ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int) -> torch.Tensor:
@@ -246,11 +243,14 @@ def aggregation_ese_reference(x: torch.Tensor, packed_weight: torch.Tensor,
 
 
 def depthwise_conv_reference(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
-                             stride: int = 2, relu: bool = False, affine: Optional[Tuple[float, float]] = None,
+                             stride: Union[int, Stride] = 2, relu: bool = False,
+                             affine: Optional[Tuple[float, float]] = None,
                              padding: Optional[Padding] = None) -> torch.Tensor:
-    """Per channel: ``affine(act(conv(x_c, W_c) + b_c))``, k×k taps (k = 3 or 5), zero padding."""
+    """Per channel: ``affine(act(conv(x_c, W_c) + b_c))``, k×k taps (k = 3 or 5), stride s or
+    (sh, sw), zero padding."""
     weight = packed_weight.permute(2, 0, 1).unsqueeze(1).to(x.dtype)
-    y = F.conv2d(_pad(x, padding, packed_weight.shape[0]), weight, bias.to(x.dtype), stride, 0, 1, x.shape[1])
+    y = F.conv2d(_pad(x, padding, packed_weight.shape[0]), weight, bias.to(x.dtype), stride_pair(stride), 0, 1,
+                 x.shape[1])
     return _epilogue(y, relu, affine, None)
 
 

@@ -11,8 +11,10 @@ MODEL_NAMES = (*CONFIGS, *CONFIGS_V2)
 
 
 def model_label(model) -> str:
-    """``PPHGNet_tiny`` / ``PPHGNetV2_B4``: PaddleClas's name of a model."""
-    return f"PPHGNetV2_{model.config.name.upper()}" if isinstance(model, PPHGNetV2) else f"PPHGNet_{model.config.name}"
+    """``PPHGNet_tiny`` / ``PPHGNetV2_B4``: PaddleClas's name of a model (``… text_rec`` for
+    PaddleOCR's text-recognition layout)."""
+    name = f"PPHGNetV2_{model.config.name.upper()}" if isinstance(model, PPHGNetV2) else f"PPHGNet_{model.config.name}"
+    return name + (" text_rec" if model.text_rec else "")
 
 
 def build_model(name: str, **options) -> Union[PPHGNet, PPHGNetV2]:

@@ -6,7 +6,7 @@ single reference every fused backend is checked against.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import torch
@@ -23,6 +23,7 @@ class StageConfig:
     out_channels: int
     block_num: int
     downsample: bool
+    stride: Tuple[int, int] = (2, 2)  # the downsample's (sh, sw)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,24 @@ class PPHGNetConfig:
     stages: Tuple[StageConfig, ...]
     layer_num: int
     dropout_prob: float
+    stem_pool: bool = True  # the 3×3/2 max pool after the stem convs
+
+    @property
+    def text_rec(self) -> bool:
+        """PaddleOCR's text-recognition layout (``text_rec_config``)."""
+        return not self.stem_pool
+
+
+# PaddleOCR's text-recognition strides (rec_hgnet.py, rec_pphgnetv2.py): height ÷ 16 and width ÷ 4
+# in all (the stem's 2 and the stages' (2, 1), (1, 2), (2, 1), (2, 1)), so a 48×320 crop ends 3×80.
+TEXT_REC_STRIDES = ((2, 1), (1, 2), (2, 1), (2, 1))
+
+
+def text_rec_config(config: PPHGNetConfig) -> PPHGNetConfig:
+    """PaddleOCR's recognition backbone of a size (``PPHGNet_small(det=False)``, PP-OCRv4 server
+    rec): no stem pool, every stage downsampled, by ``TEXT_REC_STRIDES``."""
+    stages = tuple(replace(s, downsample=True, stride=stride) for s, stride in zip(config.stages, TEXT_REC_STRIDES))
+    return replace(config, stages=stages, stem_pool=False)
 
 
 CONFIGS = {
@@ -88,8 +107,8 @@ class HGBlock(nn.Module):
 class HGStage(nn.Module):
     def __init__(self, cfg: StageConfig, layer_num: int):
         super().__init__()
-        # LDS: a learnable depthwise stride-2 downsample with BN and no activation.
-        self.downsample = (ConvBNAct(cfg.in_channels, cfg.in_channels, 3, 2,
+        # LDS: a learnable depthwise strided downsample with BN and no activation.
+        self.downsample = (ConvBNAct(cfg.in_channels, cfg.in_channels, 3, cfg.stride,
                                      groups=cfg.in_channels, use_act=False)
                            if cfg.downsample else None)
         self.blocks = nn.Sequential(*[
@@ -113,15 +132,21 @@ class PPHGNet(Backbone):
         in_channels: image channels (timm's ``in_chans``).
         global_pool: ``"avg"`` (PaddleClas), ``"max"`` or ``"avgmax"`` (timm's options).
         class_expand: channels of the head's 1×1 conv (timm's ``head_hidden_size``); None drops it.
+        text_rec: PaddleOCR's text-recognition backbone of this size (PP-OCRv4 server rec is
+            ``"small"``): no stem pool, stage strides (2, 1), (1, 2), (2, 1), (2, 1). Its stage maps
+            are what it is for (``forward_features``); PaddleOCR's (3, 2) average pool and the
+            recognition head after them stay with the caller.
     """
 
     def __init__(self, config: PPHGNetConfig | str = "tiny", num_classes: int = 1000, in_channels: int = 3,
-                 global_pool: str = "avg", class_expand: Optional[int] = 2048):
+                 global_pool: str = "avg", class_expand: Optional[int] = 2048, text_rec: bool = False):
         super().__init__()
         if isinstance(config, str):
             if config not in CONFIGS:
                 raise ValueError(f"unknown PP-HGNet size {config!r}; expected one of {sorted(CONFIGS)}")
             config = CONFIGS[config]
+        if text_rec:
+            config = text_rec_config(config)
         if global_pool not in POOL_TYPES:
             raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
         if num_classes < 0 or in_channels < 1:
@@ -135,7 +160,7 @@ class PPHGNet(Backbone):
         self.stem = nn.Sequential(*[
             ConvBNAct(stem[i], stem[i + 1], 3, stride=2 if i == 0 else 1)
             for i in range(len(stem) - 1)])
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if config.stem_pool else None
         self.stages = nn.ModuleList(HGStage(s, config.layer_num) for s in config.stages)
         features = config.stages[-1].out_channels
         self.last_conv = nn.Conv2d(features, class_expand, 1, bias=False) if class_expand else None
@@ -146,8 +171,13 @@ class PPHGNet(Backbone):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
         init_paddle(self)
 
+    @property
+    def text_rec(self) -> bool:
+        return self.config.text_rec
+
     def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.stem(x))
+        x = self.stem(x)
+        return self.pool(x) if self.pool is not None else x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = global_pool(x, self.global_pool)

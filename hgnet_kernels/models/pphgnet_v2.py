@@ -18,7 +18,7 @@ border (possible after a LAB) pools differently. ``stem_pool_padding`` picks: ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import torch
@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import POOL_TYPES, Backbone, ConvBNAct, LearnableAffineBlock, build, global_pool, init_paddle
+from .pphgnet import TEXT_REC_STRIDES
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class StageV2Config:
     light_block: bool
     kernel_size: int
     layer_num: int
+    stride: Tuple[int, int] = (2, 2)  # the downsample's (sh, sw)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,19 @@ class PPHGNetV2Config:
     stem_channels: Tuple[int, int]   # (mid, out): stem1 → mid, stem4 → out
     stages: Tuple[StageV2Config, ...]
     use_lab: bool
+    stem3_stride: int = 2
+
+    @property
+    def text_rec(self) -> bool:
+        """PaddleOCR's text-recognition layout (``text_rec_config``)."""
+        return self.stem3_stride == 1
+
+
+def text_rec_config(config: PPHGNetV2Config) -> PPHGNetV2Config:
+    """PaddleOCR's ``text_rec`` backbone of a variant (``PPHGNetV2_B4(text_rec=True)``, PP-OCRv5
+    server rec): stem3 at stride 1, every stage downsampled, by ``TEXT_REC_STRIDES``."""
+    stages = tuple(replace(s, downsample=True, stride=stride) for s, stride in zip(config.stages, TEXT_REC_STRIDES))
+    return replace(config, stages=stages, stem3_stride=1)
 
 
 def _stages(*rows) -> Tuple[StageV2Config, ...]:
@@ -83,12 +98,13 @@ _SAME_2x2 = (0, 1, 0, 1)  # F.pad order (left, right, top, bottom): one column r
 
 
 class StemBlock(nn.Module):
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, use_lab: bool, pool_padding: str):
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, use_lab: bool, pool_padding: str,
+                 stem3_stride: int = 2):
         super().__init__()
         self.stem1 = ConvBNAct(in_channels, mid_channels, 3, 2, use_lab=use_lab)
         self.stem2a = ConvBNAct(mid_channels, mid_channels // 2, 2, 1, use_lab=use_lab)
         self.stem2b = ConvBNAct(mid_channels // 2, mid_channels, 2, 1, use_lab=use_lab)
-        self.stem3 = ConvBNAct(mid_channels * 2, mid_channels, 3, 2, use_lab=use_lab)
+        self.stem3 = ConvBNAct(mid_channels * 2, mid_channels, 3, stem3_stride, use_lab=use_lab)
         self.stem4 = ConvBNAct(mid_channels, out_channels, 1, 1, use_lab=use_lab)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=1)
         self.pool_padding = pool_padding
@@ -139,8 +155,8 @@ class HGV2Block(nn.Module):
 class HGV2Stage(nn.Module):
     def __init__(self, cfg: StageV2Config, use_lab: bool):
         super().__init__()
-        # The LDS downsample: depthwise 3×3 stride 2 with BN, no activation (so no LAB either).
-        self.downsample = (ConvBNAct(cfg.in_channels, cfg.in_channels, 3, 2, groups=cfg.in_channels, use_act=False,
+        # The LDS downsample: depthwise 3×3 strided with BN, no activation (so no LAB either).
+        self.downsample = (ConvBNAct(cfg.in_channels, cfg.in_channels, 3, cfg.stride, groups=cfg.in_channels, use_act=False,
                                      use_lab=use_lab) if cfg.downsample else None)
         self.blocks = nn.Sequential(*[
             HGV2Block(cfg.in_channels if i == 0 else cfg.out_channels, cfg, identity=i > 0, use_lab=use_lab)
@@ -168,16 +184,22 @@ class PPHGNetV2(Backbone):
         stem_pool_padding: ``"ignore"`` (Paddle) or ``"zero"`` (timm); see the module docstring.
         use_lab: LAB after every ReLU; default: the variant's (B0–B3 yes, B4–B6 no). Detectors
             may train any variant either way (D-FINE's ``use_lab``).
+        text_rec: PaddleOCR's text-recognition backbone of this variant (PP-OCRv5 server rec is
+            ``"b4"``): stem3 at stride 1, stage strides (2, 1), (1, 2), (2, 1), (2, 1). Its stage
+            maps are what it is for (``forward_features``); PaddleOCR's (3, 2) average pool and the
+            recognition head after them stay with the caller.
     """
 
     def __init__(self, config: PPHGNetV2Config | str = "b0", num_classes: int = 1000, in_channels: int = 3,
                  global_pool: str = "avg", class_expand: Optional[int] = 2048, dropout_prob: float = 0.0,
-                 stem_pool_padding: str = "ignore", use_lab: Optional[bool] = None):
+                 stem_pool_padding: str = "ignore", use_lab: Optional[bool] = None, text_rec: bool = False):
         super().__init__()
         if isinstance(config, str):
             if config not in CONFIGS_V2:
                 raise ValueError(f"unknown PP-HGNetV2 variant {config!r}; expected one of {sorted(CONFIGS_V2)}")
             config = CONFIGS_V2[config]
+        if text_rec:
+            config = text_rec_config(config)
         if global_pool not in POOL_TYPES:
             raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {global_pool!r}")
         if stem_pool_padding not in STEM_POOL_PADDINGS:
@@ -191,7 +213,7 @@ class PPHGNetV2(Backbone):
         self.class_expand = class_expand
         self.dropout_prob = dropout_prob
         self.use_lab = use_lab = config.use_lab if use_lab is None else use_lab
-        self.stem = StemBlock(in_channels, *config.stem_channels, use_lab, stem_pool_padding)
+        self.stem = StemBlock(in_channels, *config.stem_channels, use_lab, stem_pool_padding, config.stem3_stride)
         self.stages = nn.ModuleList(HGV2Stage(s, use_lab) for s in config.stages)
         features = config.stages[-1].out_channels
         self.last_conv = nn.Conv2d(features, class_expand, 1, bias=False) if class_expand else None
@@ -200,6 +222,10 @@ class PPHGNetV2(Backbone):
         self.num_features = class_expand or features
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else None
         init_paddle(self)
+
+    @property
+    def text_rec(self) -> bool:
+        return self.config.text_rec
 
     @property
     def stem_pool_padding(self) -> str:

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from ...plan import stride_label
 from ..spec import pack_conv_weight, pack_depthwise_weight
 from .ops import aggregation_ese, conv_bn_act, depthwise_conv, ese_gate, max_pool, partial_sums_shape, scale_residual
 
@@ -24,15 +25,16 @@ def unsupported(op) -> Optional[str]:
     """Why the CUDA kernels cannot run a plan op exactly, or None. They run: convs k×k with k 1, 2
     or 3, stride 1 or 2, any zero padding below k per side ("SAME" 2×2 included), with ReLU, the
     affine and a residual in the epilogue; the aggregation 1×1 + ReLU with the ESE sums; depthwise
-    k 3 or 5, stride 1 or 2, with ReLU and the affine; max pools 2×2 or 3×3, stride 1 or 2, padded
-    taps ignored or zero. Every path (SIMT, WMMA, sm_80+ mma.sync) implements all of it."""
+    k 3 or 5, stride 1 or 2 per axis ((2, 1) and (1, 2) too), with ReLU and the affine; max pools
+    2×2 or 3×3, stride 1 or 2, padded taps ignored or zero. Every path (SIMT, WMMA, sm_80+ mma.sync) implements all of it."""
     if op.kind not in ("conv", "aggregation", "depthwise", "max_pool"):
         return None
     kernels = {"conv": (1, 2, 3), "aggregation": (1,), "depthwise": (3, 5), "max_pool": (2, 3)}[op.kind]
     if op.kernel not in kernels:
         return f"{op.name}: a {op.kernel}×{op.kernel} {op.kind}"
-    if op.stride not in ((1,) if op.kind == "aggregation" else (1, 2)):
-        return f"{op.name}: stride {op.stride}"
+    strides = (1,) if op.kind == "aggregation" else (1, 2)
+    if any(s not in strides for s in op.stride) or op.kind != "depthwise" and op.stride[0] != op.stride[1]:
+        return f"{op.name}: stride {stride_label(op.stride)}"
     if len(op.padding) != 4 or any(not 0 <= p < op.kernel for p in op.padding):
         return f"{op.name}: padding {op.padding}"
     if op.kind == "conv" and op.groups != 1:

@@ -33,8 +33,8 @@ SIGNATURES = {
     # affine, a, c, residual, dims, arch, tile (6 × int64), workspace, workspace floats, tf32x3
     "hgk_emu_conv_bn_act": ([_P, _DIMS, _P, _DIMS, _P, _P, _FLOATS, _I64, _I, _I, _I, _I, _I, _I, _I, _F, _F, _P,
                              _DIMS, _I, _DIMS, _FLOATS, _I64, _I], _I),
-    # x, dims, y, dims, weight, bias, dtype, kernel, stride, pad top, pad left, relu, affine, a, c
-    "hgk_emu_depthwise_conv": ([_P, _DIMS, _P, _DIMS, _P, _P, _I, _I, _I, _I, _I, _I, _I, _F, _F], _I),
+    # x, dims, y, dims, weight, bias, dtype, kernel, stride h, stride w, pad top, pad left, relu, affine, a, c
+    "hgk_emu_depthwise_conv": ([_P, _DIMS, _P, _DIMS, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _F, _F], _I),
     # x, dims, y, dims, dtype, kernel, stride, pad top, pad left, zero_pad
     "hgk_emu_max_pool": ([_P, _DIMS, _P, _DIMS, _I, _I, _I, _I, _I, _I], _I),
     "hgk_emu_ese_gate": ([_FLOATS, _I64, _I64, _I64, _P, _P, _I, _F, _FLOATS], _I),

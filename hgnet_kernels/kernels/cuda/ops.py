@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 
 from ... import configs
-from ..spec import (Padding, prepare_conv, prepare_depthwise, prepare_ese_gate, prepare_max_pool,
-                    prepare_partial_sums, prepare_scale_residual, psum_tiles, symmetric)
+from ...plan import Stride
+from ..spec import (Padding, check_depthwise_stride, prepare_conv, prepare_depthwise, prepare_ese_gate,
+                    prepare_max_pool, prepare_partial_sums, prepare_scale_residual, psum_tiles, symmetric)
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -170,11 +171,13 @@ def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Te
     return out, psum
 
 
-def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 2,
+def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: Union[int, Stride] = 2,
                    out: Optional[torch.Tensor] = None, *, relu: bool = False,
                    affine: Optional[Tuple[float, float]] = None, padding: Optional[Padding] = None) -> torch.Tensor:
-    """``affine(act(depthwise(x, W) + b))`` with k 3 or 5 (``spec.depthwise_conv_reference``)."""
+    """``affine(act(depthwise(x, W) + b))`` with k 3 or 5, stride s or (sh, sw)
+    (``spec.depthwise_conv_reference``)."""
     out = prepare_depthwise(x, packed_weight, bias, stride, out, padding)
+    stride_h, stride_w = check_depthwise_stride(stride)
     k = packed_weight.shape[0]
     top, _, left, _ = padding if padding is not None else symmetric(k)
     affine = _check_affine(affine)
@@ -182,10 +185,10 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
     if _emulated(x, packed_weight, bias, out):
         from .emulator import call
         call("hgk_emu_depthwise_conv", _ptr(x), _dims(x), _ptr(out), _dims(out), _ptr(packed_weight), _ptr(bias),
-             DTYPE_CODES[x.dtype], k, stride, top, left, int(relu), int(affine is not None), ctypes.c_float(a),
-             ctypes.c_float(c))
+             DTYPE_CODES[x.dtype], k, stride_h, stride_w, top, left, int(relu), int(affine is not None),
+             ctypes.c_float(a), ctypes.c_float(c))
     else:
-        _ext().depthwise_conv(x, packed_weight, bias, stride, out, padding=list(padding or symmetric(k)), relu=relu,
+        _ext().depthwise_conv(x, packed_weight, bias, [stride_h, stride_w], out, padding=list(padding or symmetric(k)), relu=relu,
                               affine=list(affine) if affine is not None else None)
     return out
 

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
                 dtype = DTYPES[dtype_name]
                 shapes = 0
                 for op, n, c_in, c_out, h, w, hw in plan_convs(model, batch, args.size):
-                    key = configs.conv_key(hw, c_in, c_out, op.kernel, op.stride, dtype, op.padding, batch)
+                    key = configs.conv_key(hw, c_in, c_out, op.kernel, op.stride_arg, dtype, op.padding, batch)
                     if key in seen or (args.limit is not None and shapes >= args.limit):
                         continue
                     if time.time() > deadline:
@@ -162,9 +162,9 @@ def main(argv=None) -> int:
                     def run(cfg):
                         if aggregation:
                             return ops.aggregation_ese(x, packed, bias, config=cfg, tf32x3=tf32x3)[0]
-                        return ops.conv_bn_act(x, packed, bias, op.stride, op.relu, padding=padding, config=cfg,
+                        return ops.conv_bn_act(x, packed, bias, op.stride_arg, op.relu, padding=padding, config=cfg,
                                                tf32x3=tf32x3)
-                    heuristic = ops.conv_config(x, packed, run(None), op.stride, padding, cc)
+                    heuristic = ops.conv_config(x, packed, run(None), op.stride_arg, padding, cc)
                     base_ms, reference = timed(lambda: run(heuristic))
                     allowed = 1e-5 if dtype == torch.float32 else 2e-2
                     best_ms, best = base_ms, heuristic
@@ -211,14 +211,14 @@ def compare(x, weight, packed, bias, op, padding, aggregation, timed) -> dict:
         if aggregation:
             ms, _ = timed(lambda: triton_family.aggregation_ese(x, packed, bias))
         else:
-            ms, _ = timed(lambda: triton_family.conv_bn_act(x, packed, bias, op.stride, op.relu, padding=padding))
+            ms, _ = timed(lambda: triton_family.conv_bn_act(x, packed, bias, op.stride_arg, op.relu, padding=padding))
         notes["_triton_us"] = round(ms * 1e3, 2)
     except Exception as e:  # noqa: BLE001 - a note, not a failure
         notes["_triton_error"] = f"{type(e).__name__}: {str(e)[:80]}"
     top, bottom, left, right = op.padding
     xp = F.pad(x, (left, right, top, bottom)) if (top, left) != (bottom, right) else x
     pad = 0 if xp is not x else top
-    ms, _ = timed(lambda: F.conv2d(xp, weight, bias, op.stride, pad))
+    ms, _ = timed(lambda: F.conv2d(xp, weight, bias, op.stride_arg, pad))
     notes["_cudnn_us"] = round(ms * 1e3, 2)
     return notes
 

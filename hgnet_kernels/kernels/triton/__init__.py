@@ -7,6 +7,7 @@ same names (see ``hgnet_kernels.backends``).
 """
 from typing import Optional
 
+from ...plan import stride_label
 from ..spec import pack_conv_weight, pack_depthwise_weight
 from ._common import unavailable_reason
 from .aggregation_ese import aggregation_ese
@@ -28,15 +29,17 @@ def unsupported(op) -> Optional[str]:
     """Why these kernels cannot run a plan op exactly, or None. They run: dense convs k×k with k 1,
     2 or 3, stride 1 or 2, any zero padding < k per side, with ReLU, the scalar affine and a
     residual in the epilogue (the aggregation: a 1×1/1 conv with ReLU and nothing after it);
-    depthwise k×k with k 3 or 5, stride 1 or 2, padding < k, ReLU and affine, no residual; max pools
-    k 2 or 3, stride 1 or 2, padding < k, padded taps ignored or zeros."""
+    depthwise k×k with k 3 or 5, stride 1 or 2 per axis ((2, 1) and (1, 2) too), padding < k, ReLU
+    and affine, no residual; max pools k 2 or 3, stride 1 or 2, padding < k, padded taps ignored or
+    zeros."""
     if op.kind not in ("conv", "depthwise", "aggregation", "max_pool"):
         return None
     kernels = {"conv": (1, 2, 3), "aggregation": (1,), "depthwise": (3, 5), "max_pool": (2, 3)}[op.kind]
     if op.kernel not in kernels:
         return f"{op.name}: a {op.kernel}×{op.kernel} {op.kind}"
-    if op.stride not in ((1,) if op.kind == "aggregation" else (1, 2)):
-        return f"{op.name}: {op.kind} stride {op.stride}"
+    strides = (1,) if op.kind == "aggregation" else (1, 2)
+    if any(s not in strides for s in op.stride) or op.kind != "depthwise" and op.stride[0] != op.stride[1]:
+        return f"{op.name}: {op.kind} stride {stride_label(op.stride)}"
     if len(op.padding) != 4 or any(not 0 <= p < op.kernel for p in op.padding):
         return f"{op.name}: padding {op.padding}"
     if op.kind == "depthwise":

@@ -1,10 +1,11 @@
 """Depthwise k×k convolution + folded BatchNorm (+ ReLU, + a scalar affine): PP-HGNet's LDS
 downsample (3×3/2, no activation) and PP-HGNetV2's LightConv (3×3 or 5×5, stride 1, ReLU, LAB).
 
-Math, per image n, channel c, output pixel (oh, ow), with stride s and zero padding
-(top, bottom, left, right) (default k // 2 all round)::
+Math, per image n, channel c, output pixel (oh, ow), with stride (sh, sw) (PP-OCR's text
+recognition downsamples by (2, 1) and (1, 2)) and zero padding (top, bottom, left, right)
+(default k // 2 all round)::
 
-    z[n, c, oh, ow] = b[c] + Σ_{kh, kw} x[n, c, oh·s − p_top + kh, ow·s − p_left + kw] · W[kh, kw, c]
+    z[n, c, oh, ow] = b[c] + Σ_{kh, kw} x[n, c, oh·sh − p_top + kh, ow·sw − p_left + kw] · W[kh, kw, c]
     y = a · act(z) + c                   (act: ReLU keeping NaN, or none; a, c optional)
 
 An implicit GEMM is the wrong shape for groups = C (K would be k²), so each program owns a tile
@@ -14,7 +15,7 @@ HG-Block's buffer, or a layer's slot.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import triton
@@ -22,7 +23,8 @@ import triton.language as tl
 
 from ... import configs
 from ._common import cast_for_store, check_same_device, launch_target, pixel_channel_tile, round_bf16_by_hand
-from ..spec import prepare_depthwise, symmetric
+from ...plan import Stride, stride_label
+from ..spec import check_depthwise_stride, prepare_depthwise, symmetric
 
 
 # Sizes only bound masks and index maths: not specialised, so a new input size compiles nothing
@@ -33,7 +35,7 @@ def depthwise_conv_kernel(
     M, H, W, C, Wo, HW, aff_a, aff_c,
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
-    KS: tl.constexpr, STRIDE: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
+    KS: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
     RELU: tl.constexpr, AFFINE: tl.constexpr, ROUND_BF16: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
@@ -41,9 +43,9 @@ def depthwise_conv_kernel(
     x_img = n64 * sxn
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for kh in tl.static_range(KS):
-        ih = oh * STRIDE - PAD_T + kh
+        ih = oh * STRIDE_H - PAD_T + kh
         for kw in tl.static_range(KS):
-            iw = ow * STRIDE - PAD_L + kw
+            iw = ow * STRIDE_W - PAD_L + kw
             ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             x = tl.load(x_ptr + (x_img + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None] + c64[None, :] * sxc,
                         mask=ok[:, None] & c_ok[None, :], other=0.0)
@@ -58,11 +60,12 @@ def depthwise_conv_kernel(
     tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=p_ok[:, None] & c_ok[None, :])
 
 
-def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 2,
+def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: Union[int, Stride] = 2,
                    out: Optional[torch.Tensor] = None, *, relu: bool = False,
                    affine: Optional[Tuple[float, float]] = None, padding=None,
                    config: Optional[dict] = None) -> torch.Tensor:
-    """``a · act(conv(x, W, groups=C) + b) + c`` with a k×k kernel (k 3 or 5), stride 1 or 2.
+    """``a · act(conv(x, W, groups=C) + b) + c`` with a k×k kernel (k 3 or 5), stride 1 or 2, or
+    (sh, sw) with each 1 or 2.
 
     Args:
         x: (N, C, H, W), any strides. packed_weight: (k, k, C) from ``pack_depthwise_weight``.
@@ -71,6 +74,7 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
             right) zeros, default k // 2 all round. config: overrides ``configs.tile_config`` (tests, the tuner).
     """
     out = prepare_depthwise(x, packed_weight, bias, stride, out, padding)
+    stride_h, stride_w = check_depthwise_stride(stride)
     kernel = packed_weight.shape[0]
     pad = tuple(padding) if padding is not None else symmetric(kernel)
     n, c, h, w = x.shape
@@ -78,12 +82,12 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
     check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
     target = launch_target(x.device)
     cfg = config or configs.tile_config("depthwise_conv", c, x.dtype, target.arch, target.interpreter,
-                                        hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=target.sms)
+                                        hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride_label(stride)}", sms=target.sms)
     a, shift = affine if affine is not None else (1.0, 0.0)
     if n * ho * wo > 0 and c > 0:
         depthwise_conv_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
             x, packed_weight, bias, out, n * ho * wo, h, w, c, wo, ho * wo, float(a), float(shift),
             *x.stride(), *out.stride(),
-            KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], RELU=relu, AFFINE=affine is not None,
+            KS=kernel, STRIDE_H=stride_h, STRIDE_W=stride_w, PAD_T=pad[0], PAD_L=pad[2], RELU=relu, AFFINE=affine is not None,
             ROUND_BF16=round_bf16_by_hand(x.dtype), **cfg)
     return out
