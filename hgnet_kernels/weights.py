@@ -332,16 +332,15 @@ def _check_same_model(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     if held == model.config.name and text_rec == model.text_rec:
         return
     v1 = held in CONFIGS
-    label, builder = (f"PPHGNet_{held}", f"pphgnet_{held}") if v1 else (f"PPHGNetV2_{held.upper()}", f"pphgnetv2_{held}")
-    if text_rec:
-        label, builder = f"{label} text_rec", f"{'PPHGNet' if v1 else 'PPHGNetV2'}({held!r}, num_classes=0, " \
-                                              "class_expand=None, text_rec=True) and load_weights(model, …)"
-        raise CheckpointError(f"{source} holds a {label}, not a {model_label(model)} (model left unchanged): call "
-                              f"hgnet_kernels.load_model({argument}), which builds the model a checkpoint holds, or "
-                              f"build {builder}")
+    label = f"PPHGNet_{held}" if v1 else f"PPHGNetV2_{held.upper()}"
+    if text_rec:  # no builder function takes text_rec: the class does
+        label, other = f"{label} text_rec", (f"{'PPHGNet' if v1 else 'PPHGNetV2'}({held!r}, num_classes=0, "
+                                             f"class_expand=None, text_rec=True) and load_weights(model, {argument})")
+    else:
+        other = f"{'pphgnet_' if v1 else 'pphgnetv2_'}{held}(weights={argument})"
     raise CheckpointError(f"{source} holds a {label}, not a {model_label(model)} (model left unchanged): call "
                           f"hgnet_kernels.load_model({argument}), which builds the model a checkpoint holds, or "
-                          f"{builder}(weights={argument})")
+                          f"{other}")
 
 
 def _source_state(source) -> Tuple[Dict[str, object], str, Optional[str]]:

@@ -17,7 +17,8 @@ import torch
 import transformers
 import ultralytics
 from transformers import (DFineConfig, DFineForObjectDetection, HGNetV2Backbone, HGNetV2Config,
-                          HGNetV2ForImageClassification, PPOCRV5ServerDetConfig, PPOCRV5ServerRecConfig)
+                          HGNetV2ForImageClassification, PPOCRV5ServerDetConfig, PPOCRV5ServerRecConfig,
+                          PPOCRV5ServerRecForTextRecognition)
 from ultralytics.nn.tasks import RTDETRDetectionModel
 
 import hgnet_kernels as hk
@@ -155,11 +156,29 @@ def _ppocrv5_rec_folder(path, config_json):
     return state
 
 
-def test_hf_text_rec_is_refused_naming_framework_and_variant(tmp_path):
-    state = _ppocrv5_rec_folder(tmp_path / "rec", PPOCRV5ServerRecConfig(head_out_channels=50).to_dict())
-    for source in (tmp_path / "rec", state):
-        with pytest.raises(CheckpointError, match="Hugging Face transformers.*PP-OCRv5 server rec.*non-square"):
-            hk.load_model(source)
+def test_hf_ppocrv5_server_rec_module_folder_and_state_dict(tmp_path):
+    """PP-OCRv5 server rec (PPOCRV5ServerRecForTextRecognition): its B4 text_rec backbone (stem3 at
+    stride 1, stage strides (2, 1) / (1, 2)) under model.backbone., the SVTR neck and CTC head
+    ignored; a config.json with other strides is refused, naming them."""
+    rec = randomize(PPOCRV5ServerRecForTextRecognition(PPOCRV5ServerRecConfig(head_out_channels=50)).eval(), seed=66)
+    backbone = rec.model.backbone
+    x = torch.randn(2, 3, 48, 72)
+    want = _hf_maps(backbone, x)
+    assert [tuple(m.shape[2:]) for m in want] == [(12, 36), (12, 18), (6, 18), (3, 18)]
+    rec.save_pretrained(tmp_path / "rec")
+    torch.save(rec.state_dict(), tmp_path / "rec.pth")
+    for source in (tmp_path / "rec", tmp_path / "rec.pth", rec, backbone):
+        model = hk.load_model(source)
+        assert model.config.name == "b4" and model.text_rec and model.fc is None and model.stem_pool_padding == "zero"
+        with torch.no_grad():
+            _assert_maps(model.double().forward_features(x.double()), want, 1e-12)
+    _assert_maps(hk.FusedPPHGNet(rec, backend="torch").forward_features(x), want, FP32_REL_TOL)
+    config = json.loads((tmp_path / "rec" / "config.json").read_text())
+    config["backbone_config"]["stage_downsample_strides"] = [[2, 1], [2, 1], [2, 1], [2, 1]]
+    (tmp_path / "rec" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"stage downsample strides \[\(2, 1\), \(2, 1\), \(2, 1\), \(2, 1\)\] "
+                                              r"is not supported"):
+        hk.load_model(tmp_path / "rec")
 
 
 def test_hf_rec_weights_with_a_det_config_is_one_clear_error(tmp_path):

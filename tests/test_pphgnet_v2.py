@@ -198,14 +198,6 @@ def test_rtdetr_paddle_and_torch_port_checkpoints(tmp_path):
     assert model.config.name == "b4" and model.stem_pool_padding == "zero"
 
 
-def test_paddleocr_text_rec_backbone_is_refused_by_name():
-    source = PPHGNetV2("b4", num_classes=0, class_expand=None)
-    state = dict(source.state_dict())
-    state["stages.0.downsample.conv.weight"] = torch.zeros(48, 1, 3, 3)
-    with pytest.raises(CheckpointError, match="text_rec"):
-        load_model({f"backbone.{k}": v for k, v in state.items()})
-
-
 def test_unknown_v2_shapes_are_a_clear_error_whose_hint_works():
     source = golden_model("v2_nolab")
     state = source.state_dict()

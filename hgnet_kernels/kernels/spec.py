@@ -49,26 +49,6 @@ def pack_depthwise_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight[:, 0].permute(1, 2, 0).contiguous()
 
 
-# ---- what the kernels run ---------------------------------------------------------------------------
-
-def unsupported_by_v1_kernels(op) -> Optional[str]:
-    """Why the Triton / CUDA kernels cannot run a plan op exactly, or None: they implement PP-HGNet
-    v1's ops (k×k convs with k 1 or 3, stride 1 or 2, padding k // 2, ReLU; the 3×3 depthwise LDS
-    without activation; the 3×3/2 stem pool)."""
-    if op.kind in ("conv", "depthwise", "aggregation", "max_pool"):
-        if op.kernel not in ((3,) if op.kind in ("depthwise", "max_pool") else (1, 3)):
-            return f"{op.name}: a {op.kernel}×{op.kernel} {op.kind}"
-        if op.padding != (op.kernel // 2,) * 4:
-            return f"{op.name}: padding {op.padding}"
-        if op.stride not in (1, 2) or (op.kind == "max_pool" and op.stride != 2):
-            return f"{op.name}: stride {op.stride}"
-        if op.affine or op.residual:
-            return f"{op.name}: an affine or residual epilogue"
-        if op.kind == "depthwise" and op.relu:
-            return f"{op.name}: a depthwise conv with ReLU"
-    return None
-
-
 # ---- argument checks and output allocation --------------------------------------------------------
 
 def check_activation(name: str, t: torch.Tensor, channels: Optional[int] = None) -> None:

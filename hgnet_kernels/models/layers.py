@@ -63,7 +63,8 @@ class Backbone(nn.Module):
         return self.stem(x)
 
     def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage outputs, at strides 4, 8, 16 and 32."""
+        """The four stage outputs, at strides 4, 8, 16 and 32 (text recognition: (4, 2), (4, 4),
+        (8, 4), (16, 4) in (height, width))."""
         x = self.stem_forward(x)
         features = []
         for stage in self.stages:
