@@ -92,11 +92,12 @@ def _product(grid) -> int:
     return rows * cols
 
 
-def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str]) -> List[Row]:
-    """The rows of ``model``'s plan on a batch × C × H × W input (``size``: an int or (H, W))."""
+def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str], text_rec: bool = False) -> List[Row]:
+    """The rows of ``model``'s plan (``text_rec``: its text-recognition layout) on a batch × C × H × W
+    input (``size``: an int or (H, W))."""
     h, w = (size, size) if isinstance(size, int) else size
-    plan = model_plan(model)
-    net_shapes = _param_shapes(model)
+    plan = model_plan(model, text_rec)
+    net_shapes = _param_shapes(model, text_rec)
     element = torch.empty((), dtype=dtype).element_size()
     peaks = configs.known_gpus().get(gpu) if gpu else None
     from .kernels import triton as triton_family
@@ -126,16 +127,18 @@ def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str])
     return rows
 
 
-def _param_shapes(model: str) -> Dict[str, tuple]:
+def _param_shapes(model: str, text_rec: bool) -> Dict[str, tuple]:
     from .folding import fold_model
     from .models import build_model
-    net = fold_model(build_model(model))
+    net = fold_model(build_model(model, text_rec=text_rec))
     return {name: tuple(t.shape) for name, t in net.named_buffers()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODEL_NAMES, default="tiny",
                         help="tiny, small, base (PP-HGNet) or b0 … b6 (PP-HGNetV2)")
+    parser.add_argument("--text-rec", action="store_true",
+                        help="PaddleOCR's text-recognition layout (PP-OCRv4 server rec: small, v5: b4; --size 48x320)")
     parser.add_argument("--size", type=cli.image_size, default=(224, 224), help="input size: 224 or HxW, e.g. 640")
     parser.add_argument("--batch", type=cli.at_least(1), default=1)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
@@ -150,13 +153,13 @@ def run(args: argparse.Namespace) -> int:
     if gpu is None and torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         gpu = next((key for key in configs.known_gpus() if key in name), None)
-    rows = report(args.model, args.batch, args.size, DTYPES[args.dtype], gpu)
+    rows = report(args.model, args.batch, args.size, DTYPES[args.dtype], gpu, args.text_rec)
     macs = sum(r.macs for r in rows)
     read, written = sum(r.bytes_read for r in rows), sum(r.bytes_written for r in rows)
     totals = {"macs": macs, "bytes_read": read, "bytes_written": written, "intensity": 2 * macs / (read + written),
               "roofline_us": sum(r.roofline_us for r in rows) if gpu else None}
     if args.json:
-        json.dump({"model": args.model, "batch": args.batch, "size": args.size, "dtype": args.dtype, "gpu": gpu,
+        json.dump({"model": args.model, "text_rec": args.text_rec, "batch": args.batch, "size": args.size, "dtype": args.dtype, "gpu": gpu,
                    "totals": totals, "rows": [vars(r) for r in rows]}, sys.stdout, indent=1)
         print()
         return 0
@@ -179,6 +182,6 @@ def run(args: argparse.Namespace) -> int:
     body.append(total)
     from .verify import _table
     where = f" on {gpu} (data-sheet peaks; arch {configs.known_gpus()[gpu]['arch']} launch configs)" if gpu else ""
-    _table(f"{model_plan(args.model).model} plan: {args.batch}×3×{cli.size_label(args.size)} {args.dtype}{where}; "
+    _table(f"{model_plan(args.model, args.text_rec).model} plan: {args.batch}×3×{cli.size_label(args.size)} {args.dtype}{where}; "
            f"{macs / 1e9:.2f} GMACs", header, body, width=200)
     return 0

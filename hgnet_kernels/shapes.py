@@ -36,9 +36,10 @@ class ConvShape:
                 f"@{self.h}x{self.w}")
 
 
-def model_plan(model: str) -> Plan:
-    """The plan of a model by short name (random weights: only the structure matters here)."""
-    return build_plan(fold_model(build_model(model)))
+def model_plan(model: str, text_rec: bool = False) -> Plan:
+    """The plan of a model by short name (random weights: only the structure matters here);
+    ``text_rec``: PaddleOCR's text-recognition layout of it."""
+    return build_plan(fold_model(build_model(model, text_rec=text_rec)))
 
 
 def conv_shapes(model: str = "tiny", size: int = 224) -> "Counter[ConvShape]":

@@ -130,10 +130,15 @@ def test_strides_outside_the_kernels_are_refused(name):
 
 # ---- forward_features at 48×W in every family ----------------------------------------------------------
 
-@pytest.mark.parametrize("batch,width", [(3, 32), (1, 100), (2, 320)])
+# (family, batch, width): 48×320 on the Triton interpreter (one numpy pass per program) is left to
+# the other two families; every family also runs the goldens' 48×100 and 48×41 crops below.
+CROPS = [(name, batch, width) for name in FAMILIES for batch, width in ((3, 32), (1, 100))] + \
+        [("torch", 2, 320), ("cuda", 2, 320)]
+
+
 @pytest.mark.parametrize("version", [1, 2], ids=["v4_rec", "v5_rec"])
-@pytest.mark.parametrize("name", FAMILIES)
-def test_forward_features_on_ocr_crops(name, version, batch, width):
+@pytest.mark.parametrize("name,batch,width", CROPS)
+def test_forward_features_on_ocr_crops(name, batch, width, version):
     eager = _reduced(version)
     x = torch.randn(batch, 3, 48, width, generator=torch.Generator().manual_seed(width))
     with torch.no_grad():
@@ -251,3 +256,13 @@ def test_a_rec_checkpoint_into_a_det_model_says_what_it_holds():
     source = PPHGNetV2("b4", num_classes=0, class_expand=None, text_rec=True)
     with pytest.raises(hk.CheckpointError, match="holds a PPHGNetV2_B4 text_rec, not a PPHGNetV2_B4"):
         hk.load_weights(PPHGNetV2("b4", num_classes=0, class_expand=None), source.state_dict())
+
+
+def test_plan_report_of_a_rec_backbone_names_its_strides_and_grids():
+    from hgnet_kernels.plan_report import report
+    rows = report("small", 2, (48, 320), torch.float16, "H100", text_rec=True)
+    downsamples = [r for r in rows if r.kind.startswith("depthwise")]
+    assert [r.kind for r in downsamples] == ["depthwise 3×3/2x1", "depthwise 3×3/1x2", "depthwise 3×3/2x1",
+                                             "depthwise 3×3/2x1"]
+    assert downsamples[0].output == "2×128×12×160 [0:128]" and all(r.programs for r in downsamples)
+    assert not any(r.kind.startswith("max_pool") for r in rows)
