@@ -98,11 +98,11 @@ def test_strided_depthwise_into_poisoned_slices(name, offset, c, stride, dtype):
     x64 = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
     w64 = torch.randn(c, 1, 3, 3, generator=g, dtype=torch.float64) / 3
     b64 = torch.randn(c, generator=g, dtype=torch.float64)
-    _, x = poisoned_slice(n, c, h, w, offset, 3, dtype)
+    _, x = poisoned_slice(n, c, h, w, offset, offset + 3, dtype)
     x.copy_(x64)
     ho, wo = output_size(h, w, 3, stride, spec.symmetric(3))
     assert (ho, wo) == ((5, 13) if stride == (2, 1) else (9, 7))
-    out_buf, out = poisoned_slice(n, c, ho, wo, offset, 3, dtype)
+    out_buf, out = poisoned_slice(n, c, ho, wo, offset, offset + 3, dtype)
     weight, bias = w64.to(DEVICE, dtype), b64.to(DEVICE, dtype)
     extra = dict(config=SMALL_TILES) if name == "triton" else {}
     family.depthwise_conv(x, family.pack_depthwise_weight(weight), bias, stride, out=out, **extra)
