@@ -197,8 +197,10 @@ def test_residual_may_be_the_output_itself():
 
 
 def test_fp32_precision_options():
-    """IEEE unless asked; TF32 and 3×TF32 are exclusive; the interpreter always computes IEEE."""
+    """IEEE unless asked; TF32 and 3×TF32 are exclusive; what is asked reaches the kernel (the
+    interpreter computes IEEE whatever it is: compiled, tf32x3 is tests/test_tf32x3_bound.py's)."""
     assert dot_precision(torch.float32, False) == "ieee"
+    assert dot_precision(torch.float32, False, True) == "tf32x3" and dot_precision(torch.float32, True) == "tf32"
     assert dot_precision(torch.float16, False, True) == "ieee"
     with pytest.raises(ValueError, match="exclusive"):
         dot_precision(torch.float32, True, True)

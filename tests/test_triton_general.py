@@ -120,3 +120,29 @@ def test_every_op_of_v1_and_v2_plans_is_claimed(model):
     from hgnet_kernels.models import build_model
     plan = build_plan(fold_model(build_model(model)))
     assert [fam.unsupported(op) for op in plan.ops if fam.unsupported(op)] == []
+
+
+def test_bf16_dot_and_rounding_are_the_gpus_under_the_interpreter():
+    """The kernels have no interpreter branch for bf16: ``kernels/triton/_common.py`` fixes the
+    interpreter instead (bf16 tl.dot operands widened to fp32, fp32 → bf16 casts rounded to nearest
+    even). A bf16 dot then gives the exact-product fp32 sum, and its bf16 store torch's rounding."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def dot_and_store(a_ptr, b_ptr, y_ptr, z_ptr):
+        r = tl.arange(0, 16)
+        tile = r[:, None] * 16 + r[None, :]
+        acc = tl.dot(tl.load(a_ptr + tile), tl.load(b_ptr + tile))
+        tl.store(y_ptr + tile, acc)
+        tl.store(z_ptr + tile, acc.to(z_ptr.dtype.element_ty))
+
+    g = torch.Generator().manual_seed(5)
+    a, b = (torch.randn(16, 16, generator=g).to(torch.bfloat16).to(DEVICE) for _ in range(2))
+    y = torch.full((16, 16), float("nan"), device=DEVICE)
+    z = torch.full((16, 16), float("nan"), device=DEVICE, dtype=torch.bfloat16)
+    dot_and_store[(1,)](a, b, y, z)
+    exact = a.double() @ b.double()
+    assert relative_error(y, exact) <= 1e-6  # products exact, 16 fp32 additions
+    assert torch.equal(z, y.to(torch.bfloat16))  # round to nearest even, as torch (and the GPU)
+    assert not torch.equal(z, (y.view(torch.int32) & ~0xFFFF).view(torch.float32).to(torch.bfloat16))

@@ -1,5 +1,6 @@
-"""Helpers shared by the Triton launchers: interpreter detection, availability, tensor checks,
-dot precision, and the small jit helpers of the epilogues."""
+"""Helpers shared by the Triton launchers: interpreter detection (and the two fixes that make
+Triton's CPU interpreter compute bf16 as a GPU does), availability, tensor checks, dot precision,
+and the small jit helpers of the epilogues."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +10,7 @@ import importlib.util
 import os
 from typing import Iterator, NamedTuple, Optional
 
+import numpy as np
 import torch
 
 from ... import configs
@@ -32,18 +34,15 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str
     return f"device type {device.type!r} is not supported"
 
 
-def upcast_dot(dtype: torch.dtype) -> bool:
-    # The interpreter's bf16 tl.dot returns garbage; its fp32 dot is exact, so upcast there.
-    return interpreting() and dtype != torch.float32
-
-
 def dot_precision(dtype: torch.dtype, allow_tf32: bool, tf32x3: bool = False) -> str:
     """Triton ``input_precision`` for fp32 operands: "ieee" (FMA units, the 1e-5 guarantee) unless
     asked for "tf32x3" (each operand split into a TF32 high part and a TF32 remainder, three
-    tensor-core products: close to fp32 accuracy, not yet verified on a GPU) or plain "tf32"."""
+    tensor-core products: close to fp32 accuracy, not yet verified on a GPU; error bound in
+    ``numerics.tf32x3_error_bound``) or plain "tf32". Triton's interpreter computes every fp32 dot
+    in IEEE whatever is asked, so it exercises neither TF32 path."""
     if allow_tf32 and tf32x3:
         raise ValueError("allow_tf32 and tf32x3 are exclusive: pick plain TF32 or the 3×TF32 split")
-    if dtype != torch.float32 or interpreting():  # the interpreter's fp32 dot is IEEE whatever is asked
+    if dtype != torch.float32:
         return "ieee"
     return "tf32x3" if tf32x3 else ("tf32" if allow_tf32 else "ieee")
 
@@ -98,23 +97,56 @@ def check_same_device(**tensors: torch.Tensor) -> None:
                            "TRITON_INTERPRET=1 before importing Triton to use its interpreter")
 
 
-def round_bf16_by_hand(dtype: torch.dtype) -> bool:
-    # The interpreter casts fp32 → bf16 by truncation; GPUs round to nearest even.
-    return interpreting() and dtype == torch.bfloat16
-
-
 import triton  # noqa: E402  (after the pure-Python helpers, which tests use without Triton)
 import triton.language as tl  # noqa: E402
 
 
-@triton.jit
-def cast_for_store(x, dst_ptr, ROUND_BF16: tl.constexpr):
-    """fp32 → the destination's dtype, rounding to nearest even also under the interpreter."""
-    if ROUND_BF16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        x = bits.to(tl.float32, bitcast=True)
-    return x.to(dst_ptr.dtype.element_ty)
+# ---- Triton's interpreter made to compute bf16 as a GPU does --------------------------------------
+# The kernels carry no interpreter branches; the stand-in is fixed here instead, in its two bf16
+# deviations from the GPU (Triton 3.6 – 3.8):
+#   * tl.dot on bf16 operands multiplies their raw uint16 storage (garbage): they are widened to
+#     fp32 first, which is exact (bf16 products and fp32 accumulation, as the tensor cores do);
+#   * fp32 → bf16 casts truncate, where the GPU (cvt.rn.bf16.f32) rounds to nearest even.
+# Everything else is the interpreter's own: fp16 dots run natively (numpy, fp32 accumulation), and
+# every fp32 dot is IEEE whatever its input_precision (tf32 / tf32x3 are not exercised there).
+
+def _bf16_to_fp32(data: "np.ndarray") -> "np.ndarray":
+    return (data.astype(np.uint32) << 16).view(np.float32)
+
+
+def _fp32_to_bf16_nearest_even(data: "np.ndarray") -> "np.ndarray":
+    bits = np.ascontiguousarray(data, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(data)
+    return np.where(nan, ((bits >> 16) | 0x40).astype(np.uint16), rounded)  # NaN stays a (quiet) NaN
+
+
+def _fix_interpreter() -> None:
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder, "_hgk_bf16_fixed", False):
+        return
+    dot, cast = builder.create_dot, builder.cast_impl
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.dtype.scalar == tl.bfloat16:
+            a = interpreter.TensorHandle(_bf16_to_fp32(a.data), tl.float32)
+        if b.dtype.scalar == tl.bfloat16:
+            b = interpreter.TensorHandle(_bf16_to_fp32(b.data), tl.float32)
+        return dot(self, a, b, d, input_precision, max_num_imprecise_acc)
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            return interpreter.TensorHandle(_fp32_to_bf16_nearest_even(src.data), tl.bfloat16)
+        return cast(self, src, dst_type)
+
+    # create_fp_trunc / create_fp_ext call self.cast_impl, so every fp32 → bf16 cast comes here.
+    builder.create_dot, builder.cast_impl = create_dot, cast_impl
+    builder._hgk_bf16_fixed = True
+
+
+_fix_interpreter()
 
 
 @triton.jit

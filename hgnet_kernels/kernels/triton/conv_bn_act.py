@@ -60,7 +60,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import cast_for_store, check_same_device, dot_precision, launch_target, round_bf16_by_hand, upcast_dot
+from ._common import check_same_device, dot_precision, launch_target
 from ..spec import prepare_conv, prepare_partial_sums, psum_tiles, symmetric
 
 
@@ -78,7 +78,7 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
                   RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-                  ROUND_BF16: tl.constexpr, Y_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
+                  Y_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
     """bias → ReLU (NaN stays NaN, as in torch.relu) → a·y + c → + residual → store; the ESE sums."""
     acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:
@@ -91,7 +91,7 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
         r_row = tl.multiple_of(img * srn + oh * srh + ow * srw, Y_ALIGN)
         acc += tl.load(res_ptr + (r_row[:, None] + co[None, :] * src), mask=mask, other=0.0).to(tl.float32)
     y_row = tl.multiple_of(img * syn + oh * syh + ow * syw, Y_ALIGN)
-    tl.store(y_ptr + (y_row[:, None] + co[None, :] * syc), cast_for_store(acc, y_ptr, ROUND_BF16), mask=mask)
+    tl.store(y_ptr + (y_row[:, None] + co[None, :] * syc), acc.to(y_ptr.dtype.element_ty), mask=mask)
     if PARTIAL_SUMS:
         # One sum per image this tile touches (a tile may straddle several small images).
         co64 = offs_co.to(tl.int64)
@@ -141,7 +141,7 @@ def conv_bn_act_kernel(
     RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
     SPLIT: tl.constexpr, FLAT_K: tl.constexpr, FLAT_C_IN: tl.constexpr, EVEN_K: tl.constexpr,
     SWAP_AB: tl.constexpr, INT64: tl.constexpr, X_ALIGN: tl.constexpr, Y_ALIGN: tl.constexpr,
-    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped order over (row tile, channel tile): GROUP_M row tiles share each weight column block.
@@ -196,7 +196,7 @@ def conv_bn_act_kernel(
             a = tl.load(x_ptr + (tl.multiple_of(x_row, X_ALIGN)[:, None] + cols.to(x_row.dtype)[None, :]),
                         mask=tap_ok & k_ok[None, :], other=0.0)
             b = tl.load(w_ptr + k[:, None] * C_out + offs_co[None, :], mask=k_ok[:, None] & co_ok[None, :], other=0.0)
-            acc = _accumulate(acc, a, b, SWAP_AB, UPCAST, INPUT_PRECISION)
+            acc = _accumulate(acc, a, b, SWAP_AB, INPUT_PRECISION)
     elif KW == 1:  # one tap, no padding: a GEMM whose A and B tiles move by constant strides
         c0 = step_lo * BLOCK_K
         a_tile = x_ptr + (tl.multiple_of(x_row, X_ALIGN)[:, None] + (c0 + offs_k)[None, :] * sxc)
@@ -209,7 +209,7 @@ def conv_bn_act_kernel(
                 c_ok = c0 + offs_k < C_in
                 a = tl.load(a_tile, mask=m_ok[:, None] & c_ok[None, :], other=0.0)
                 b = tl.load(w_tile, mask=c_ok[:, None] & co_ok[None, :], other=0.0)
-            acc = _accumulate(acc, a, b, SWAP_AB, UPCAST, INPUT_PRECISION)
+            acc = _accumulate(acc, a, b, SWAP_AB, INPUT_PRECISION)
             a_tile += BLOCK_K * sxc
             w_tile += BLOCK_K * C_out
             c0 += BLOCK_K
@@ -231,7 +231,7 @@ def conv_bn_act_kernel(
                 c_ok = c0 + offs_k < C_in
                 a = tl.load(a_tile, mask=row_ok[:, None] & c_ok[None, :], other=0.0)
                 b = tl.load(w_tile, mask=c_ok[:, None] & co_ok[None, :], other=0.0)
-            acc = _accumulate(acc, a, b, SWAP_AB, UPCAST, INPUT_PRECISION)
+            acc = _accumulate(acc, a, b, SWAP_AB, INPUT_PRECISION)
             # Next channel block, or the next tap's first. The packed weight's K rows run
             # (tap, channel), so with whole blocks its tile just moves down BLOCK_K rows.
             c_next = c0 + BLOCK_K
@@ -252,14 +252,11 @@ def conv_bn_act_kernel(
         conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                       b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                       syn, syc, syh, syw, srn, src, srh, srw,
-                      RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, Y_ALIGN, BLOCK_M)
+                      RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
 
 
 @triton.jit
-def _accumulate(acc, a, b, SWAP_AB: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
+def _accumulate(acc, a, b, SWAP_AB: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     if SWAP_AB:
         acc = tl.dot(tl.trans(b), tl.trans(a), acc, input_precision=INPUT_PRECISION)
     else:
@@ -275,7 +272,7 @@ def split_k_reduce_kernel(
     syn, syc, syh, syw,
     srn, src, srh, srw,
     RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-    ROUND_BF16: tl.constexpr, INT64: tl.constexpr, Y_ALIGN: tl.constexpr,
+    INT64: tl.constexpr, Y_ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Σ_s workspace[s] in the order s = 0, 1, … (deterministic), then the conv epilogue. Same
@@ -295,7 +292,7 @@ def split_k_reduce_kernel(
     conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
-                  RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, ROUND_BF16, Y_ALIGN, BLOCK_M)
+                  RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
 
 
 def fits_int32(t: torch.Tensor) -> bool:
@@ -364,7 +361,7 @@ def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
     psum_arg = psum if psum is not None else out
     ws = (torch.empty((splits, m, c_out), device=x.device, dtype=torch.float32) if splits > 1 else out)
     epilogue = dict(RELU=relu, AFFINE=affine is not None, RESIDUAL=residual is not None,
-                    PARTIAL_SUMS=partial_sums, ROUND_BF16=round_bf16_by_hand(x.dtype))
+                    PARTIAL_SUMS=partial_sums)
     int64 = not all(fits_int32(t) for t in (x, out, res)) or not fits_int32(ws) or splits * m * c_out >= 2 ** 31
     x_align, y_align = math.gcd(pixel_alignment(x), c_in), pixel_alignment(out, res)
     conv_bn_act_kernel[(tiles, splits)](
@@ -375,7 +372,7 @@ def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
         FLAT_C_IN=c_in if cfg["FLAT_K"] else 1,
         EVEN_K=c_in % cfg["BLOCK_K"] == 0, SWAP_AB=bool(cfg["SWAP_AB"]), INT64=int64, X_ALIGN=x_align,
         Y_ALIGN=y_align,
-        UPCAST=upcast_dot(x.dtype), INPUT_PRECISION=dot_precision(x.dtype, allow_tf32, tf32x3),
+        INPUT_PRECISION=dot_precision(x.dtype, allow_tf32, tf32x3),
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **epilogue)
     if splits > 1:

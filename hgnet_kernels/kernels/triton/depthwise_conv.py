@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import cast_for_store, check_same_device, launch_target, pixel_channel_tile, round_bf16_by_hand
+from ._common import check_same_device, launch_target, pixel_channel_tile
 from ...plan import Stride, stride_label
 from ..spec import check_depthwise_stride, prepare_depthwise, symmetric
 
@@ -36,7 +36,7 @@ def depthwise_conv_kernel(
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
     KS: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
-    RELU: tl.constexpr, AFFINE: tl.constexpr, ROUND_BF16: tl.constexpr,
+    RELU: tl.constexpr, AFFINE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(M, HW, Wo, C, BLOCK_P, BLOCK_C)
@@ -57,7 +57,7 @@ def depthwise_conv_kernel(
     if AFFINE:
         acc = acc * aff_a + aff_c
     y_off = (n64 * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
-    tl.store(y_ptr + y_off, cast_for_store(acc, y_ptr, ROUND_BF16), mask=p_ok[:, None] & c_ok[None, :])
+    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
 def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: Union[int, Stride] = 2,
@@ -88,6 +88,6 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
         depthwise_conv_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
             x, packed_weight, bias, out, n * ho * wo, h, w, c, wo, ho * wo, float(a), float(shift),
             *x.stride(), *out.stride(),
-            KS=kernel, STRIDE_H=stride_h, STRIDE_W=stride_w, PAD_T=pad[0], PAD_L=pad[2], RELU=relu, AFFINE=affine is not None,
-            ROUND_BF16=round_bf16_by_hand(x.dtype), **cfg)
+            KS=kernel, STRIDE_H=stride_h, STRIDE_W=stride_w, PAD_T=pad[0], PAD_L=pad[2], RELU=relu,
+            AFFINE=affine is not None, **cfg)
     return out

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import cast_for_store, check_same_device, launch_target, pixel_channel_tile, round_bf16_by_hand
+from ._common import check_same_device, launch_target, pixel_channel_tile
 from ..spec import prepare_scale_residual
 
 
@@ -28,7 +28,7 @@ def scale_residual_kernel(
     syn, syc, syh, syw,
     sin, sic, sih, siw,
     son, soc, soh, sow,
-    RESIDUAL: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    RESIDUAL: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     n64, h, w, c64, p_ok, c_ok = pixel_channel_tile(M, HW, W, C, BLOCK_P, BLOCK_C)
     h64, w64 = h.to(tl.int64), w.to(tl.int64)
@@ -41,7 +41,7 @@ def scale_residual_kernel(
                         mask=mask, other=0.0)
         out += ident.to(tl.float32)
     tl.store(out_ptr + (n64 * son + h64 * soh + w64 * sow)[:, None] + c64[None, :] * soc,
-             cast_for_store(out, out_ptr, ROUND_BF16), mask=mask)
+             out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
@@ -58,5 +58,5 @@ def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch
     if n * h * w > 0 and c > 0:
         scale_residual_kernel[configs.tile_grid(n, h * w, c, cfg)](
             y, gate, ident, out, n * h * w, c, w, h * w, *y.stride(), *ident.stride(), *out.stride(),
-            RESIDUAL=identity is not None, ROUND_BF16=round_bf16_by_hand(y.dtype), **cfg)
+            RESIDUAL=identity is not None, **cfg)
     return out
