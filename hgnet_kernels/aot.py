@@ -313,6 +313,22 @@ def main_loop(instructions: List[Tuple[int, str, str]]) -> Optional[dict]:
                 mix=dict(collections.Counter(body).most_common(12)))
 
 
+# The operand type a tensor-core instruction names after its accumulator type: HGMMA.64x64x16.F32
+# (fp16), HGMMA.64x64x16.F32.BF16, HGMMA.64x64x8.F32.TF32, HMMA.16816.F32(.BF16), HMMA.1688.F32.TF32.
+_TENSOR_CORE_INPUTS = {"": "f16", "BF16": "bf16", "TF32": "tf32"}
+
+
+def tensor_core_inputs(instructions: List[Tuple[int, str, str]]) -> List[str]:
+    """The operand types of the tensor-core instructions: "f16", "bf16", "tf32" (others lowercased)."""
+    found = set()
+    for _, opcode, text in instructions:
+        if opcode in TENSOR_CORE_OPS:
+            fields = text.split()[0].split(".")
+            suffix = fields[3] if len(fields) > 3 else ""
+            found.add(_TENSOR_CORE_INPUTS.get(suffix, suffix.lower()))
+    return sorted(found)
+
+
 def _resource_usage(text: str) -> Dict[str, int]:
     m = re.search(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)", text)
     return dict(zip(("regs", "stack", "static_shared", "local"), map(int, m.groups()))) if m else {}
@@ -384,6 +400,7 @@ def analyse(kernel: str, signature, constants, attrs, options, arch: int) -> dic
                 local_bytes=usage.get("local", 0), shared=shared, warps=warps, stages=int(options["num_stages"]),
                 blocks_per_sm=blocks, limiter=limiter, occupancy=blocks * warps * 32 / limits["threads"],
                 hgmma=ops["HGMMA"], hmma=ops["HMMA"], ffma=ops["FFMA"], instructions=len(instructions),
+                tensor_core_inputs=tensor_core_inputs(instructions),
                 dot=_dot_of(compiled.asm["ttir"]), main_loop=main_loop(instructions))
 
 
@@ -432,11 +449,23 @@ class Finding:
         if self.arch == 90 and dot and dot["dtype"] in ("f16", "bf16") and not r["hgmma"]:
             found.append(f"{dot['dtype']} dot {dot['m']}×{dot['n']}×{dot['k']} without wgmma "
                          f"({r['hmma']} HMMA)")
+        # The launch's data type is what its dot multiplies, natively: no fp16/bf16 tile widened
+        # to fp32 (a stand-in's workaround) and no fp32 dot on TF32 (the default is IEEE).
+        wanted = _DOT_INPUTS.get(self.launch.dtypes[0]) if self.launch.dtypes else None
+        if self.arch in (80, 90) and dot and wanted is not None:
+            inputs = r.get("tensor_core_inputs", [])
+            if dot["dtype"] != wanted[0] or any(t != wanted[1] for t in inputs):
+                found.append(f"{self.launch.dtypes[0]} launch's dot on {dot['dtype']} operands, tensor cores "
+                             f"on {', '.join(inputs) or 'none'}")
         ratio = self.loop_ratio
         if (max_loop_ratio is not None and ratio is not None and self.arch == 90 and r["hgmma"]
                 and not _is_stem(self.launch) and ratio > max_loop_ratio):
             found.append(f"main loop {ratio:.2f}× the anchor GEMM's instructions per tensor-core op")
         return found
+
+
+# Compute dtype → (the dot's operand type in the TTIR, the tensor cores' operand type in the SASS).
+_DOT_INPUTS = {"float16": ("f16", "f16"), "bfloat16": ("bf16", "bf16"), "float32": ("f32", None)}
 
 
 def _is_stem(launch: Launch) -> bool:

@@ -179,6 +179,29 @@ def test_main_loop_is_the_smallest_backward_branch_range_with_the_most_tensor_co
     assert aot.main_loop(aot.parse_sass(SASS.replace("HGMMA", "FFMA"))) is None
 
 
+def test_tensor_core_operand_types_are_read_and_an_upcast_dot_is_a_problem():
+    """fp16 launches must multiply f16 on the tensor cores, bf16 bf16, fp32 none (IEEE by default):
+    a tile widened to fp32 for a stand-in, or TF32 slipped in, would show here."""
+    def sass(*instructions):
+        return aot.parse_sass("".join(f"        /*{16 * i:04x}*/   {t} ;\n" for i, t in enumerate(instructions)))
+
+    assert aot.tensor_core_inputs(sass("HGMMA.64x128x16.F32 R24, gdesc[UR12], R24", "IADD3 R1, R1, 1, RZ")) == ["f16"]
+    assert aot.tensor_core_inputs(sass("HMMA.16816.F32.BF16 R4, R8, R12, R4", "HGMMA.64x64x8.F32.TF32 R0, R8, gdesc[UR4], R0")
+                                  ) == ["bf16", "tf32"]
+
+    def problems(dtype, dot_dtype, inputs):
+        launch = aot.Launch("m:conv_bn_act_kernel", {}, {}, [], {}, "key", dtypes=[dtype])
+        result = dict(ok=True, spill_stores=0, spill_loads=0, hgmma=1, hmma=0, tensor_core_inputs=inputs,
+                      dot=dict(m=64, n=64, k=16, dtype=dot_dtype))
+        return aot.Finding(launch, 90, result).problems(None)
+
+    assert problems("float16", "f16", ["f16"]) == [] and problems("bfloat16", "bf16", ["bf16"]) == []
+    assert problems("float32", "f32", []) == []
+    assert problems("float16", "f32", ["tf32"]) == ["float16 launch's dot on f32 operands, tensor cores on tf32"]
+    assert problems("bfloat16", "bf16", ["f16"])
+    assert problems("float32", "f32", ["tf32"])
+
+
 def test_occupancy_follows_registers_shared_memory_and_threads():
     assert aot.blocks_per_sm(90, 128, 0, 8) == (2, "registers")          # 128 regs × 256 threads
     assert aot.blocks_per_sm(90, 24, 0, 4) == (16, "threads")             # 2048 threads / 128
