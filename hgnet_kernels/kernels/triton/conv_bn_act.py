@@ -95,7 +95,9 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
     if PARTIAL_SUMS:
         # One sum per image this tile touches (a tile may straddle several small images).
         co64 = offs_co.to(tl.int64)
-        row0 = pid_m.to(tl.int64) * BLOCK_M
+        # The offsets' type: an int64 division is a ptxas subroutine call whose saved registers
+        # went through local memory (Triton 3.6, sm_90 split-K reduction).
+        row0 = pid_m.to(offs_m.dtype) * BLOCK_M
         img_lo = row0 // HW
         img_hi = (tl.minimum(row0 + BLOCK_M, M) - 1) // HW
         for im in range(img_lo, img_hi + 1):
