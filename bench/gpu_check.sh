@@ -24,7 +24,7 @@ mkdir -p "$OUT_DIR"
 source bench/gpu_check_steps.sh
 
 KERNEL_TESTS="tests/test_ops.py tests/test_ops_general.py tests/test_cuda_ptx.py tests/test_cuda_conv_mma.py \
-  tests/test_triton_conv.py tests/test_triton_general.py"
+  tests/test_triton_conv.py tests/test_triton_general.py tests/test_tf32x3_bound.py"
 if [ "$DRY" = 1 ]; then
   export TRITON_INTERPRET=1 HGNET_KERNELS_CUDA_EMULATE=1
   TAG="dryrun-cpu-$STAMP"

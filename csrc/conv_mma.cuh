@@ -275,17 +275,23 @@ __device__ __forceinline__ void split_tf32(uint32_t x, uint32_t& big, uint32_t& 
   small = f2u(ptx::cvt_tf32(f - b));
 }
 
-// One K step (32) of a warp's tile from fp32 operands, 3×TF32: A·B ≈ As·Bb + Ab·Bs + Ab·Bb (small
-// terms first, so they are not lost against the large one), each an mma.m16n8k8.tf32 with fp32
-// accumulation; the dropped As·Bs is below fp32's rounding. A fragments by ldmatrix.x4 on 32-bit
-// data (each 16-byte row holds 4 fp32: thread T gets word T % 4 of row T / 4, which is exactly the
-// m16n8k8 tf32 A layout); B by plain 32-bit loads (b0 = B[t][g], b1 = B[t + 4][g]).
+// One K step (32) of a warp's tile from fp32 operands, 3×TF32: A·B ≈ As·Bb + Ab·Bs + Ab·Bb, each an
+// mma.m16n8k8.tf32 with fp32 accumulation; the dropped As·Bs is below fp32's rounding. Each
+// m16n8k8's 24 products are summed from zero, small terms first, and added to the running sum
+// once: added to it directly, the small terms (~2^-11 of a product) fall below half an ulp of a
+// sum of many same-sign products and are rounded away (base's K = 11520: 1.4e-4 instead of < 1e-6;
+// the bound and its tests: numerics.tf32x3_error_bound with blocks of 8, tests/test_tf32x3_bound.py).
+// A fragments by ldmatrix.x4 on 32-bit data (each 16-byte row holds 4 fp32: thread T gets word
+// T % 4 of row T / 4, which is exactly the m16n8k8 tf32 A layout); B by plain 32-bit loads
+// (b0 = B[t][g], b1 = B[t + 4][g]).
 template <int BN, int WM, int WN, int FM, int FN, int A_CHUNKS, int B_CHUNKS>
 __device__ __forceinline__ void mma_step_3xtf32(float (&acc)[FM][FN][4], const float* a_st, const float* b_st,
                                                 int lane, int warp_m, int warp_n) {
   const int lrow = (lane % 8) + ((lane / 8) % 2) * 8, lchunk = lane / 16;
   const int g = lane / 4, t = lane % 4;
-#pragma unroll
+  // Not unrolled: hoisting the next k-slice's splits over these sums spills the 128-register
+  // budget of the 4-blocks-per-SM variant; one slice's 3·FM·FN mma.sync give the ILP.
+#pragma unroll 1
   for (int kk = 0; kk < kBK / 8; ++kk) {
     uint32_t a_big[FM][4], a_small[FM][4], b_big[FN][2], b_small[FN][2];
 #pragma unroll
@@ -309,9 +315,12 @@ __device__ __forceinline__ void mma_step_3xtf32(float (&acc)[FM][FN][4], const f
     for (int i = 0; i < FM; ++i)
 #pragma unroll
       for (int j = 0; j < FN; ++j) {
-        ptx::mma_m16n8k8_tf32(acc[i][j], a_small[i], b_big[j], acc[i][j]);
-        ptx::mma_m16n8k8_tf32(acc[i][j], a_big[i], b_small[j], acc[i][j]);
-        ptx::mma_m16n8k8_tf32(acc[i][j], a_big[i], b_big[j], acc[i][j]);
+        float sum[4] = {0.f, 0.f, 0.f, 0.f};
+        ptx::mma_m16n8k8_tf32(sum, a_small[i], b_big[j], sum);
+        ptx::mma_m16n8k8_tf32(sum, a_big[i], b_small[j], sum);
+        ptx::mma_m16n8k8_tf32(sum, a_big[i], b_big[j], sum);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[i][j][q] += sum[q];
       }
   }
 }
