@@ -146,7 +146,9 @@ def _fix_interpreter() -> None:
     builder._hgk_bf16_fixed = True
 
 
-_fix_interpreter()
+# Only where the interpreter runs: on a GPU, Triton's own classes are left as they are.
+if interpreting():
+    _fix_interpreter()
 
 
 @triton.jit
