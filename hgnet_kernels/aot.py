@@ -213,16 +213,22 @@ def recording(arch: int, sms: int, launches: Dict[Tuple[str, str], Launch], curr
             k.device_caches = caches
 
 
-def _named_steps(backend, plan, current: dict):
-    """The backend's steps, each noting in ``current`` which plan op it is before it runs."""
-    def named(step, plan_op):
+def _named_binders(backend, plan, current: dict):
+    """The backend's binders, each binding a step that notes in ``current`` which plan op it is
+    before it runs (and noting it while it binds: the first launch is made then)."""
+    def named(binder, plan_op):
         note = dict(op=plan_op.name or plan_op.kind, reads_input=plan_op.reads[0].buffer == plan.input)
 
-        def run(env):
+        def bind(env):
             current.update(note)
-            step(env)
-        return run
-    return [named(step, plan_op) for step, plan_op in zip(backend.steps, plan.ops)]
+            step = binder(env)
+
+            def run(env):
+                current.update(note)
+                step(env)
+            return run
+        return bind
+    return [named(binder, plan_op) for binder, plan_op in zip(backend.binders, plan.ops)]
 
 
 def collect(models: Sequence[str], dtypes: Sequence[str], batches: Sequence[int], sizes: Sequence[int],
@@ -247,7 +253,7 @@ def collect(models: Sequence[str], dtypes: Sequence[str], batches: Sequence[int]
                 net = fold_model(eager, dtype)
                 plan = build_plan(net)
                 backend = Backend("triton", net, plan, torch.device("cpu"), cuda_graph=False)
-                backend.steps = _named_steps(backend, plan, current)
+                backend.binders = _named_binders(backend, plan, current)
                 everything = tuple(range(len(plan.features) + 1))
                 for batch in batches:
                     for size in sizes:

@@ -15,12 +15,19 @@ of them: one executor, one op table. Every family exposes the same names::
 the tensor holding its result, which later reads of the same slice receive. Families import
 lazily, so ``import hgnet_kernels`` needs neither Triton nor a compiler.
 
+A family with ``RESOLVES`` (Triton) also has ``resolve_conv_bn_act``, ``resolve_aggregation_ese``,
+``resolve_depthwise``, ``resolve_max_pool``, ``resolve_ese_gate`` and ``resolve_scale_residual``
+(the same arguments; they return the resolved launch and the destination): the executor resolves
+each op once per input shape, strides, dtype and device — checks, configs, grids, workspace
+shapes — at the first run of that input, and later runs replay those launches.
+
 On CUDA, families that allow it run under CUDA graphs (``cuda_graph``, on by default): one graph
 per input shape, strides, dtype and outputs asked for replays the whole plan in one launch; the
 first ``max_graphs`` of them are kept, and further shapes run as plain launches.
 """
 from __future__ import annotations
 
+import collections
 import importlib
 import logging
 import threading
@@ -43,6 +50,10 @@ AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("torch",)}
 # Options of the executor itself, for families that allow CUDA graphs.
 GRAPH_OPTIONS = {"cuda_graph": (bool, "capture and replay CUDA graphs (default: on, on CUDA)"),
                  "max_graphs": (int, "graphs kept, one per input shape; further shapes run without")}
+
+
+# Input shapes whose bound steps a backend keeps (a detector fed many sizes resolves again past this).
+MAX_RESOLVED = 64
 
 
 class BackendUnavailable(RuntimeError):
@@ -176,6 +187,18 @@ class _Env:
 
 
 Step = Callable[[_Env], None]
+# Given the environment of the first run of an input shape, the step that runs the op for that
+# shape: a family that resolves its launches (``RESOLVES``: ``resolve_*`` functions) checks and
+# configures them once here; for the others it is the plain call.
+Binder = Callable[[_Env], Step]
+
+
+def _plain(step: Step) -> Binder:
+    return lambda env: step
+
+
+def _resolves(fam) -> bool:
+    return getattr(fam, "RESOLVES", False)
 
 
 def _affine(module) -> Optional[Tuple[float, float]]:
@@ -196,17 +219,41 @@ def _epilogue_options(op, module) -> dict:
     return options
 
 
-def _conv_step(fam, op, net, ids, options) -> Step:
+def _conv_step(fam, op, net, ids, options) -> Binder:
     module = net.get_submodule(op.name)
     weight = (fam.pack_depthwise_weight if op.kind == "depthwise" else fam.pack_conv_weight)(module.weight)
     bias, source, target, stride, relu = module.bias, ids(op.reads[0]), ids(op.writes[0]), op.stride_arg, op.relu
     extra = _epilogue_options(op, module)
     if op.kind == "depthwise":
+        if _resolves(fam):
+            def bind(env: _Env) -> Step:
+                launch = fam.resolve_depthwise(env.read(source), weight, bias, stride, out=env.out(target), **extra)[0]
+
+                def step(env: _Env) -> None:
+                    out = launch.output(env.out(target), weight.device)
+                    launch(env.read(source), weight, bias, out)
+                    env.wrote(target, out)
+                return step
+            return bind
+
         def step(env: _Env) -> None:
             env.wrote(target, fam.depthwise_conv(env.read(source), weight, bias, stride, out=env.out(target), **extra))
-    elif op.residual:
-        residual = ids(op.reads[-1])
-
+        return _plain(step)
+    residual = ids(op.reads[-1]) if op.residual else None
+    if _resolves(fam):
+        def bind(env: _Env) -> Step:
+            launch = fam.resolve_conv_bn_act(env.read(source), weight, bias, stride, relu, env.out(target),
+                                             residual=None if residual is None else env.read(residual),
+                                             **extra, **options)[0]
+            if residual is None:
+                def step(env: _Env) -> None:
+                    env.wrote(target, launch(env.read(source), weight, bias, env.out(target))[0])
+            else:
+                def step(env: _Env) -> None:
+                    env.wrote(target, launch(env.read(source), weight, bias, env.out(target), env.read(residual))[0])
+            return step
+        return bind
+    if residual is not None:
         def step(env: _Env) -> None:
             env.wrote(target, fam.conv_bn_act(env.read(source), weight, bias, stride, relu, out=env.out(target),
                                               residual=env.read(residual), **extra, **options))
@@ -214,14 +261,26 @@ def _conv_step(fam, op, net, ids, options) -> Step:
         def step(env: _Env) -> None:
             env.wrote(target, fam.conv_bn_act(env.read(source), weight, bias, stride, relu, out=env.out(target),
                                               **extra, **options))
-    return step
+    return _plain(step)
 
 
-def _aggregation_step(fam, op, net, ids, options) -> Step:
+def _aggregation_step(fam, op, net, ids, options) -> Binder:
     module = net.get_submodule(op.name)
     weight, bias, source = fam.pack_conv_weight(module.weight), module.bias, ids(op.reads[0])
     y, sums = map(ids, op.writes)
     c_in, c_out = op.reads[0].channels, op.writes[1].channels
+    if _resolves(fam):
+        def bind(env: _Env) -> Step:
+            # The resolved launch allocates the partial sums in the family's layout (its
+            # partial_sums_shape: the same launch config and row tiles).
+            launch = fam.resolve_aggregation_ese(env.read(source), weight, bias, out=env.out(y), **options)[0]
+
+            def step(env: _Env) -> None:
+                out, psum = launch(env.read(source), weight, bias, env.out(y))
+                env.wrote(y, out)
+                env.wrote(sums, psum)
+            return step
+        return bind
 
     def step(env: _Env) -> None:
         x = env.read(source)
@@ -232,60 +291,96 @@ def _aggregation_step(fam, op, net, ids, options) -> Step:
         out, psum = fam.aggregation_ese(x, weight, bias, out=env.out(y), psum=psum, **options)
         env.wrote(y, out)
         env.wrote(sums, psum)
-    return step
+    return _plain(step)
 
 
-def _ese_gate_step(fam, op, net, ids, options) -> Step:
+def _ese_gate_step(fam, op, net, ids, options) -> Binder:
     module = net.get_submodule(op.name)
     weight, bias, sums, gate = module.ese_weight, module.ese_bias, ids(op.reads[0]), ids(op.writes[0])
     summed = op.reads[0].buffer
+    if _resolves(fam):
+        def bind(env: _Env) -> Step:
+            h, w = env.spatial[summed]  # the mean is over the summed map's pixels
+            launch = fam.resolve_ese_gate(env.read(sums), weight, bias, h * w)[0]
+
+            def step(env: _Env) -> None:
+                out = launch.output(None, weight.device)
+                launch(env.read(sums), weight, bias, out)
+                env.wrote(gate, out)
+            return step
+        return bind
 
     def step(env: _Env) -> None:
-        h, w = env.spatial[summed]  # the mean is over the summed map's pixels
+        h, w = env.spatial[summed]
         env.wrote(gate, fam.ese_gate(env.read(sums), weight, bias, h * w))
-    return step
+    return _plain(step)
 
 
-def _scale_residual_step(fam, op, net, ids, options) -> Step:
+def _scale_residual_step(fam, op, net, ids, options) -> Binder:
     y, gate, target = ids(op.reads[0]), ids(op.reads[1]), ids(op.writes[0])
     identity = ids(op.reads[2]) if op.residual else None
+    if _resolves(fam):
+        def bind(env: _Env) -> Step:
+            launch = fam.resolve_scale_residual(env.read(y), env.read(gate),
+                                                None if identity is None else env.read(identity),
+                                                out=env.out(target))[0]
+            ident = y if identity is None else identity  # the kernel's unused pointer when off
+
+            def step(env: _Env) -> None:
+                source = env.read(y)
+                out = launch.output(env.out(target), source.device)
+                launch(source, env.read(gate), env.read(ident), out)
+                env.wrote(target, out)
+            return step
+        return bind
 
     def step(env: _Env) -> None:
         env.wrote(target, fam.scale_residual(env.read(y), env.read(gate),
                                              None if identity is None else env.read(identity), out=env.out(target)))
-    return step
+    return _plain(step)
 
 
-def _max_pool_step(fam, op, net, ids, options) -> Step:
+def _max_pool_step(fam, op, net, ids, options) -> Binder:
     source, target = ids(op.reads[0]), ids(op.writes[0])
     extra = {}
     if (op.kernel, op.stride_arg, op.padding) != (3, 2, symmetric(3)):
         extra.update(kernel=op.kernel, stride=op.stride_arg, padding=op.padding)
     if op.zero_pad:
         extra["zero_pad"] = True
+    if _resolves(fam):
+        def bind(env: _Env) -> Step:
+            launch = fam.resolve_max_pool(env.read(source), out=env.out(target), **extra)[0]
+
+            def step(env: _Env) -> None:
+                x = env.read(source)
+                out = launch.output(env.out(target), x.device)
+                launch(x, out)
+                env.wrote(target, out)
+            return step
+        return bind
 
     def step(env: _Env) -> None:
         env.wrote(target, fam.max_pool(env.read(source), out=env.out(target), **extra))
-    return step
+    return _plain(step)
 
 
-def _copy_step(fam, op, net, ids, options) -> Step:
+def _copy_step(fam, op, net, ids, options) -> Binder:
     source, target = ids(op.reads[0]), ids(op.writes[0])
 
     def step(env: _Env) -> None:
         out = env.out(target)
         env.wrote(target, out.copy_(env.read(source)) if out is not None else env.read(source).clone())
-    return step
+    return _plain(step)
 
 
-def _head_step(fam, op, net, ids, options) -> Step:
+def _head_step(fam, op, net, ids, options) -> Binder:
     source, target = ids(op.reads[0]), ids(op.writes[0])
     pool, last, fc_weight, fc_bias = net.global_pool, net.last_conv_weight, net.fc_weight, net.fc_bias
     affine = None if net.head_lab is None else (float(net.head_lab[0]), float(net.head_lab[1]))
 
     def step(env: _Env) -> None:
         env.wrote(target, spec.head_reference(env.read(source), pool, last, affine, fc_weight, fc_bias))
-    return step
+    return _plain(step)
 
 
 # The op table: how each kind of plan op calls a family. It exists once, for every family.
@@ -317,7 +412,11 @@ class Backend:
                 raise BackendUnavailable(f"backend {name!r} cannot run {reason} exactly; use backend='torch'")
         self.name, self.plan = name, plan
         self._refs = _Refs(plan, fam.IN_PLACE)
-        self.steps: List[Step] = [OP_TABLE[op.kind](fam, op, net, self._refs.id, family_options) for op in plan.ops]
+        self.binders: List[Binder] = [OP_TABLE[op.kind](fam, op, net, self._refs.id, family_options)
+                                      for op in plan.ops]
+        # The steps bound for each input (shape, strides, dtype, device) seen, in plan order (as
+        # far as the runs of that input went), most recently used last; up to MAX_RESOLVED inputs.
+        self._resolved: "collections.OrderedDict[tuple, List[Step]]" = collections.OrderedDict()
         self._outputs = [self._refs.id(plan.buffers[b].whole()) for b in (*plan.features, plan.output)]
         # The op after which each output exists: a run that needs only early outputs stops there.
         writers = {self._refs.id(ref): index for index, op in enumerate(plan.ops) for ref in op.writes}
@@ -340,17 +439,38 @@ class Backend:
         self._graphs: Dict[tuple, tuple] = {}
         self._graph_pool = None  # one memory pool for every captured shape (made at the first capture)
         self._graph_lock = threading.Lock()
+        self._resolved_lock = threading.Lock()
         self._warned_full = False
 
     def _execute(self, x: torch.Tensor, outputs: Tuple[int, ...]) -> List[Optional[torch.Tensor]]:
-        """Runs the plan as far as ``outputs`` (indices into [stage maps…, head output]) need."""
+        """Runs the plan as far as ``outputs`` (indices into [stage maps…, head output]) need: the
+        steps bound for this input's shape, binding (resolving) the missing ones as it goes."""
         env = _Env(self._refs, x)
         values = env.values
         last = max(self._produced_at[i] for i in outputs)
-        for step, release in zip(self.steps[:last + 1], self._release):
-            step(env)
+        key = (tuple(x.shape), x.stride(), x.dtype, x.device)
+        with self._resolved_lock:
+            steps = self._resolved.get(key)
+            if steps is not None:
+                self._resolved.move_to_end(key)
+        if steps is not None and len(steps) > last:
+            for step, release in zip(steps[:last + 1], self._release):
+                step(env)
+                for ref_id in release:
+                    values[ref_id] = None
+            return [values[self._outputs[i]] for i in outputs]
+        bound = list(steps or ())
+        for index, release in enumerate(self._release[:last + 1]):
+            if index == len(bound):
+                bound.append(self.binders[index](env))
+            bound[index](env)
             for ref_id in release:
                 values[ref_id] = None
+        with self._resolved_lock:
+            if len(bound) > len(self._resolved.get(key, ())):
+                self._resolved[key] = bound
+            while len(self._resolved) > MAX_RESOLVED:
+                self._resolved.popitem(last=False)
         return [values[self._outputs[i]] for i in outputs]
 
     def run(self, x: torch.Tensor, outputs: Tuple[int, ...]) -> List[torch.Tensor]:

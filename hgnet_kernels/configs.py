@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -227,8 +227,31 @@ def conv_split(steps: int, split: int) -> Tuple[int, int]:
 def conv_grid(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int]) -> Tuple[int, int]:
     """The conv kernel's launch grid: (output tiles over N·Ho·Wo rows × C_out, K splits). A split-K
     launch is followed by a reduction over the output tiles (``conv_bn_act.split_k_reduce_kernel``)."""
-    splits = conv_split(conv_k_steps(c_in, kernel, cfg), cfg.get("SPLIT_K", 1))[0]
-    return cdiv(n * hw_out, cfg["BLOCK_M"]) * cdiv(c_out, cfg["BLOCK_N"]), splits
+    return conv_launch_shape(n, hw_out, c_in, c_out, kernel, cfg).grid
+
+
+class ConvLaunchShape(NamedTuple):
+    """The grid maths of one conv launch, done once per layer and input shape (the launcher's
+    ``resolve_conv``, the ``plan`` report): K steps, (splits, steps per split), the conv kernel's
+    grid, and with split-K the reduction's grid and the fp32 workspace's shape."""
+    k_steps: int
+    splits: int
+    steps_per_split: int
+    grid: Tuple[int, int]
+    reduce_grid: Optional[Tuple[int, int]]
+    workspace_shape: Optional[Tuple[int, int, int]]
+
+
+def conv_launch_shape(n: int, hw_out: int, c_in: int, c_out: int, kernel: int,
+                      cfg: Dict[str, int]) -> ConvLaunchShape:
+    k_steps = conv_k_steps(c_in, kernel, cfg)
+    splits, per_split = conv_split(k_steps, cfg.get("SPLIT_K", 1))
+    rows = n * hw_out
+    tiles_m, tiles_n = cdiv(rows, cfg["BLOCK_M"]), cdiv(c_out, cfg["BLOCK_N"])
+    if splits == 1:
+        return ConvLaunchShape(k_steps, 1, per_split, (tiles_m * tiles_n, 1), None, None)
+    return ConvLaunchShape(k_steps, splits, per_split, (tiles_m * tiles_n, splits), (tiles_m, tiles_n),
+                           (splits, rows, c_out))
 
 
 def conv_padded_macs(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int]) -> int:

@@ -78,8 +78,8 @@ def launch(cost: OpCost, dtype: torch.dtype, arch: Optional[str], sms: Optional[
     if op.kind in ("conv", "aggregation"):
         cfg = configs.conv_config(hw, c_in, c_out, op.kernel, op.stride_arg, dtype, arch, batch=n,
                                   padding=op.padding, sms=sms)
-        tiles, splits = configs.conv_grid(n, hw, c_in, c_out, op.kernel, cfg)
-        return dict(programs=tiles * splits, splits=splits, config=cfg,
+        shape = configs.conv_launch_shape(n, hw, c_in, c_out, op.kernel, cfg)
+        return dict(programs=_product(shape.grid), splits=shape.splits, config=cfg,
                     padded_macs=configs.conv_padded_macs(n, hw, c_in, c_out, op.kernel, cfg))
     kernel_name = {"depthwise": "depthwise_conv"}.get(op.kind, op.kind)
     geometry = f"k{op.kernel}s{stride_label(op.stride)}" if op.kind in ("depthwise", "max_pool") else ""

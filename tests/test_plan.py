@@ -110,7 +110,7 @@ def test_every_backend_runs_the_same_plan():
     fused = {b: hk.FusedPPHGNet(hk.pphgnet_tiny(), backend=b) for b in ("torch", "triton", "cuda")}
     ops = {b: [(op.kind, op.name) for op in f._backend.plan.ops] for b, f in fused.items()}
     assert ops["torch"] == ops["triton"] == ops["cuda"]
-    assert len(fused["triton"]._backend.steps) == len(ops["triton"])
+    assert len(fused["triton"]._backend.binders) == len(ops["triton"])
 
 
 def test_plan_command_table_and_json(capsys):

@@ -20,7 +20,19 @@ from typing import Optional, Tuple
 
 import torch
 
-from .conv_bn_act import launch_conv
+from .conv_bn_act import ConvLaunch, resolve_conv
+
+
+def resolve_aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
+                            out: Optional[torch.Tensor] = None, *, allow_tf32: bool = False, tf32x3: bool = False,
+                            config: Optional[dict] = None,
+                            psum: Optional[torch.Tensor] = None) -> Tuple[ConvLaunch, torch.Tensor]:
+    """Check ``aggregation_ese``'s arguments (``psum``: a destination to check, or None) and resolve
+    its launch: (the ``ConvLaunch``, called with (x, packed_weight, bias, out, psum=…) and
+    returning (y, psum); the destination)."""
+    if packed_weight.shape[:2] != (1, 1):
+        raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
+    return resolve_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config, tf32x3=tf32x3, psum=psum)
 
 
 def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
@@ -32,6 +44,6 @@ def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Te
 
     ``packed_weight`` is (1, 1, C_total, C_out) from ``pack_conv_weight``; ``x`` any strides.
     """
-    if packed_weight.shape[:2] != (1, 1):
-        raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
-    return launch_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config, tf32x3=tf32x3, psum=psum)
+    launch, out = resolve_aggregation_ese(x, packed_weight, bias, out, allow_tf32=allow_tf32, tf32x3=tf32x3,
+                                          config=config, psum=psum)
+    return launch(x, packed_weight, bias, out, psum=psum)

@@ -333,43 +333,77 @@ def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtyp
     return n, psum_tiles(n, hw, cfg["BLOCK_M"]), c_out
 
 
-def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int, relu: bool,
-                out: Optional[torch.Tensor], partial_sums: bool, allow_tf32: bool = False,
-                config: Optional[dict] = None, *, padding=None, affine: Optional[Tuple[float, float]] = None,
-                residual: Optional[torch.Tensor] = None, tf32x3: bool = False,
-                psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Check, allocate and launch; shared by ``conv_bn_act`` and ``aggregation_ese`` (``psum``: the
-    partial sums' destination, of ``partial_sums_shape``, or None to allocate it)."""
+class ConvLaunch:
+    """One conv call resolved once (``resolve_conv``): the kernel's grid, scalar arguments and
+    constexprs, the split-K reduction's, and the shapes of what each call allocates (output, ESE
+    partial sums, split-K workspace). Calling it launches with tensors of the shapes, strides,
+    dtype and device it was resolved for — nothing is checked or computed again (the backend
+    keys its resolved steps by the input's shape, strides, dtype and device, which fix them all)."""
+    __slots__ = ("config", "grid", "args", "constexprs", "reduce_grid", "reduce_args", "reduce_constexprs",
+                 "out_shape", "psum_shape", "workspace_shape")
+
+    def __call__(self, x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
+                 out: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+                 psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if out is None:
+            out = torch.empty(self.out_shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+        if psum is None and self.psum_shape is not None:
+            psum = torch.empty(self.psum_shape, device=x.device, dtype=torch.float32)
+        if self.grid is None:  # no output pixels or channels: nothing to launch
+            if psum is not None:
+                psum.zero_()
+            return out, psum
+        res = out if residual is None else residual  # an unused pointer when off
+        sums = out if psum is None else psum
+        ws = out if self.workspace_shape is None else torch.empty(self.workspace_shape, device=x.device,
+                                                                  dtype=torch.float32)
+        conv_bn_act_kernel[self.grid](x, packed_weight, bias, out, res, sums, ws, *self.args, **self.constexprs)
+        if self.reduce_grid is not None:
+            split_k_reduce_kernel[self.reduce_grid](ws, bias, out, res, sums, *self.reduce_args,
+                                                    **self.reduce_constexprs)
+        return out, psum
+
+
+def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int, relu: bool,
+                 out: Optional[torch.Tensor], partial_sums: bool, allow_tf32: bool = False,
+                 config: Optional[dict] = None, *, padding=None, affine: Optional[Tuple[float, float]] = None,
+                 residual: Optional[torch.Tensor] = None, tf32x3: bool = False,
+                 psum: Optional[torch.Tensor] = None) -> Tuple[ConvLaunch, torch.Tensor]:
+    """Check the arguments and resolve the launch: (the ``ConvLaunch``, the destination — ``out``,
+    or a fresh channels_last tensor when None). Shared by ``conv_bn_act`` and ``aggregation_ese``
+    (``partial_sums``; ``psum``: a destination of ``partial_sums_shape`` to check, or None)."""
     out = prepare_conv(x, packed_weight, bias, stride, out, padding, residual)
     kernel, _, c_in, c_out = packed_weight.shape
     pad = tuple(padding) if padding is not None else symmetric(kernel)
     n, _, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
-    tensors = dict(x=x, weight=packed_weight, bias=bias, out=out)
-    check_same_device(**tensors, **({"residual": residual} if residual is not None else {}))
+    check_same_device(x=x, weight=packed_weight, bias=bias, out=out,
+                      **({"residual": residual} if residual is not None else {}))
     cfg = launch_config(x.device, x.dtype, n, c_in, c_out, kernel, stride, pad, ho * wo, config)
     m = n * ho * wo
     t = psum_tiles(n, ho * wo, cfg["BLOCK_M"])
-    psum = prepare_partial_sums(psum, (n, t, c_out), x) if partial_sums else None
+    if partial_sums and psum is not None:
+        prepare_partial_sums(psum, (n, t, c_out), x)  # a caller's destination: checked once here
+    launch = ConvLaunch()
+    launch.config, launch.out_shape = cfg, tuple(out.shape)
+    launch.psum_shape = (n, t, c_out) if partial_sums else None
+    launch.grid = launch.reduce_grid = launch.workspace_shape = None
     if m == 0 or c_out == 0:
-        if psum is not None:
-            psum.zero_()
-        return out, psum
-    k_steps = configs.conv_k_steps(c_in, kernel, cfg)
-    splits, per_split = configs.conv_split(k_steps, cfg["SPLIT_K"])
-    tiles = configs.conv_grid(n, ho * wo, c_in, c_out, kernel, cfg)[0]
+        return launch, out
+    shape = configs.conv_launch_shape(n, ho * wo, c_in, c_out, kernel, cfg)
+    splits = shape.splits
     a, c = affine if affine is not None else (1.0, 0.0)
-    res = residual if residual is not None else out  # an unused pointer when off
-    psum_arg = psum if psum is not None else out
-    ws = (torch.empty((splits, m, c_out), device=x.device, dtype=torch.float32) if splits > 1 else out)
+    res = residual if residual is not None else out
+    launch.workspace_shape = shape.workspace_shape
     epilogue = dict(RELU=relu, AFFINE=affine is not None, RESIDUAL=residual is not None,
                     PARTIAL_SUMS=partial_sums)
-    int64 = not all(fits_int32(t) for t in (x, out, res)) or not fits_int32(ws) or splits * m * c_out >= 2 ** 31
+    ws = out if splits == 1 else torch.empty(launch.workspace_shape, device="meta")
+    int64 = not all(fits_int32(t) for t in (x, out, res, ws)) or splits * m * c_out >= 2 ** 31
     x_align, y_align = math.gcd(pixel_alignment(x), c_in), pixel_alignment(out, res)
-    conv_bn_act_kernel[(tiles, splits)](
-        x, packed_weight, bias, out, res, psum_arg, ws,
-        m, h, w, c_in, wo, ho * wo, c_out, t, per_split, k_steps, float(a), float(c),
-        *x.stride(), *out.stride(), *res.stride(),
+    launch.grid = shape.grid
+    launch.args = (m, h, w, c_in, wo, ho * wo, c_out, t, shape.steps_per_split, shape.k_steps, float(a), float(c),
+                   *x.stride(), *out.stride(), *res.stride())
+    launch.constexprs = dict(
         STRIDE=stride, KW=kernel, PAD_T=pad[0], PAD_L=pad[2], SPLIT=splits > 1, FLAT_K=bool(cfg["FLAT_K"]),
         FLAT_C_IN=c_in if cfg["FLAT_K"] else 1,
         EVEN_K=c_in % cfg["BLOCK_K"] == 0, SWAP_AB=bool(cfg["SWAP_AB"]), INT64=int64, X_ALIGN=x_align,
@@ -378,11 +412,23 @@ def launch_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **epilogue)
     if splits > 1:
-        split_k_reduce_kernel[(configs.cdiv(m, cfg["BLOCK_M"]), configs.cdiv(c_out, cfg["BLOCK_N"]))](
-            ws, bias, out, res, psum_arg, m, wo, ho * wo, c_out, t, splits, m * c_out, float(a), float(c),
-            *out.stride(), *res.stride(), INT64=int64, Y_ALIGN=y_align,
-            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], num_warps=4, **epilogue)
-    return out, psum
+        launch.reduce_grid = shape.reduce_grid
+        launch.reduce_args = (m, wo, ho * wo, c_out, t, splits, m * c_out, float(a), float(c),
+                              *out.stride(), *res.stride())
+        launch.reduce_constexprs = dict(INT64=int64, Y_ALIGN=y_align, BLOCK_M=cfg["BLOCK_M"],
+                                        BLOCK_N=cfg["BLOCK_N"], num_warps=4, **epilogue)
+    return launch, out
+
+
+def resolve_conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
+                        relu: bool = True, out: Optional[torch.Tensor] = None, *, padding=None,
+                        affine: Optional[Tuple[float, float]] = None, residual: Optional[torch.Tensor] = None,
+                        allow_tf32: bool = False, tf32x3: bool = False,
+                        config: Optional[dict] = None) -> Tuple[ConvLaunch, torch.Tensor]:
+    """Check ``conv_bn_act``'s arguments and resolve its launch: (the ``ConvLaunch``, called with
+    (x, packed_weight, bias, out, residual); the destination)."""
+    return resolve_conv(x, packed_weight, bias, stride, relu, out, False, allow_tf32, config, padding=padding,
+                        affine=affine, residual=residual, tf32x3=tf32x3)
 
 
 def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
@@ -404,5 +450,6 @@ def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
             3×TF32 split (see the family's ``OPTIONS``); fp32 is IEEE otherwise.
         config: a launch config overriding ``configs.conv_config`` (tests, the tuner).
     """
-    return launch_conv(x, packed_weight, bias, stride, relu, out, False, allow_tf32, config, padding=padding,
-                       affine=affine, residual=residual, tf32x3=tf32x3)[0]
+    launch, out = resolve_conv_bn_act(x, packed_weight, bias, stride, relu, out, padding=padding, affine=affine,
+                                      residual=residual, allow_tf32=allow_tf32, tf32x3=tf32x3, config=config)
+    return launch(x, packed_weight, bias, out, residual)[0]

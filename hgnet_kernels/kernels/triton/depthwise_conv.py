@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, launch_target, pixel_channel_tile
+from ._common import Launch, check_same_device, launch_target, pixel_channel_tile
 from ...plan import Stride, stride_label
 from ..spec import check_depthwise_stride, prepare_depthwise, symmetric
 
@@ -60,6 +60,30 @@ def depthwise_conv_kernel(
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
+def resolve_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
+                      stride: Union[int, Stride] = 2, out: Optional[torch.Tensor] = None, *, relu: bool = False,
+                      affine: Optional[Tuple[float, float]] = None, padding=None,
+                      config: Optional[dict] = None) -> Tuple[Launch, torch.Tensor]:
+    """Check ``depthwise_conv``'s arguments and resolve its launch: (the ``Launch``, called with
+    (x, packed_weight, bias, out); the destination)."""
+    out = prepare_depthwise(x, packed_weight, bias, stride, out, padding)
+    stride_h, stride_w = check_depthwise_stride(stride)
+    kernel = packed_weight.shape[0]
+    pad = tuple(padding) if padding is not None else symmetric(kernel)
+    n, c, h, w = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
+    target = launch_target(x.device)
+    cfg = config or configs.tile_config("depthwise_conv", c, x.dtype, target.arch, target.interpreter,
+                                        hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride_label(stride)}", sms=target.sms)
+    a, shift = affine if affine is not None else (1.0, 0.0)
+    grid = configs.tile_grid(n, ho * wo, c, cfg) if n * ho * wo > 0 and c > 0 else None
+    return Launch(depthwise_conv_kernel, grid,
+                  (n * ho * wo, h, w, c, wo, ho * wo, float(a), float(shift), *x.stride(), *out.stride()),
+                  dict(KS=kernel, STRIDE_H=stride_h, STRIDE_W=stride_w, PAD_T=pad[0], PAD_L=pad[2], RELU=relu,
+                       AFFINE=affine is not None, **cfg), out), out
+
+
 def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: Union[int, Stride] = 2,
                    out: Optional[torch.Tensor] = None, *, relu: bool = False,
                    affine: Optional[Tuple[float, float]] = None, padding=None,
@@ -73,21 +97,7 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
         relu: ReLU after the bias (NaN kept); affine: (a, c) after it; padding: (top, bottom, left,
             right) zeros, default k // 2 all round. config: overrides ``configs.tile_config`` (tests, the tuner).
     """
-    out = prepare_depthwise(x, packed_weight, bias, stride, out, padding)
-    stride_h, stride_w = check_depthwise_stride(stride)
-    kernel = packed_weight.shape[0]
-    pad = tuple(padding) if padding is not None else symmetric(kernel)
-    n, c, h, w = x.shape
-    ho, wo = out.shape[2], out.shape[3]
-    check_same_device(x=x, weight=packed_weight, bias=bias, out=out)
-    target = launch_target(x.device)
-    cfg = config or configs.tile_config("depthwise_conv", c, x.dtype, target.arch, target.interpreter,
-                                        hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride_label(stride)}", sms=target.sms)
-    a, shift = affine if affine is not None else (1.0, 0.0)
-    if n * ho * wo > 0 and c > 0:
-        depthwise_conv_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
-            x, packed_weight, bias, out, n * ho * wo, h, w, c, wo, ho * wo, float(a), float(shift),
-            *x.stride(), *out.stride(),
-            KS=kernel, STRIDE_H=stride_h, STRIDE_W=stride_w, PAD_T=pad[0], PAD_L=pad[2], RELU=relu,
-            AFFINE=affine is not None, **cfg)
+    launch, out = resolve_depthwise(x, packed_weight, bias, stride, out, relu=relu, affine=affine, padding=padding,
+                                    config=config)
+    launch(x, packed_weight, bias, out)
     return out

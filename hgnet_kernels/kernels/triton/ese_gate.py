@@ -13,14 +13,14 @@ a time, then across steps): deterministic, no atomics. The gate is fp32.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, launch_target
+from ._common import Launch, check_same_device, launch_target
 from ..spec import prepare_ese_gate
 
 
@@ -51,6 +51,20 @@ def ese_gate_kernel(
     tl.store(gate_ptr + n * C + offs_co, tl.sigmoid(acc), mask=co_ok)
 
 
+def resolve_ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int, *,
+                     config: Optional[dict] = None) -> Tuple[Launch, torch.Tensor]:
+    """Check ``ese_gate``'s arguments and resolve its launch: (the ``Launch``, called with
+    (psum, weight, bias, gate); the gate)."""
+    gate = prepare_ese_gate(psum, weight, bias, hw)
+    n, t, c = psum.shape
+    check_same_device(psum=psum, weight=weight, bias=bias)
+    target = launch_target(psum.device)
+    cfg = config or configs.gate_config(c, weight.dtype, target.arch, target.interpreter, batch=n,
+                                        sms=target.sms)
+    grid = configs.gate_grid(n, c, cfg) if n > 0 else None
+    return Launch(ese_gate_kernel, grid, (t, c, 1.0 / hw), dict(cfg), gate), gate
+
+
 def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int, *,
              config: Optional[dict] = None) -> torch.Tensor:
     """Gate (N, C) fp32 from partial sums (N, T, C) fp32 of an H·W = ``hw`` map (any T rows per
@@ -58,14 +72,6 @@ def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: i
 
     ``weight`` is the ESE 1×1 conv as (C_out, C_in) = (C, C); ``bias`` (C,).
     """
-    gate = prepare_ese_gate(psum, weight, bias, hw)
-    n, t, c = psum.shape
-    check_same_device(psum=psum, weight=weight, bias=bias)
-    target = launch_target(psum.device)
-    cfg = config or configs.gate_config(c, weight.dtype, target.arch, target.interpreter, batch=n,
-                                        sms=target.sms)
-    if n > 0:
-        ese_gate_kernel[configs.gate_grid(n, c, cfg)](
-            psum, weight, bias, gate, t, c, 1.0 / hw,
-            **cfg)
+    launch, gate = resolve_ese_gate(psum, weight, bias, hw, config=config)
+    launch(psum, weight, bias, gate)
     return gate

@@ -10,14 +10,14 @@ as in PyTorch: a window containing NaN yields NaN.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, launch_target, pixel_channel_tile
+from ._common import Launch, check_same_device, launch_target, pixel_channel_tile
 from ..spec import prepare_max_pool, symmetric
 
 
@@ -47,11 +47,11 @@ def max_pool_kernel(
     tl.store(y_ptr + y_off, best.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
-def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,
-             padding=None, zero_pad: bool = False, config: Optional[dict] = None) -> torch.Tensor:
-    """``kernel``×``kernel`` / ``stride`` max pool of (N, C, H, W) ``x`` (any strides) into ``out``
-    (any strides), padding (top, bottom, left, right) default k // 2 all round: padded taps
-    ignored, or zeros in the max with ``zero_pad``. A max is exact in every dtype."""
+def resolve_max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,
+                     padding=None, zero_pad: bool = False,
+                     config: Optional[dict] = None) -> Tuple[Launch, torch.Tensor]:
+    """Check ``max_pool``'s arguments and resolve its launch: (the ``Launch``, called with (x, out);
+    the destination)."""
     out = prepare_max_pool(x, out, kernel, stride, padding)
     pad = tuple(padding) if padding is not None else symmetric(kernel)
     n, c, h, w = x.shape
@@ -60,8 +60,17 @@ def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int
     target = launch_target(x.device)
     cfg = config or configs.tile_config("max_pool", c, x.dtype, target.arch, target.interpreter,
                                         hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=target.sms)
-    if n * ho * wo > 0 and c > 0:
-        max_pool_kernel[configs.tile_grid(n, ho * wo, c, cfg)](
-            x, out, n * ho * wo, h, w, c, wo, ho * wo, *x.stride(), *out.stride(),
-            KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], ZERO_PAD=zero_pad, **cfg)
+    grid = configs.tile_grid(n, ho * wo, c, cfg) if n * ho * wo > 0 and c > 0 else None
+    return Launch(max_pool_kernel, grid, (n * ho * wo, h, w, c, wo, ho * wo, *x.stride(), *out.stride()),
+                  dict(KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], ZERO_PAD=zero_pad, **cfg), out), out
+
+
+def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,
+             padding=None, zero_pad: bool = False, config: Optional[dict] = None) -> torch.Tensor:
+    """``kernel``×``kernel`` / ``stride`` max pool of (N, C, H, W) ``x`` (any strides) into ``out``
+    (any strides), padding (top, bottom, left, right) default k // 2 all round: padded taps
+    ignored, or zeros in the max with ``zero_pad``. A max is exact in every dtype."""
+    launch, out = resolve_max_pool(x, out, kernel=kernel, stride=stride, padding=padding, zero_pad=zero_pad,
+                                   config=config)
+    launch(x, out)
     return out

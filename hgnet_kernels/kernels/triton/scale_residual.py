@@ -8,14 +8,14 @@ Math::
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, launch_target, pixel_channel_tile
+from ._common import Launch, check_same_device, launch_target, pixel_channel_tile
 from ..spec import prepare_scale_residual
 
 
@@ -44,10 +44,11 @@ def scale_residual_kernel(
              out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
-                   out: Optional[torch.Tensor] = None, *, config: Optional[dict] = None) -> torch.Tensor:
-    """``y * gate[:, :, None, None] (+ identity)``; y, identity, out (N, C, H, W) of any strides,
-    gate (N, C) fp32."""
+def resolve_scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
+                           out: Optional[torch.Tensor] = None, *,
+                           config: Optional[dict] = None) -> Tuple[Launch, torch.Tensor]:
+    """Check ``scale_residual``'s arguments and resolve its launch: (the ``Launch``, called with
+    (y, gate, identity or y, out); the destination)."""
     out = prepare_scale_residual(y, gate, identity, out)
     n, c, h, w = y.shape
     check_same_device(y=y, gate=gate, out=out, **({"identity": identity} if identity is not None else {}))
@@ -55,8 +56,15 @@ def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch
     cfg = config or configs.tile_config("scale_residual", c, y.dtype, target.arch, target.interpreter,
                                         hw=h * w, batch=n, sms=target.sms)
     ident = identity if identity is not None else y
-    if n * h * w > 0 and c > 0:
-        scale_residual_kernel[configs.tile_grid(n, h * w, c, cfg)](
-            y, gate, ident, out, n * h * w, c, w, h * w, *y.stride(), *ident.stride(), *out.stride(),
-            RESIDUAL=identity is not None, **cfg)
+    grid = configs.tile_grid(n, h * w, c, cfg) if n * h * w > 0 and c > 0 else None
+    return Launch(scale_residual_kernel, grid, (n * h * w, c, w, h * w, *y.stride(), *ident.stride(), *out.stride()),
+                  dict(RESIDUAL=identity is not None, **cfg), out), out
+
+
+def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
+                   out: Optional[torch.Tensor] = None, *, config: Optional[dict] = None) -> torch.Tensor:
+    """``y * gate[:, :, None, None] (+ identity)``; y, identity, out (N, C, H, W) of any strides,
+    gate (N, C) fp32."""
+    launch, out = resolve_scale_residual(y, gate, identity, out, config=config)
+    launch(y, gate, identity if identity is not None else y, out)
     return out
