@@ -134,19 +134,26 @@ def conv_config_defaults(cfg: Dict[str, int]) -> Dict[str, int]:
     return {**CONV_DEFAULTS, **cfg}
 
 
-def _k_step(c_in: int, kernel: int, widest: int) -> Tuple[int, bool]:
-    """(BLOCK_K, FLAT_K). Per-tap channel blocks, the widest that divides C_in (the K loop then
-    does a few scalar operations per step: row addresses and border masks are computed once per
-    tile); a 1×1 conv has one tap, so it takes the block of least padding and masks the last. A
-    k > 1 conv whose C_in no block divides takes the flat K loop, which pads only the last step
-    (the stem's 3 input channels would pad 3 → 16 per tap, 81 % of the MMA work)."""
-    blocks = [b for b in (64, 32, 16) if b <= widest]
-    for block in blocks:
-        if c_in % block == 0:
-            return block, False
-    if kernel == 1:
-        return _fit(c_in, blocks), False
-    return _fit(kernel * kernel * c_in, [b for b in (128, 64, 32, 16) if b <= widest]), True
+# The conv's K step outside the flat loop: 32 for every layer whose C_in it divides, in every dtype
+# and on every arch, 16 for the others (C_in 16 or 48: stems, B0's first stage; a masked 32-wide
+# step there ran ~3× the anchor GEMM's instructions per wgmma on sm_90). Each BLOCK_K is one more
+# compiled kernel per layer form: the widest of 64, 32 and 16 dividing C_in gave 22 of the 79 fp16
+# conv kernels of tiny+small+base+B0+B4 at batch 1 and 256 (Triton 3.6, sm_90); 32 is two k16
+# wgmma / mma.sync steps per tile.
+CONV_BLOCK_K = 32
+
+
+def _k_step(c_in: int, kernel: int, widest: int, block: Optional[int] = None) -> Tuple[int, bool]:
+    """(BLOCK_K, FLAT_K). Per-tap channel blocks of ``block`` (default ``CONV_BLOCK_K``, or 16 where
+    that does not divide C_in), so the K loop does a few scalar operations per step (row
+    addresses and border masks are computed once per tile). A k > 1 conv whose C_in is not a
+    multiple of 16 takes the flat K loop in steps of up to ``widest``, which pads only the last
+    step (the stem's 3 input channels would pad 3 → 16 per tap)."""
+    if kernel > 1 and c_in % 16:
+        return _fit(kernel * kernel * c_in, [b for b in (128, 64, 32, 16) if b <= widest]), True
+    if block is None:
+        block = CONV_BLOCK_K if c_in % CONV_BLOCK_K == 0 else 16
+    return block, False
 
 
 def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
@@ -162,15 +169,15 @@ def conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dt
     device's SM count (default: its arch's in ``devices.json``)."""
     rows = (batch or 1) * hw_out
     if interpreter:  # few, large programs: the interpreter's cost is per program and K step
-        block_k, flat = _k_step(c_in, kernel, 128)
+        block_k, flat = _k_step(c_in, kernel, 128, 64 if c_in % 64 == 0 else None)  # fewer K steps
         return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, FLAT_K=flat, SPLIT_K=1, GROUP_M=8,
                     num_warps=4, num_stages=1, SWAP_AB=False)
     found = tuned("conv_bn_act", conv_key(hw_out, c_in, c_out, kernel, stride, dtype, padding), arch, batch)
     if found:
         return conv_config_defaults(found)
     sms = sms or arch_sms(arch)
-    # K: fp32 operands are twice as wide, so their step is halved to keep the shared-memory tiles
-    # (num_stages of them) the same size.
+    # K: a flat loop's fp32 step is at most half the width of a 16-bit one, to keep the shared-memory
+    # tiles (num_stages of them) the same size.
     block_k, flat = _k_step(c_in, kernel, 32 if dtype == torch.float32 else 64)
     # M × N: the largest tiles (each input row feeds more output channels, each weight more
     # pixels) whose grid still has a program per SM; shrinking rows first (a late-stage map at batch

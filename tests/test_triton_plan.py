@@ -194,6 +194,29 @@ def test_sm90_fp16_convs_keep_a_64_row_mma_side(model, batch):
     assert not configs.conv_config(49, 192, 192, 3, 1, torch.float32, "sm90", batch=1)["SWAP_AB"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+def test_gpu_convs_share_one_k_step(dtype):
+    """Each BLOCK_K is one more compiled kernel per layer form: every GPU conv config of the five
+    models' plans (batch 1 and 256, H100 and A100) steps K by CONV_BLOCK_K, or by 16 where that
+    does not divide C_in, but the flat-K loop of convs whose C_in is not a multiple of 16 (stems)."""
+    steps = set()
+    for model in ("tiny", "small", "base", "b0", "b4"):
+        for batch, gpu in ((1, "H100"), (256, "H100"), (1, "A100")):
+            for r in report(model, batch, 224, dtype, gpu):
+                if r.kind.startswith(("conv", "aggregation")):
+                    c_in = int(r.input.split(" ")[0].split("×")[1])
+                    c_out, ho, wo = map(int, r.output.split(" ")[0].split("×")[1:])
+                    kernel = int(r.kind.split(" ")[1][0])
+                    peaks = configs.known_gpus()[gpu]
+                    cfg = configs.conv_config(ho * wo, c_in, c_out, kernel, 1, dtype, peaks["arch"], batch=batch,
+                                              sms=int(peaks["sms"]))
+                    assert cfg["FLAT_K"] == (kernel > 1 and c_in % 16 != 0), (model, r.name, cfg)
+                    if not cfg["FLAT_K"]:
+                        assert cfg["BLOCK_K"] == (configs.CONV_BLOCK_K if c_in % configs.CONV_BLOCK_K == 0 else 16)
+                        steps.add(cfg["BLOCK_K"])
+    assert steps == {configs.CONV_BLOCK_K, 16}
+
+
 def test_int32_offsets_and_pixel_alignment_are_chosen_from_the_tensors():
     small = torch.empty(2, 8, 4, 4)
     assert conv_module.fits_int32(small)

@@ -75,16 +75,18 @@ def _row_coordinates(offs_m, HW, Wo):
 
 @triton.jit
 def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
-                  b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
+                  b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
-                  RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
+                  RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
                   Y_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
     """bias → ReLU (NaN stays NaN, as in torch.relu) → a·y + c → + residual → store; the ESE sums."""
     acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    if AFFINE:
-        acc = acc * aff_a + aff_c
+    # The activation and the affine are runtime arguments, not specializations (one kernel serves
+    # layers with and without them, at one max and one FMA an output element): ReLU is a floor of
+    # 0, no activation a floor of −∞; no affine is a = 1, c = −0.0 (x·1 + (−0) is x bit for bit,
+    # −0 included).
+    acc = tl.maximum(acc, act_floor, propagate_nan=tl.PropagateNan.ALL)
+    acc = acc * aff_a + aff_c
     mask = m_ok[:, None] & co_ok[None, :]
     co = offs_co.to(img.dtype)
     if RESIDUAL:
@@ -135,12 +137,12 @@ _SHAPE_ARGS = ["M", "H", "W", "C_in", "Wo", "HW", "T", "STEPS_PER_SPLIT", "K_STE
 @triton.jit(do_not_specialize=_SHAPE_ARGS, do_not_specialize_on_alignment=["sxc"])
 def conv_bn_act_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, psum_ptr, ws_ptr,
-    M, H, W, C_in, Wo, HW, C_out, T, STEPS_PER_SPLIT, K_STEPS, aff_a, aff_c,
+    M, H, W, C_in, Wo, HW, C_out, T, STEPS_PER_SPLIT, K_STEPS, act_floor, aff_a, aff_c,
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
     srn, src, srh, srw,
     STRIDE: tl.constexpr, KW: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
-    RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
+    RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
     SPLIT: tl.constexpr, FLAT_K: tl.constexpr, FLAT_C_IN: tl.constexpr, EVEN_K: tl.constexpr,
     SWAP_AB: tl.constexpr, INT64: tl.constexpr, X_ALIGN: tl.constexpr, Y_ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -252,9 +254,9 @@ def conv_bn_act_kernel(
         tl.store(ws_ptr + ws_off, acc, mask=m_ok[:, None] & co_ok[None, :])
     else:
         conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
-                      b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
+                      b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
                       syn, syc, syh, syw, srn, src, srh, srw,
-                      RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
+                      RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
 
 
 @triton.jit
@@ -270,10 +272,10 @@ def _accumulate(acc, a, b, SWAP_AB: tl.constexpr, INPUT_PRECISION: tl.constexpr)
                                 "syn", "syh", "syw", "srn", "srh", "srw"])
 def split_k_reduce_kernel(
     ws_ptr, b_ptr, y_ptr, res_ptr, psum_ptr,
-    M, Wo, HW, C_out, T, SPLITS, SPLIT_STRIDE, aff_a, aff_c,
+    M, Wo, HW, C_out, T, SPLITS, SPLIT_STRIDE, act_floor, aff_a, aff_c,
     syn, syc, syh, syw,
     srn, src, srh, srw,
-    RELU: tl.constexpr, AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
+    RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
     INT64: tl.constexpr, Y_ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -292,9 +294,9 @@ def split_k_reduce_kernel(
         partial += SPLIT_STRIDE
     img, oh, ow = _row_coordinates(offs_m, HW, Wo)
     conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
-                  b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, aff_a, aff_c,
+                  b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
-                  RELU, AFFINE, RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
+                  RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
 
 
 def fits_int32(t: torch.Tensor) -> bool:
@@ -392,16 +394,17 @@ def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
         return launch, out
     shape = configs.conv_launch_shape(n, ho * wo, c_in, c_out, kernel, cfg)
     splits = shape.splits
-    a, c = affine if affine is not None else (1.0, 0.0)
+    a, c = affine if affine is not None else (1.0, -0.0)
+    floor = 0.0 if relu else float("-inf")
     res = residual if residual is not None else out
     launch.workspace_shape = shape.workspace_shape
-    epilogue = dict(RELU=relu, AFFINE=affine is not None, RESIDUAL=residual is not None,
+    epilogue = dict(RESIDUAL=residual is not None,
                     PARTIAL_SUMS=partial_sums)
     ws = out if splits == 1 else torch.empty(launch.workspace_shape, device="meta")
     int64 = not all(fits_int32(t) for t in (x, out, res, ws)) or splits * m * c_out >= 2 ** 31
     x_align, y_align = math.gcd(pixel_alignment(x), c_in), pixel_alignment(out, res)
     launch.grid = shape.grid
-    launch.args = (m, h, w, c_in, wo, ho * wo, c_out, t, shape.steps_per_split, shape.k_steps, float(a), float(c),
+    launch.args = (m, h, w, c_in, wo, ho * wo, c_out, t, shape.steps_per_split, shape.k_steps, floor, float(a), float(c),
                    *x.stride(), *out.stride(), *res.stride())
     launch.constexprs = dict(
         STRIDE=stride, KW=kernel, PAD_T=pad[0], PAD_L=pad[2], SPLIT=splits > 1, FLAT_K=bool(cfg["FLAT_K"]),
@@ -413,7 +416,7 @@ def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **epilogue)
     if splits > 1:
         launch.reduce_grid = shape.reduce_grid
-        launch.reduce_args = (m, wo, ho * wo, c_out, t, splits, m * c_out, float(a), float(c),
+        launch.reduce_args = (m, wo, ho * wo, c_out, t, splits, m * c_out, floor, float(a), float(c),
                               *out.stride(), *res.stride())
         launch.reduce_constexprs = dict(INT64=int64, Y_ALIGN=y_align, BLOCK_M=cfg["BLOCK_M"],
                                         BLOCK_N=cfg["BLOCK_N"], num_warps=4, **epilogue)
