@@ -4,7 +4,8 @@ import copy
 import torch
 import torch.nn as nn
 
-from hgnet_kernels.models import randomize_statistics as randomize  # noqa: F401
+from hgnet_kernels.models import PPHGNet, PPHGNetConfig, StageConfig
+from hgnet_kernels.models import randomize_statistics as randomize
 from hgnet_kernels.numerics import relative_error as rel_err  # noqa: F401
 
 
@@ -13,6 +14,22 @@ def float64_reference(model: nn.Module) -> nn.Module:
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# Every form of PP-HGNet tiny (three stem convs, four stages, three of them downsampling, a stage of
+# two blocks with its identity residual, several layers per block, ESE, the head) at about a tenth of
+# its widths. Whole networks through Triton's interpreter and the CUDA emulator test the executor's
+# glue, which does not depend on the widths, in seconds instead of minutes (a tiny 64×64 forward
+# costs ~40 s of interpreter CPU time); the kernels at full widths and at every tile geometry are
+# the per-op tests' (test_ops*.py, test_triton_*.py, test_cuda_*.py), and full widths on a GPU
+# the gpu-marked tests'.
+NARROW = PPHGNetConfig("narrow", (8, 8, 16), (StageConfig(16, 8, 24, 1, False), StageConfig(24, 12, 40, 1, True),
+                                              StageConfig(40, 12, 48, 2, True), StageConfig(48, 16, 56, 1, True)),
+                       layer_num=3, dropout_prob=0.0)
+
+
+def narrow_pphgnet(seed: int) -> PPHGNet:
+    """A PP-HGNet of the ``NARROW`` configuration with random weights and BN statistics."""
+    return randomize(PPHGNet(NARROW), seed=seed)
 
 
 def poisoned_slice(n, c, h, w, offset, extra, dtype):

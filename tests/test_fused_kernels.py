@@ -1,6 +1,8 @@
 """FusedPPHGNet with our kernels (backend="triton" and "cuda") end to end against float64 eager.
 
-On the CPU: Triton's interpreter and the CUDA emulator; on a GPU (gpu_check.sh), for real.
+On the CPU: Triton's interpreter and the CUDA emulator, on the narrow PP-HGNet (tiny's every form at
+a tenth of its widths: the executor's glue does not depend on them); on a GPU (gpu_check.sh), for
+real, at tiny's, small's and base's widths.
 """
 import copy
 
@@ -11,9 +13,7 @@ import hgnet_kernels as hk
 from hgnet_kernels.backends import BackendUnavailable, unavailable_reason
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
-from helpers import float64_reference, randomize
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from helpers import DEVICE, float64_reference, narrow_pphgnet, randomize
 
 
 @pytest.fixture(params=["triton", "cuda"])
@@ -40,17 +40,17 @@ def check_against_eager(model, x, dtype, backend, **options):
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 65, 97)])
-def test_tiny_fp32(backend, shape):
-    check_against_eager(randomize(hk.PPHGNet("tiny"), seed=11), torch.randn(shape), torch.float32, backend)
+def test_fp32(backend, shape):
+    check_against_eager(narrow_pphgnet(seed=11), torch.randn(shape), torch.float32, backend)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_tiny_low_precision(backend, dtype):
-    check_against_eager(randomize(hk.PPHGNet("tiny"), seed=12), torch.randn(1, 3, 64, 64), dtype, backend)
+def test_low_precision(backend, dtype):
+    check_against_eager(narrow_pphgnet(seed=12), torch.randn(1, 3, 64, 64), dtype, backend)
 
 
 def test_deterministic_bitwise(backend):
-    fused = hk.FusedPPHGNet(randomize(hk.PPHGNet("tiny"), seed=13).to(DEVICE), backend=backend)
+    fused = hk.FusedPPHGNet(narrow_pphgnet(seed=13).to(DEVICE), backend=backend)
     x = torch.randn(2, 3, 64, 64, device=DEVICE)
     assert torch.equal(fused(x), fused(x))
 
