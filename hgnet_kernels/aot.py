@@ -28,7 +28,8 @@ or sm_80, any fp16/bf16 ``tt.dot`` on sm_90 that does not compile to wgmma, and 
 code a GPU would execute, not timings.
 
 Triton caches compiled kernels (``TRITON_CACHE_DIR``, default ``~/.triton/cache``): a second run
-compiles nothing; ``--cold`` compiles into an empty cache to time a cold start.
+compiles nothing; ``--cold`` compiles into an empty cache to time a cold start. The SASS listings
+are kept too (``HGNET_KERNELS_CACHE``): an unchanged cubin is disassembled once.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import argparse
 import collections
 import concurrent.futures
 import contextlib
+import hashlib
 import importlib
 import json
 import math
@@ -341,14 +343,32 @@ def _resource_usage(text: str) -> Dict[str, int]:
 
 
 def read_cubin(cubin: bytes) -> Tuple[str, Dict[str, int]]:
-    """SASS text and resource usage of a cubin (cuobjdump of the Triton wheel)."""
-    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(cubin)
+    """SASS text and resource usage of a cubin (cuobjdump of the Triton wheel).
+
+    Disassembling costs ~0.8 s of CPU a kernel, most of the check's time once Triton's cache holds
+    the cubins: the listing is kept in the cache directory (``HGNET_KERNELS_CACHE``) under a hash
+    of the cubin's bytes and of the cuobjdump that read it, so an unchanged kernel is read once."""
+    from .kernels.cuda.extension import cache_dir
+
+    tool = _tool("cuobjdump")
+    key = hashlib.sha256(cubin + f"{os.path.realpath(tool)}:{os.path.getsize(tool)}".encode()).hexdigest()
+    kept = os.path.join(cache_dir(), "aot-sass", f"{key}.txt")
     try:
-        out = subprocess.run([_tool("cuobjdump"), "-sass", "-res-usage", f.name], capture_output=True, text=True,
-                             check=True).stdout
-    finally:
-        os.unlink(f.name)
+        with open(kept) as f:
+            out = f.read()
+    except OSError:
+        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+            f.write(cubin)
+        try:
+            out = subprocess.run([tool, "-sass", "-res-usage", f.name], capture_output=True, text=True,
+                                 check=True).stdout
+        finally:
+            os.unlink(f.name)
+        os.makedirs(os.path.dirname(kept), exist_ok=True)
+        fd, partial = tempfile.mkstemp(suffix=".partial", dir=os.path.dirname(kept))
+        with os.fdopen(fd, "w") as f:
+            f.write(out)
+        os.replace(partial, kept)  # atomic: a concurrent check never reads half a listing
     return out, _resource_usage(out)
 
 
