@@ -20,7 +20,12 @@ from helpers import randomize
 
 GOLDEN = Path(__file__).with_name("data") / "paddle_golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))
-timm = pytest.importorskip("timm", reason="timm is a dev dependency: pip install -e '.[dev]'")
+
+
+def timm_model(name: str, **kwargs):
+    """A timm model; only the tests that compare against timm need it (a skip naming it without)."""
+    timm = pytest.importorskip("timm", reason="timm is a dev dependency: pip install -e '.[dev]'")
+    return timm.create_model(name, **kwargs)
 
 
 def golden_model(name: str, **options):
@@ -104,7 +109,7 @@ def test_fused_equals_paddle(name, backend):
 @pytest.mark.parametrize("variant", sorted(CONFIGS_V2))
 def test_parameters_and_shapes_match_timm(variant):
     with torch.device("meta"):
-        theirs = timm.create_model(f"hgnetv2_{variant}", pretrained=False)
+        theirs = timm_model(f"hgnetv2_{variant}", pretrained=False)
         ours = PPHGNetV2(variant)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     mapped = to_hgnet_kernels_keys(theirs.state_dict(), 0.0)
@@ -114,7 +119,7 @@ def test_parameters_and_shapes_match_timm(variant):
 
 @pytest.mark.parametrize("variant", ["b0", "b4"])
 def test_timm_model_converts_exactly_and_fuses(variant):
-    theirs = randomize(timm.create_model(f"hgnetv2_{variant}", pretrained=False), seed=41)
+    theirs = randomize(timm_model(f"hgnetv2_{variant}", pretrained=False), seed=41)
     ours = load_model(theirs)
     assert ours.stem_pool_padding == "zero" and ours.use_lab == CONFIGS_V2[variant].use_lab
     x = torch.randn(2, 3, 67, 45)
@@ -145,7 +150,7 @@ def test_out_indices_return_the_detector_strides():
 
 def _timm_backbone_state(variant, seed):
     """A timm model and its backbone's state dict (what a detector checkpoint holds: no head)."""
-    theirs = randomize(timm.create_model(f"hgnetv2_{variant}", pretrained=False), seed=seed)
+    theirs = randomize(timm_model(f"hgnetv2_{variant}", pretrained=False), seed=seed)
     return theirs, {k: v for k, v in theirs.state_dict().items() if not k.startswith("head.")}
 
 
@@ -216,8 +221,8 @@ def _ours_with_channels(variant, channels):
 
 
 @pytest.mark.parametrize("variant,channels,make", [
-    ("b0", 1, lambda v, c: timm.create_model(f"hgnetv2_{v}", pretrained=False, in_chans=c, num_classes=5)),
-    ("b4", 4, lambda v, c: timm.create_model(f"hgnetv2_{v}", pretrained=False, in_chans=c, num_classes=5)),
+    ("b0", 1, lambda v, c: timm_model(f"hgnetv2_{v}", pretrained=False, in_chans=c, num_classes=5)),
+    ("b4", 4, lambda v, c: timm_model(f"hgnetv2_{v}", pretrained=False, in_chans=c, num_classes=5)),
     ("b0", 1, _ours_with_channels),
 ], ids=["timm-b0-in_chans=1", "timm-b4-in_chans=4", "ours-b0-in_channels=1"])
 def test_variant_is_identified_whatever_the_input_channels(variant, channels, make, tmp_path):
