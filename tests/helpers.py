@@ -32,6 +32,18 @@ def narrow_pphgnet(seed: int) -> PPHGNet:
     return randomize(PPHGNet(NARROW), seed=seed)
 
 
+def low_precision_eager(fn, dtype, *args, **kwargs):
+    """Eager PyTorch ``fn`` with its floating-point tensors at ``dtype`` (the reference fp16/bf16
+    results are judged against); where the CPU lacks the op at that dtype (fp16 convs), it runs in
+    fp32 and the result is rounded to ``dtype``."""
+    def cast(to):
+        return [to(a) if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+    try:
+        return fn(*cast(lambda t: t.to(dtype)), **kwargs)
+    except RuntimeError:
+        return fn(*cast(lambda t: t.float()), **kwargs).to(dtype)
+
+
 def poisoned_slice(n, c, h, w, offset, extra, dtype):
     """Channels [offset, offset + c) of a NaN-filled channels_last buffer with ``extra`` more
     channels, and the buffer: a kernel that writes outside its slice, or leaves part of it

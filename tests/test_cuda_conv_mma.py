@@ -19,7 +19,7 @@ from hgnet_kernels.kernels.cuda import ops as cuda_ops
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 from hgnet_kernels.plan import output_size
 
-from helpers import DEVICE, expected_partial_sums, poisoned_slice
+from helpers import DEVICE, expected_partial_sums, low_precision_eager, poisoned_slice
 SAME_2x2 = (0, 1, 0, 1)
 EMULATOR_ONLY = pytest.mark.skipif(DEVICE == "cuda", reason="the arch override exists for the emulator only")
 
@@ -40,25 +40,15 @@ def _tile(index, split=1, dtype=torch.float16):
 
 
 
-def _eager(dtype, x, packed, bias, stride, relu, padding, affine, residual):
-    """The reference at ``dtype`` (CPUs lack fp16 convs: fp32, rounded)."""
-    args = [t.to(dtype) if t is not None else None for t in (x, packed, bias, residual)]
-    try:
-        return spec.conv_bn_act_reference(args[0], args[1], args[2], stride, relu, padding, affine, args[3])
-    except RuntimeError:
-        args = [t.float() if t is not None else None for t in args]
-        return spec.conv_bn_act_reference(args[0], args[1], args[2], stride, relu, padding, affine,
-                                          args[3]).to(dtype)
-
-
 def _check(got, dtype, x, packed, bias, stride, relu, padding=None, affine=None, residual=None):
     exact = spec.conv_bn_act_reference(x.double(), packed.double(), bias.double(), stride, relu, padding, affine,
                                        residual.double() if residual is not None else None)
     if dtype == torch.float32:
         allowed = FP32_REL_TOL
     else:
-        allowed = tolerance(dtype, relative_error(_eager(dtype, x, packed, bias, stride, relu, padding, affine,
-                                                         residual), exact))
+        eager = low_precision_eager(spec.conv_bn_act_reference, dtype, x, packed, bias, stride, relu, padding, affine,
+                                    residual)
+        allowed = tolerance(dtype, relative_error(eager, exact))
     err = relative_error(got, exact)
     assert err <= allowed, (err, allowed)
 

@@ -14,7 +14,7 @@ import torch
 
 from hgnet_kernels.kernels.cuda import ops as cuda_ops
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from helpers import DEVICE
 LANES = range(32)
 
 

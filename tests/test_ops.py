@@ -14,7 +14,7 @@ from hgnet_kernels.kernels.spec import (aggregation_ese_reference, conv_bn_act_r
                                         pack_depthwise_weight, scale_residual_reference)
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 
-from helpers import DEVICE, poisoned_slice, untouched_outside
+from helpers import DEVICE, low_precision_eager, poisoned_slice, untouched_outside
 
 FAMILIES = {"triton": triton_family, "cuda": cuda_family}
 
@@ -37,14 +37,6 @@ def assert_close_to_reference(got, low_precision_eager, exact, dtype):
 
 
 
-
-
-def low_precision_reference(fn, dtype, *tensors, **kw):
-    """Eager PyTorch at ``dtype`` (on the CPU, fp16 convs run in fp32 and round, as CPUs lack them)."""
-    try:
-        return fn(*[t.to(dtype) for t in tensors], **kw)
-    except RuntimeError:
-        return fn(*[t.float() for t in tensors], **kw).to(dtype)
 
 
 CONV_CASES = [  # n, c_in, c_out, k, stride, h, w, input layout
@@ -76,8 +68,8 @@ def test_conv_bn_act(impl, case, dtype):
     assert not torch.isnan(out).any(), "unwritten output elements"
     assert untouched_outside(out_buf, 7, c_out), "the kernel wrote outside its channel slice"
     exact = conv_bn_act_reference(x.double(), pack_conv_weight(w64), b64.to(dtype).double(), stride)
-    eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64,
-                                    stride=stride) if dtype != torch.float32 else None
+    eager = low_precision_eager(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64,
+                                stride=stride) if dtype != torch.float32 else None
     assert_close_to_reference(out, eager, exact, dtype)
 
 
@@ -115,7 +107,7 @@ def test_depthwise_conv_into_buffer_slot(impl, n, c, h, w, dtype):
     assert not torch.isnan(out).any()
     assert untouched_outside(out_buf, 0, c), "the kernel wrote outside its channel slice"
     exact = depthwise_conv_reference(x.double(), pack_depthwise_weight(w64.to(dtype).double()), b64.to(dtype).double())
-    eager = low_precision_reference(depthwise_conv_reference, dtype, x, pack_depthwise_weight(w64), b64) \
+    eager = low_precision_eager(depthwise_conv_reference, dtype, x, pack_depthwise_weight(w64), b64) \
         if dtype != torch.float32 else None
     assert_close_to_reference(out, eager, exact, dtype)
 
@@ -148,7 +140,7 @@ def test_aggregation_ese_partial_sums(impl, n, c_total, c_out, h, w, dtype):
     assert psum.dtype == torch.float32
     assert psum.shape == impl.partial_sums_shape(n, h * w, c_total, c_out, dtype, x.device)
     exact_y, exact_sums = aggregation_ese_reference(x.double(), packed.double(), b64.to(dtype).double())
-    eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64) \
+    eager = low_precision_eager(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b64) \
         if dtype != torch.float32 else None
     assert_close_to_reference(y, eager, exact_y, dtype)
     # The partial sums add the fp32 accumulators (before rounding y to dtype).
@@ -241,8 +233,8 @@ def test_cuda_memory_bound_kernels_on_channel_slices(case, dtype, cuda_index_typ
     assert untouched_outside(out_buf, offset, c) and not torch.isnan(out).any()
     exact = depthwise_conv_reference(xf.double(), pack_depthwise_weight(w64.to(dtype).double()),
                                      b64.to(dtype).double(), 2, relu=True)
-    eager = low_precision_reference(depthwise_conv_reference, dtype, xf, pack_depthwise_weight(w64), b64,
-                                    relu=True) if dtype != torch.float32 else None
+    eager = low_precision_eager(depthwise_conv_reference, dtype, xf, pack_depthwise_weight(w64), b64,
+                                relu=True) if dtype != torch.float32 else None
     assert_close_to_reference(out, eager, exact, dtype)
 
     # max pool 3×3/2: exact, NaN kept
@@ -279,7 +271,7 @@ def test_cuda_conv_paths_by_arch(arch, dtype):
     b = torch.randn(64).to(dtype)
     y, psum = cuda_ops.aggregation_ese(x, pack_conv_weight(w64.to(dtype)), b, arch=arch)
     exact, sums = aggregation_ese_reference(x.double(), pack_conv_weight(w64.to(dtype).double()), b.double())
-    eager = low_precision_reference(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b)
+    eager = low_precision_eager(conv_bn_act_reference, dtype, x, pack_conv_weight(w64), b)
     assert_close_to_reference(y, eager, exact, dtype)
     assert relative_error(psum.sum(1), sums) <= 1e-2
     # 143 pixels: 3 per-image tiles (SIMT, WMMA), and 3 slabs per image over both images' rows (sm_80+)

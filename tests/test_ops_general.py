@@ -15,7 +15,7 @@ from hgnet_kernels.kernels import spec
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 from hgnet_kernels.plan import Op, Ref, output_size, stride_pair
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from helpers import DEVICE, low_precision_eager
 FAMILIES = ["torch", "triton", "cuda"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SAME_2x2 = (0, 1, 0, 1)
@@ -32,15 +32,6 @@ def _op(kind, kernel, stride, c_in, c_out, padding=None, relu=False, affine=Fals
     return Op(kind, "test", reads, (Ref("y", 0, c_out),), (), kernel, stride_pair(stride),
               padding if padding is not None else spec.symmetric(kernel), c_in if kind == "depthwise" else 1,
               relu, affine, residual, zero_pad)
-
-
-def _low_precision_eager(fn, dtype, *args, **kwargs):
-    """The reference at ``dtype`` (CPUs lack some fp16 convs: fp32 then rounded)."""
-    cast = [a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
-    try:
-        return fn(*cast, **kwargs)
-    except RuntimeError:
-        return fn(*[a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args], **kwargs).to(dtype)
 
 
 def _check(family, op, run, exact, eager, dtype):
@@ -86,8 +77,8 @@ def test_conv_general_epilogue(family, case, dtype):
                                        res.double() if residual else None)
 
     def eager():
-        return _low_precision_eager(spec.conv_bn_act_reference, dtype, x, packed, bias, stride, relu, padding, affine,
-                                    res)
+        return low_precision_eager(spec.conv_bn_act_reference, dtype, x, packed, bias, stride, relu, padding, affine,
+                                   res)
     _check(family, op, run, exact, eager, dtype)
 
 
@@ -118,7 +109,7 @@ def test_depthwise_general_epilogue(family, case, dtype):
     exact = spec.depthwise_conv_reference(x.double(), packed.double(), bias.double(), stride, relu, affine)
 
     def eager():
-        return _low_precision_eager(spec.depthwise_conv_reference, dtype, x, packed, bias, stride, relu, affine)
+        return low_precision_eager(spec.depthwise_conv_reference, dtype, x, packed, bias, stride, relu, affine)
     _check(family, op, run, exact, eager, dtype)
 
 

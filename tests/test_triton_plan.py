@@ -14,11 +14,12 @@ from hgnet_kernels import configs
 from hgnet_kernels.kernels import triton as fam
 from hgnet_kernels.plan_report import report
 
+from helpers import DEVICE
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import tune_triton  # noqa: E402
 
 H100_SMS = 132
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # The module (the package's ``conv_bn_act`` attribute is the function of that name).
 conv_module = importlib.import_module("hgnet_kernels.kernels.triton.conv_bn_act")
 
