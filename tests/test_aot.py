@@ -155,6 +155,26 @@ def test_a_new_input_size_or_batch_compiles_nothing_new():
 
 # ---- reading the compiled code ------------------------------------------------------------------
 
+_READ_TWICE = """
+import subprocess
+from hgnet_kernels import aot
+dot = dict(m=64, n=64, k=32, dtype="f16")
+first = aot.anchor(dot, 4, 3, 90)
+subprocess.run = lambda *a, **k: (_ for _ in ()).throw(AssertionError("disassembled again"))
+again = aot.anchor(dot, 4, 3, 90)
+first.pop("seconds"), again.pop("seconds")
+assert first == again and first["hgmma"] > 0, (first, again)
+"""
+
+
+def test_a_cubin_is_disassembled_once(tmp_path, monkeypatch):
+    """The SASS listing is kept under a hash of the cubin: a second read of the same kernel runs no
+    cuobjdump and reads the same code."""
+    monkeypatch.setenv("HGNET_KERNELS_CACHE", str(tmp_path))
+    _python(_READ_TWICE)
+    assert len(list((tmp_path / "aot-sass").glob("*.txt"))) == 1
+
+
 SASS = """
         /*0000*/                   LDC R1, c[0x0][0x28] ;
         /*0010*/                   S2R R0, SR_TID.X ;
