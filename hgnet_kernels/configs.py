@@ -45,15 +45,16 @@ def _load(directory: str, family: str, arch: str) -> Dict[str, Dict[str, Dict[st
 
 
 def tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None,
-          fallbacks: Tuple[str, ...] = ()) -> Optional[Dict[str, int]]:
-    """The tuned config of ``op`` for shape ``key`` on ``arch``, or None.
+          fallbacks: Tuple[str, ...] = (), *, family: str = "triton") -> Optional[Dict[str, int]]:
+    """The tuned config of ``op`` for shape ``key`` on ``arch`` in ``family``'s file
+    (``<family>_<arch>.json``: "triton" or "cuda"), or None.
 
     With ``batch``, the entry of its batch bucket (``key + "_" + bucket``) is looked up first;
     then ``key`` itself and each of ``fallbacks`` (entries without a bucket serve every batch).
     Fields starting with ``_`` (the tuner's timings) are notes, not launch parameters."""
     if arch is None:
         return None
-    table = _load(CONFIG_DIR, "triton", arch).get(op, {})
+    table = _load(CONFIG_DIR, family, arch).get(op, {})
     keys = ((f"{key}_{batch_bucket(batch)}",) if batch is not None else ()) + (key, *fallbacks)
     for candidate in keys:
         entry = table.get(candidate)
@@ -98,7 +99,8 @@ def arch_sms(arch: Optional[str]) -> int:
 
 def _fit(size: int, blocks, slack: float = 0.125) -> int:
     """The largest block whose padding efficiency (size / size rounded up to whole blocks) is at
-    least (1 − ``slack``) × the best of ``blocks``: less padding, but not at any price in tile size."""
+    least (1 − ``slack``) × the best of ``blocks``: less padding, but not at any price in tile size
+    (16 channels take 64-wide tiles, 25 % useful, not 128-wide ones, 12.5 %). Both families' tiles."""
     efficiency = {b: size / (cdiv(size, b) * b) for b in blocks}
     best = max(efficiency.values())
     return max(b for b in blocks if efficiency[b] >= best * (1 - slack))
@@ -226,7 +228,8 @@ def conv_k_steps(c_in: int, kernel: int, cfg: Dict[str, int]) -> int:
 
 
 def conv_split(steps: int, split: int) -> Tuple[int, int]:
-    """(splits, steps per split) for ``split`` requested: no split is left empty."""
+    """(splits, steps per split) of a K loop of ``steps`` for ``split`` requested: no split is left
+    empty. Both families' split-K."""
     per = cdiv(steps, max(1, min(split, steps)))
     return cdiv(steps, per), per
 
@@ -374,26 +377,9 @@ CUDA_MAX_SPLIT_K = 16
 CUDA_MIN_STEPS_PER_SPLIT = 4
 
 
-def cuda_tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None) -> Optional[Dict[str, int]]:
-    """The entry of ``configs/cuda_<arch>.json`` for ``key`` (its batch bucket first), or None."""
-    if arch is None:
-        return None
-    table = _load(CONFIG_DIR, "cuda", arch).get(op, {})
-    keys = ((f"{key}_{batch_bucket(batch)}",) if batch is not None else ()) + (key,)
-    for candidate in keys:
-        entry = table.get(candidate)
-        if entry:
-            return {k: v for k, v in entry.items() if not k.startswith("_")}
-    return None
-
-
-def _cuda_least_padding(size: int, blocks) -> int:
-    """The largest of ``blocks`` whose efficiency (size over size rounded up to whole blocks) is
-    within 1/8 of the best any of them gives, relatively: 16 channels take 64-wide tiles (25 %), not
-    128-wide ones (12.5 %)."""
-    efficiency = {b: size / (cdiv(size, b) * b) for b in blocks}
-    best = max(efficiency.values())
-    return max(b for b in blocks if efficiency[b] >= best * 0.875)
+def cuda_conv_k_steps(c_in: int, kernel: int) -> int:
+    """Iterations of the CUDA conv's K loop: CUDA_CONV_BK-wide chunks of the flat K = k² · C_in."""
+    return cdiv(kernel * kernel * c_in, CUDA_CONV_BK)
 
 
 def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
@@ -404,7 +390,7 @@ def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: in
     (K slices reduced in a fixed order through an fp32 workspace). A tuned entry of
     ``configs/cuda_<arch>.json`` wins; else the heuristic, by shape, batch and SM count."""
     key = conv_key(hw_out, c_in, c_out, kernel, stride, dtype, padding)
-    found = cuda_tuned("conv_bn_act", key, arch, batch)
+    found = tuned("conv_bn_act", key, arch, batch, family="cuda")
     if found:
         return found
     sms = sms or arch_sms(arch)
@@ -414,8 +400,8 @@ def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: in
     # channels, each weight more pixels), shrinking rows first, then channels; each side takes the
     # block with the least padding among those allowed (160 channels: 64-wide tiles, 83 %).
     for cap_m, cap_n in ((128, 128), (64, 128), (128, 64), (64, 64)):
-        bm = _cuda_least_padding(rows, [b for b in (128, 64) if b <= cap_m and any(t[0] == b for t in tiles)])
-        bn = _cuda_least_padding(c_out, [b for b in (128, 64) if b <= cap_n and any(t[1] == b for t in tiles)])
+        bm = _fit(rows, [b for b in (128, 64) if b <= cap_m and any(t[0] == b for t in tiles)])
+        bn = _fit(c_out, [b for b in (128, 64) if b <= cap_n and any(t[1] == b for t in tiles)])
         blocks = cdiv(rows, bm) * cdiv(c_out, bn)
         if blocks >= sms:
             break
@@ -423,24 +409,17 @@ def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: in
     # Still fewer blocks than SMs (late stages at small batch): split K, each slice walking at
     # least CUDA_MIN_STEPS_PER_SPLIT steps so the pipeline fills; the reduction costs
     # 2 · splits · tiles · BM · BN · 4 bytes, small next to a K of up to 9 · 1024.
-    steps = cdiv(kernel * kernel * c_in, CUDA_CONV_BK)
+    steps = cuda_conv_k_steps(c_in, kernel)
     split = 1
     if blocks < sms:
         split = max(1, min(cdiv(sms, blocks), steps // CUDA_MIN_STEPS_PER_SPLIT, CUDA_MAX_SPLIT_K))
     return dict(BM=tile[0], BN=tile[1], WARPS_M=tile[2], WARPS_N=tile[3], STAGES=tile[4], SPLIT_K=split)
 
 
-def cuda_conv_splits(c_in: int, kernel: int, split: int) -> int:
-    """K slices actually launched for SPLIT_K = ``split`` (none left empty)."""
-    steps = cdiv(kernel * kernel * c_in, CUDA_CONV_BK)
-    per = cdiv(steps, max(1, split))
-    return cdiv(steps, per)
-
-
 def cuda_conv_workspace(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int]) -> int:
     """fp32 elements of split-K workspace the conv needs (0 without split-K); the kernel checks it
     (``hgk::conv_workspace_floats``)."""
-    splits = cuda_conv_splits(c_in, kernel, cfg.get("SPLIT_K", 1))
+    splits = conv_split(cuda_conv_k_steps(c_in, kernel), cfg.get("SPLIT_K", 1))[0]
     if splits <= 1:
         return 0
     rows = n * hw_out

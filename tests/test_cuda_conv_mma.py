@@ -241,7 +241,8 @@ def test_tile_config_is_checked_and_split_k_needs_its_workspace():
     cfg = _tile(3, 4)
     floats = configs.cuda_conv_workspace(1, 25, 64, 64, 3, cfg)
     assert floats == 4 * 64 * 64  # 18 K steps in 4 slices of 5 (the last of 3), one 64×64 tile each
-    assert configs.cuda_conv_splits(64, 3, 4) == 4 and configs.cuda_conv_splits(64, 3, 64) == 18
+    steps = configs.cuda_conv_k_steps(64, 3)
+    assert configs.conv_split(steps, 4) == (4, 5) and configs.conv_split(steps, 64) == (18, 1)
 
 
 def test_heuristic_tiles_and_tuned_entries(monkeypatch, tmp_path):
@@ -286,6 +287,6 @@ def test_tuner_dry_run_writes_the_config_format(tmp_path):
 
 def test_tile_side_takes_the_least_padding_relatively():
     """16 output channels: a 64-wide tile (25 % useful) over a 128-wide one (12.5 %); 160: 64-wide."""
-    assert configs._cuda_least_padding(16, [128, 64]) == 64
-    assert configs._cuda_least_padding(160, [128, 64]) == 64
-    assert configs._cuda_least_padding(256, [128, 64]) == 128
+    assert configs._fit(16, [128, 64]) == 64
+    assert configs._fit(160, [128, 64]) == 64
+    assert configs._fit(256, [128, 64]) == 128
