@@ -30,7 +30,8 @@ if [ "$DRY" = 1 ]; then
   TAG="dryrun-cpu-$STAMP"
   step "machine" 30 python -c "import torch, platform; print(platform.platform(), 'torch', torch.__version__)"
   step "gpu tests (collect)" 120 python -m pytest -q -m gpu --collect-only tests $KERNEL_TESTS
-  step "triton tuning" 120 python bench/tune_triton.py --dry-run
+  step "tuning (dry run)" 120 bash -c "python -m hgnet_kernels tune --family triton --dry-run --models tiny b0 && \
+    python -m hgnet_kernels tune --family cuda --dry-run --models tiny b0"
   step "plan" 60 bash -c "python -m hgnet_kernels plan --model tiny --gpu H100 --json > '$OUT_DIR/plan-tiny-b1-$TAG.json'"
   step "end-to-end bench" 300 python -m hgnet_kernels bench --models tiny --batches 1 --size 64 \
     --no-compile --rounds 2 --iters 1 --out "$OUT_DIR" --tag "$TAG"
@@ -38,15 +39,14 @@ else
   export HGNET_TEST_GPU=1  # conftest.py: real Triton and CUDA, not the interpreter / emulator
   export HGNET_KERNELS_CUDA_ARCHS=${HGNET_KERNELS_CUDA_ARCHS:-9.0} MAX_JOBS=${MAX_JOBS:-16}
   TAG="gpu-$(python -c 'import torch; print(torch.cuda.get_device_name().split()[1].lower())' 2>/dev/null || echo unknown)-$STAMP"
-  ARCH=$(python -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"sm{m}{n}")' 2>/dev/null || echo unknown)
   step "machine" 15 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; \
     python -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__)'"
   step "cuda extension (JIT)" 150 python -c "from hgnet_kernels.kernels.cuda import extension; print(extension.jit_build(verbose=True))"
   # pytest-xdist is on the lent machines: 4 workers compile Triton kernels and run tests side by side.
   step "gpu tests" 150 bash -c "set -o pipefail; { python -m pytest -q -n 4 --durations=15 -m gpu tests && \
     python -m pytest -q -n 4 --durations=15 $KERNEL_TESTS; } 2>&1 | tee '$OUT_DIR/tests-$TAG.log'"
-  step "triton tuning" 50 python bench/tune_triton.py --models tiny --dtypes float16 --batches 1 --ops conv_bn_act \
-    --budget 40 --out "$OUT_DIR/triton_$ARCH.json"
+  step "triton tuning" 50 python -m hgnet_kernels tune --family triton --models tiny --dtypes float16 --batches 1 \
+    --ops conv_bn_act --budget 40 --out "$OUT_DIR"
   step "plan" 15 bash -c "python -m hgnet_kernels plan --model tiny --json > '$OUT_DIR/plan-tiny-b1-$TAG.json'"
   step "end-to-end bench" 85 python -m hgnet_kernels bench --models tiny --batches 1 256 --dtypes float16 float32 \
     --compile-modes reduce-overhead --compile-budget 35 --rounds 3 --iters 5 --out "$OUT_DIR" --tag "$TAG"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m hgnet_kernels verify|bench|plan|aot|warmup`` (also installed as ``hgnet-kernels``).
+"""Command line: ``python -m hgnet_kernels verify|bench|plan|aot|warmup|tune`` (also installed as ``hgnet-kernels``).
 
 User errors (bad arguments, a missing or unreadable weights file, a backend that cannot run here)
 print one line saying what to do and exit with status 2; a failed check exits with 1.
@@ -7,7 +7,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from . import __version__, aot, bench, plan_report, verify, warmup
+    from . import __version__, aot, bench, plan_report, tune, verify, warmup
     from .backends import BackendUnavailable
     from .cli import Parser, UserError
     from .weights import CheckpointError
@@ -22,12 +22,14 @@ def main(argv=None) -> int:
                                                  "registers, spills, wgmma use and the main loop"))
     warmup.add_arguments(sub.add_parser("warmup", help="compile kernels and capture graphs for a list of shapes "
                                                        "before traffic"))
+    tune.add_arguments(sub.add_parser("tune", help="time one kernel family's launch configs for every layer of every "
+                                                   "model on this GPU; write configs/<family>_<arch>.json"))
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or an argument error already printed
         return e.code if isinstance(e.code, int) else 2
     command = {"verify": verify.run, "bench": bench.run, "plan": plan_report.run, "aot": aot.run,
-               "warmup": warmup.run}[args.command]
+               "warmup": warmup.run, "tune": tune.run}[args.command]
     try:
         return command(args)
     except (UserError, CheckpointError, BackendUnavailable, FileNotFoundError, IsADirectoryError) as e:

@@ -1,7 +1,7 @@
 """Launch configurations of the Triton kernels, as data, and device facts.
 
 Tuned configs live in ``hgnet_kernels/configs/triton_<arch>.json`` (``arch`` like ``sm90``),
-written by ``bench/tune_triton.py`` on that GPU: ``{"op": {"shape key_bucket": {param: value}}}``,
+written by ``python -m hgnet_kernels tune --family triton`` on that GPU: ``{"op": {"shape key_bucket": {param: value}}}``,
 the key naming the layer's shape and dtype (``conv_key``, ``tile_key``) and the batch bucket it
 was tuned at (``BATCH_BUCKETS``: ``b1``, ``b16``, ``b64``); ``"_meta"`` records the run and
 fields starting with ``_`` are the tuner's timings. At run time they are only looked up (users
@@ -315,7 +315,7 @@ def gate_config(channels: int, dtype: torch.dtype, arch: Optional[str], interpre
     """BLOCK_CO × BLOCK_CI of the ESE gate's GEMV and BLOCK_T, the partial-sum rows per step."""
     if interpreter:
         return dict(BLOCK_CO=128, BLOCK_CI=128, BLOCK_T=64, num_warps=4)
-    found = tuned("ese_gate", f"c{channels}_{_dtype_name(dtype)}", arch, batch)
+    found = tuned("ese_gate", tile_key(channels, dtype), arch, batch)
     if found:
         return found
     # A GEMV per image with C ≤ 2048: 32 output channels per program gives N · C / 32 programs, each
@@ -358,7 +358,8 @@ def device_peaks(device: torch.device) -> Optional[Dict[str, float]]:
 
 
 # ---- CUDA C++ family: the sm_80+ conv kernel's tiles (csrc/conv_mma.cuh) ---------------------------
-# Tuned entries live in ``configs/cuda_<arch>.json``, the same shape as Triton's files:
+# Tuned entries live in ``configs/cuda_<arch>.json`` (``python -m hgnet_kernels tune --family cuda``),
+# the same shape as Triton's files:
 # ``{"conv_bn_act": {"<conv_key>_<bucket>": {"BM": …, "BN": …, "WARPS_M": …, "WARPS_N": …,
 # "STAGES": …, "SPLIT_K": …}}}`` with ``conv_key``'s shape key and batch bucket. None is committed
 # yet (nothing has been measured on a GPU); the heuristic below serves every shape until then.
@@ -413,6 +414,11 @@ def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: in
     split = 1
     if blocks < sms:
         split = max(1, min(cdiv(sms, blocks), steps // CUDA_MIN_STEPS_PER_SPLIT, CUDA_MAX_SPLIT_K))
+    return cuda_tile_config(tile, split)
+
+
+def cuda_tile_config(tile: Tuple[int, int, int, int, int], split: int) -> Dict[str, int]:
+    """The config of one of ``cuda_conv_tiles``'s (BM, BN, WARPS_M, WARPS_N, STAGES) at SPLIT_K = ``split``."""
     return dict(BM=tile[0], BN=tile[1], WARPS_M=tile[2], WARPS_N=tile[3], STAGES=tile[4], SPLIT_K=split)
 
 

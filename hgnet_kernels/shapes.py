@@ -1,27 +1,33 @@
-"""The distinct conv layers of a model at a given input size, read off its plan (for tuning and
-microbenchmarks): no shape arithmetic of its own."""
+"""The distinct conv layers (and, for the tuner, the other kernel ops) of a model at a given input
+size, read off its plan (for tuning and microbenchmarks): no shape arithmetic of its own."""
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import List
+from typing import List, Tuple
 
 from .folding import fold_model
 from .models import build_model
 from .plan import Plan, build_plan
 
 
+# The conv kinds of the plan; the tuner also asks for the other ops its kernels tune.
+CONV_KINDS = ("conv", "aggregation", "depthwise")
+KERNEL_KINDS = (*CONV_KINDS, "max_pool", "scale_residual", "ese_gate")
+
+
 @dataclass(frozen=True)
 class ConvShape:
-    kind: str        # "conv" (dense), "aggregation" (1×1 + ESE sums) or "depthwise"
+    kind: str        # "conv" (dense), "aggregation" (1×1 + ESE sums), "depthwise"; or a KERNEL_KINDS op
     kernel: int
     stride: int
     c_in: int
     c_out: int
-    h: int           # input height and width
+    h: int           # input height and width (an ESE gate's: the map its sums were taken over)
     w: int
     h_out: int
     w_out: int
+    padding: Tuple[int, int, int, int]  # (top, bottom, left, right): the tuned configs' keys hold it
 
     def macs(self, batch: int = 1) -> int:
         per_pixel = self.kernel * self.kernel * (1 if self.kind == "depthwise" else self.c_in) * self.c_out
@@ -42,16 +48,19 @@ def model_plan(model: str, text_rec: bool = False) -> Plan:
     return build_plan(fold_model(build_model(model, text_rec=text_rec)))
 
 
-def conv_shapes(model: str = "tiny", size: int = 224) -> "Counter[ConvShape]":
-    """Each distinct conv of a model (``"tiny"`` … ``"b6"``) on a size×size input, with how often it occurs."""
+def conv_shapes(model: str = "tiny", size: int = 224, kinds: Tuple[str, ...] = CONV_KINDS) -> "Counter[ConvShape]":
+    """Each distinct op of ``kinds`` (default: the convs) of a model (``"tiny"`` … ``"b6"``) on a
+    size×size input, with how often it occurs."""
     plan = model_plan(model)
     spatial = plan.spatial(size, size)
     shapes: Counter = Counter()
     for op in plan.ops:
-        if op.kind in ("conv", "depthwise", "aggregation"):
+        if op.kind in kinds:
             source, target = op.reads[0], op.writes[0]
+            h, w = spatial[source.buffer]
+            h_out, w_out = spatial.get(target.buffer, (h, w))  # an ESE gate writes (N, C), no map
             shapes[ConvShape(op.kind, op.kernel, op.stride_arg, source.channels, target.channels,
-                             *spatial[source.buffer], *spatial[target.buffer])] += 1
+                             h, w, h_out, w_out, op.padding)] += 1
     return shapes
 
 

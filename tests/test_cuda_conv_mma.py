@@ -269,22 +269,6 @@ def test_heuristic_tiles_and_tuned_entries(monkeypatch, tmp_path):
         configs._load.cache_clear()
 
 
-@EMULATOR_ONLY
-def test_tuner_dry_run_writes_the_config_format(tmp_path):
-    """``python -m hgnet_kernels.kernels.cuda.tune`` (run on a GPU to produce configs/cuda_<arch>.json)
-    checked on the CPU through the emulator: it writes entries configs.cuda_conv_config can read."""
-    import json
-
-    from hgnet_kernels.kernels.cuda import tune
-    out = tmp_path / "cuda_emulator.json"
-    assert tune.main(["--dry-run", "--out", str(out), "--min-gain", "-10"]) == 0  # keep whatever wins
-    table = json.loads(out.read_text())
-    assert table["_meta"]["dry_run"] and len(table["conv_bn_act"]) == 2
-    for key, entry in table["conv_bn_act"].items():
-        assert key.endswith("_float16_b1") and entry["_us"] > 0
-        assert tuple(entry[f] for f in cuda_ops.TILE_FIELDS[:5]) in configs.CUDA_CONV_TILES
-
-
 def test_tile_side_takes_the_least_padding_relatively():
     """16 output channels: a 64-wide tile (25 % useful) over a 128-wide one (12.5 %); 160: 64-wide."""
     assert configs._fit(16, [128, 64]) == 64

@@ -1,11 +1,10 @@
 """Issue #11 without a GPU: the `plan` cost view of the new conv launch (programs per SM, tensor-core
 work lost to padding) against the per-image tiling it replaces, launch configs as data keyed by
-shape, dtype and batch bucket, and the tuner's dry run."""
+shape, dtype and batch bucket (the tuner: tests/test_tune.py)."""
 import importlib
 import json
 import os
 import shutil
-import sys
 
 import pytest
 import torch
@@ -15,9 +14,6 @@ from hgnet_kernels.kernels import triton as fam
 from hgnet_kernels.plan_report import report
 
 from helpers import DEVICE
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-import tune_triton  # noqa: E402
 
 H100_SMS = 132
 # The module (the package's ``conv_bn_act`` attribute is the function of that name).
@@ -139,41 +135,6 @@ def test_tuned_entries_by_bucket_with_fallbacks(tmp_path, monkeypatch):
     rows = report("tiny", 1, 224, torch.float16, "H100")
     layer = next(r for r in rows if r.name == "s2.b0.l1")
     assert layer.programs == configs.cdiv(196, 16) * configs.cdiv(160, 32) * 5
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the dry run is the CPU's stand-in for the GPU tuning run")
-def test_tuner_dry_run_writes_the_config_format(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "tuned.json"
-    assert tune_triton.main(["--dry-run", "--out", str(out), "--min-gain", "-1"]) == 0
-    table = json.loads(out.read_text())
-    assert table["_meta"]["dry_run"] is True and table["_meta"]["batches"] == [1, 2]
-    ops = {op for op in table if not op.startswith("_")}
-    assert {"conv_bn_act", "depthwise_conv", "max_pool", "scale_residual", "ese_gate"} <= ops
-    for op in ops:
-        for key, entry in table[op].items():
-            assert key.endswith(("_b1", "_b16")), key
-            assert all(isinstance(v, (int, float, bool)) for v in entry.values())
-    # The library reads it: an entry comes back as the config of its shape and bucket.
-    key, entry = next(iter(table["conv_bn_act"].items()))
-    _config_dir(tmp_path, table)
-    monkeypatch.setattr(configs, "CONFIG_DIR", str(tmp_path))
-    shape = key.split("_")  # k3s2 cin3 cout48 hw256 float32 b1
-    kernel, stride = int(shape[0][1]), int(shape[0][3])
-    got = configs.conv_config(int(shape[3][2:]), int(shape[1][3:]), int(shape[2][4:]), kernel, stride, torch.float32,
-                              "sm90", batch={"b1": 1, "b16": 2}[shape[-1]])
-    assert got == {k: v for k, v in entry.items() if not k.startswith("_")}
-
-
-def test_tuner_never_overwrites_the_committed_file_unless_asked(tmp_path):
-    committed = os.path.join(configs.CONFIG_DIR, "triton_interpreter.json")
-    with pytest.raises(SystemExit):
-        tune_triton.main(["--dry-run", "--out", committed])
-    with pytest.raises(SystemExit):
-        tune_triton.main(["--dry-run", "--commit"])
-    assert not os.path.exists(committed)
-    default = tune_triton.output_path(tune_triton.parse_args(["--dry-run"]), "interpreter")
-    assert "tune-triton-dry-" in default and not default.startswith(configs.CONFIG_DIR)
-    os.rmdir(os.path.dirname(default))
 
 
 @pytest.mark.parametrize("model", ["tiny", "b0", "b4"])
