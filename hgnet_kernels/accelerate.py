@@ -9,6 +9,9 @@ It finds, anywhere inside ``model``:
   one fused module that returns the encoder's ``last_hidden_state``; its pooling and ``fc`` stay;
 * a timm ``hgnet_*`` / ``hgnetv2_*``: ``forward`` and ``forward_features`` fused, its head kept
   for ``forward_head``; a timm ``features_only=True`` one: the list of its stage maps;
+* the D-FINE / DEIM / RT-DETRv2 torch ports' own ``HGNetv2`` backbone (D-FINE
+  ``src/nn/backbone/hgnetv2.py``, RT-DETRv2 ``rtdetrv2_pytorch/src/nn/backbone/hgnetv2.py``):
+  the list of the stage maps of its ``return_idx``, as its ``forward`` returns them;
 * an ultralytics ``DetectionModel`` (or the ``RTDETR`` wrapper's ``.model``): its HGStem … last
   HGBlock layers replaced in its index-routed sequence; the first runs the fused backbone, and each
   stage's last index gives that stage's map, so the head reads the indices it always did.
@@ -138,19 +141,42 @@ class FusedTimmFeatures(nn.Module):
 
     def __init__(self, original: nn.Module, name: str, **options):
         super().__init__()
-        from .weights import load_model
-        from .interop import module_state
-        modules = original.feature_info.module_name()
-        if not all(m.startswith("stages.") for m in modules):
-            raise ValueError(f"{name} (timm features_only) returns {modules}; the fused backbone gives stage "
-                             "maps only (stages.0 … stages.3)")
+        try:
+            self.fused = FusedPPHGNet(original, **options)  # its own out_indices
+        except ValueError as e:
+            raise ValueError(f"{name} (timm features_only): {e}") from None
+        self.feature_info = original.feature_info
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [m.to(x.dtype) for m in self.fused.forward_features(x)]
+
+
+def is_torch_port_hgnetv2(module: nn.Module) -> bool:
+    """The D-FINE / DEIM / RT-DETRv2 torch ports' ``HGNetv2``: a ``StemBlock`` stem, four stages in a
+    ModuleList and ``return_idx``, outside any framework we know by package."""
+    return (type(module).__name__ == "HGNetv2" and type(getattr(module, "stem", None)).__name__ == "StemBlock"
+            and isinstance(getattr(module, "stages", None), nn.ModuleList) and hasattr(module, "return_idx"))
+
+
+class FusedTorchPortHGNetv2(nn.Module):
+    """A torch port's ``HGNetv2``'s place: its ``forward`` appends each stage's map whose index is in
+    ``return_idx``, in stage order, so this returns the fused maps of those stages as a list."""
+
+    def __init__(self, original: nn.Module, name: str, **options):
+        super().__init__()
+        stages = tuple(i for i in range(len(original.stages)) if i in original.return_idx)
+        if not stages:
+            raise ValueError(f"{name} (torch-port HGNetv2) has return_idx {original.return_idx}: it returns no stage "
+                             "map, so there is nothing to fuse")
         if original.training:
             raise ValueError(f"{name}: FusedPPHGNet folds BatchNorm running statistics, so the model must be in "
                              "eval mode; call model.eval() first")
+        from .interop import module_state
+        from .weights import load_model  # its names are the torch ports' checkpoint names, which it reads
         param = next(original.parameters())
         eager = load_model(module_state(original)).to(device=param.device, dtype=param.dtype)
-        self.fused = FusedPPHGNet(eager, out_indices=tuple(int(m.split(".")[1]) for m in modules), **options)
-        self.feature_info = original.feature_info
+        self.fused = FusedPPHGNet(eager, out_indices=stages, **options)
+        self.return_idx = original.return_idx
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         return [m.to(x.dtype) for m in self.fused.forward_features(x)]
@@ -231,6 +257,8 @@ def accelerate(model: nn.Module, **options) -> nn.Module:
                 raise ValueError(f"{label}: a timm features_only hgnet returning a dict (FeatureDictNet) is not "
                                  "supported; create it with the default feature_cls (a list)")
             replacement = FusedTimmFeatures(module, label, **options)
+        elif is_torch_port_hgnetv2(module):
+            replacement = FusedTorchPortHGNetv2(module, label, **options)
         elif framework == ULTRALYTICS and isinstance(getattr(module, "model", None), nn.Sequential) \
                 and any(type(m).__name__ == "HGStem" for m in module.model):
             swaps.append(_ultralytics_swap(module, label, options))
@@ -243,8 +271,9 @@ def accelerate(model: nn.Module, **options) -> nn.Module:
         inside.append(name)
     if not swaps and result is model:
         raise ValueError(f"no PP-HGNet backbone found inside {type(model).__name__}: accelerate() swaps a "
-                         f"{HF} {_HF_BACKBONE} / {_HF_CLASSIFIER}, an {ULTRALYTICS} RT-DETR backbone or a timm "
-                         "hgnet_* / hgnetv2_* (features_only too); for one of ours use FusedPPHGNet(model)")
+                         f"{HF} {_HF_BACKBONE} / {_HF_CLASSIFIER}, an {ULTRALYTICS} RT-DETR backbone, a timm "
+                         "hgnet_* / hgnetv2_* (features_only too) or the D-FINE / RT-DETRv2 torch ports' HGNetv2; "
+                         "for one of ours use FusedPPHGNet(model)")
     for swap in swaps:
         swap()
     return result

@@ -20,14 +20,15 @@ _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _as_pphgnet(model: nn.Module) -> Union[PPHGNet, PPHGNetV2]:
-    """Ours as is; a timm ``hgnet_*``, a transformers ``HGNetV2Backbone`` /
+    """Ours as is; a timm ``hgnet_*`` (``features_only`` too), a transformers ``HGNetV2Backbone`` /
     ``HGNetV2ForImageClassification`` or an ultralytics RT-DETR converted exactly (or refused, naming
     what is unsupported), on the model's device and in its dtype."""
     if isinstance(model, (PPHGNet, PPHGNetV2)):
         return model
     from .interop import check_module, framework_of
     if framework_of(model) is None and not type(model).__module__.startswith("timm."):
-        raise TypeError(f"FusedPPHGNet takes a hgnet_kernels PPHGNet / PPHGNetV2, a timm hgnet_* / hgnetv2_*, a "
+        raise TypeError(f"FusedPPHGNet takes a hgnet_kernels PPHGNet / PPHGNetV2, a timm hgnet_* / hgnetv2_* "
+                        f"(features_only too), a "
                         f"transformers HGNetV2Backbone / HGNetV2ForImageClassification or an ultralytics RT-DETR "
                         f"model, got {type(model).__name__}")
     from .weights import load_model  # converted without importing timm, transformers or ultralytics
@@ -37,6 +38,15 @@ def _as_pphgnet(model: nn.Module) -> Union[PPHGNet, PPHGNetV2]:
                          "eval mode; call model.eval() first")
     param = next(holder.parameters())
     return load_model(model).to(device=param.device, dtype=param.dtype)
+
+
+def _own_out_indices(model: nn.Module) -> Tuple[int, ...]:
+    """The stages ``model`` itself returns: a timm ``features_only`` list's ``out_indices``; all four
+    for anything else."""
+    if type(model).__name__ == "FeatureListNet" and type(model).__module__.startswith("timm."):
+        from .weights import timm_feature_stages
+        return timm_feature_stages(model)
+    return (0, 1, 2, 3)
 
 
 def _rebuild_backend_after_load(module: "FusedPPHGNet", _keys) -> None:
@@ -51,7 +61,8 @@ class FusedPPHGNet(nn.Module):
     Args:
         model: an eval-mode ``hgnet_kernels.PPHGNet`` / ``PPHGNetV2``, a timm ``hgnet_*`` /
             ``hgnetv2_*`` model (any ``num_classes``, ``in_chans``, ``head_hidden_size`` and
-            ``global_pool`` avg / max / avgmax), a transformers ``HGNetV2Backbone`` /
+            ``global_pool`` avg / max / avgmax; ``features_only=True`` too, whose stage maps
+            ``forward_features`` returns as the timm module does), a transformers ``HGNetV2Backbone`` /
             ``HGNetV2ForImageClassification`` or an ultralytics RT-DETR (``RTDETR`` or its
             ``DetectionModel``; anything else is refused with a message naming it).
             It is read once; later changes to it do not affect this module, which lives on the
@@ -61,7 +72,8 @@ class FusedPPHGNet(nn.Module):
         dtype: compute dtype (float32, float16 or bfloat16); default: the model's dtype, or
             float32 for a float64 model.
         out_indices: the stages ``forward_features`` returns (0–3: strides 4, 8, 16, 32; RT-DETR and
-            D-FINE take (1, 2, 3)). The plan runs only as far as they need.
+            D-FINE take (1, 2, 3)); default: a timm ``features_only`` module's own ``out_indices``,
+            else all four. The plan runs only as far as they need.
         **options: options of the chosen backend (``cuda_graph`` — on by default on CUDA — and
             ``max_graphs`` for triton and cuda; ``tf32x3`` (fp32 on tensor cores as 3×TF32, off:
             unverified on a GPU) for both; ``allow_tf32`` for triton); others are a
@@ -75,8 +87,10 @@ class FusedPPHGNet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, backend: str = "auto", dtype: Optional[torch.dtype] = None,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), **options):
+                 out_indices: Optional[Sequence[int]] = None, **options):
         super().__init__()
+        if out_indices is None:
+            out_indices = _own_out_indices(model)
         eager = _as_pphgnet(model)
         if eager.training:
             raise ValueError("FusedPPHGNet folds BatchNorm running statistics, so the model must be in "

@@ -436,16 +436,34 @@ def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
     return _STEM_WIDTH_TO_SIZE[width]
 
 
+def timm_feature_stages(module: nn.Module) -> Tuple[int, ...]:
+    """The stages a timm ``features_only=True`` hgnet (``FeatureListNet``) returns, its
+    ``out_indices``; a ``ValueError`` when it returns anything else or lacks stages the fused
+    backbone runs through."""
+    modules = module.feature_info.module_name()
+    if not all(m.startswith("stages.") for m in modules):
+        raise ValueError(f"a timm features_only hgnet returning {modules} is not supported: the fused backbone "
+                         "gives stage maps only (stages.0 … stages.3)")
+    held = sorted(int(name.split("_")[1]) for name, _ in module.named_children() if name.startswith("stages_"))
+    if held != [0, 1, 2, 3]:
+        raise ValueError(f"a timm features_only hgnet holding stages {held} (timm drops the stages after the last "
+                         "out_indices) is not supported: create it with out_indices ending at 3 and use the maps "
+                         "you need")
+    return tuple(int(m.split(".")[1]) for m in modules)
+
+
 def _timm_options(module: nn.Module) -> dict:
     """Model options that reproduce a timm ``hgnet_*`` / ``hgnetv2_*`` module exactly; a
     ``ValueError`` naming the first option that has no exact equivalent here (nothing is converted
     then)."""
     from .models import POOL_TYPES
     kind = type(module).__name__
+    if kind == "FeatureListNet":
+        timm_feature_stages(module)
+        return {}  # no head: its stage modules are all there is, converted like its state dict
     if kind.startswith("Feature") or getattr(module, "feature_info", None) is not None and kind != "HighPerfGpuNet":
-        raise ValueError(f"a timm features_only=True module ({kind}) is not supported: create the model without "
-                         "features_only and call FusedPPHGNet(model).forward_features(x), which returns the "
-                         "stage maps at strides 4, 8, 16 and 32")
+        raise ValueError(f"a timm features_only=True module of class {kind} is not supported: create it with the "
+                         "default feature_cls (FeatureListNet, a list of stage maps)")
     if kind != "HighPerfGpuNet":
         raise TypeError(f"expected a timm HighPerfGpuNet (hgnet_* or hgnetv2_*), got {kind}")
     v2 = type(getattr(module, "stem", None)).__name__ == "StemV2"

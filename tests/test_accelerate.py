@@ -150,6 +150,57 @@ def test_timm_model_and_features_only_inside_a_pipeline():
     assert all(relative_error(g, w) <= FP32_REL_TOL for g, w in zip(maps, want_maps))
 
 
+class _PortDetector(torch.nn.Module):
+    """A detector around a torch port's HGNetv2: a 1×1 conv per returned map, as an encoder's input
+    projection reads them."""
+
+    def __init__(self, backbone, channels):
+        super().__init__()
+        self.backbone = backbone
+        self.proj = torch.nn.ModuleList(torch.nn.Conv2d(c, 8, 1) for c in channels)
+
+    def forward(self, x):
+        return [proj(m) for proj, m in zip(self.proj, self.backbone(x))]
+
+
+@pytest.mark.parametrize("port, name, return_idx, channels", [("dfine", "B0", [1, 2, 3], (256, 512, 1024)),
+                                                                ("rtdetrv2", "L", [0, 2], (128, 1024))])
+def test_torch_port_hgnetv2_inside_a_detector_equals_eager(port, name, return_idx, channels):
+    """D-FINE's (frozen BNs, LAB, F.pad stem) and RT-DETRv2's (ZeroPad2d stem, BatchNorm2d) HGNetv2,
+    rebuilt in tests/torch_port_hgnetv2.py with their names and forward; random BN eps too."""
+    from torch_port_hgnetv2 import HGNetv2
+    from hgnet_kernels.accelerate import FusedTorchPortHGNetv2
+    backbone = HGNetv2(name, use_lab=port == "dfine", return_idx=return_idx, freeze_norm=port == "dfine", port=port)
+    detector = randomize(_PortDetector(backbone, channels), seed=87)
+    for i, m in enumerate(m for m in detector.modules() if hasattr(m, "running_var")):
+        m.eps = (1e-5, 1e-3, 1e-2)[i % 3]
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        want = copy.deepcopy(detector).double()(x.double())
+    assert hk.accelerate(detector, backend="torch") is detector
+    assert isinstance(detector.backbone, FusedTorchPortHGNetv2)
+    assert detector.backbone.fused.out_indices == tuple(return_idx)
+    assert detector.backbone.fused.net.stem_pool_zero  # both ports pad the stem pool with zeros
+    with torch.no_grad():
+        got = detector(x)
+        maps = detector.backbone(x)
+    assert isinstance(maps, list) and len(got) == len(want) == len(return_idx)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32 and relative_error(g, w) <= FP32_REL_TOL
+
+
+def test_torch_port_hgnetv2_that_cannot_be_swapped_is_refused_and_nothing_changes():
+    from torch_port_hgnetv2 import HGNetv2
+    backbone = randomize(HGNetv2("B0", return_idx=[4]), seed=88)
+    pipeline = torch.nn.ModuleDict({"backbone": backbone})
+    with pytest.raises(ValueError, match=r"backbone \(torch-port HGNetv2\) has return_idx \[4\]: it returns no stage"):
+        hk.accelerate(pipeline)
+    backbone.return_idx = [1, 2, 3]
+    with pytest.raises(ValueError, match="backbone: FusedPPHGNet folds BatchNorm .* eval"):
+        hk.accelerate(pipeline.train())
+    assert pipeline["backbone"] is backbone
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_low_precision_backbone_in_a_float32_pipeline(dtype):
     """The fused backbone computes in ``dtype``; the classifier around it gets the float32 it

@@ -326,6 +326,35 @@ def test_timm_features_only_state_dict_loads_as_the_backbone():
         _assert_maps(ours.double().forward_features(x.double()), copy.deepcopy(theirs).double()(x.double()), 1e-12)
 
 
+@pytest.mark.parametrize("name, out_indices", [("hgnetv2_b0", (1, 3)), ("hgnet_tiny", None)])
+def test_fused_timm_features_only_module_returns_its_maps(name, out_indices):
+    """``FusedPPHGNet(features_only module).forward_features`` is the module's own list of maps: its
+    ``out_indices`` (timm's default: every stage), in order."""
+    options = {} if out_indices is None else {"out_indices": out_indices}
+    theirs = randomize(timm.create_model(name, features_only=True, **options).eval(), seed=72)
+    fused = hk.FusedPPHGNet(theirs, backend="torch")
+    assert fused.out_indices == (out_indices or (0, 1, 2, 3)) == tuple(theirs.feature_info.out_indices)
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        want = copy.deepcopy(theirs).double()(x.double())
+        got = fused.forward_features(x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and relative_error(g, w) <= FP32_REL_TOL
+    assert hk.FusedPPHGNet(theirs, backend="torch", out_indices=(2,)).out_indices == (2,)  # asked for: as asked
+
+
+def test_timm_features_only_modules_that_cannot_be_fused_are_refused_by_name():
+    truncated = timm.create_model("hgnetv2_b0", features_only=True, out_indices=(0, 1)).eval()
+    with pytest.raises(ValueError, match=r"holding stages \[0, 1\] .*out_indices ending at 3"):
+        hk.FusedPPHGNet(truncated)
+    as_dict = timm.create_model("hgnetv2_b0", features_only=True, feature_cls="dict").eval()
+    with pytest.raises(ValueError, match="class FeatureDictNet is not supported: create it with the default"):
+        hk.FusedPPHGNet(as_dict)
+    with pytest.raises(ValueError, match="eval mode"):
+        hk.FusedPPHGNet(timm.create_model("hgnetv2_b0", features_only=True).train())
+
+
 def test_a_timm_modules_bn_eps_is_honoured():
     theirs = randomize(timm.create_model("hgnet_tiny", num_classes=5).eval(), seed=70)
     for i, m in enumerate(m for m in theirs.modules() if isinstance(m, torch.nn.BatchNorm2d)):
