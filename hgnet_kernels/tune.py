@@ -379,6 +379,8 @@ def run(args: argparse.Namespace) -> int:
         raise cli.UserError(f"--family {args.family} has no tuned configs for {', '.join(refused)}; it tunes "
                             f"{', '.join(tunable)}")
     if args.dry_run:
+        if args.out or args.commit:
+            raise cli.UserError("--dry-run times nothing and writes nothing: drop --out / --commit")
         sms = configs.arch_sms(args.dry_run_arch)
         return dry_run(args, cases(args.family, args.models, dtypes, batches, args.size, ops, args.dry_run_arch, sms),
                        args.dry_run_arch, sms)

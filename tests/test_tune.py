@@ -63,6 +63,8 @@ def test_the_real_run_is_refused_without_a_gpu(family, tmp_path, capsys):
 def test_bad_arguments_say_what_is_wrong(capsys):
     assert main(["tune", "--family", "cuda", "--dry-run", "--ops", "max_pool"]) == 2
     assert "--family cuda has no tuned configs for max_pool; it tunes conv_bn_act" in capsys.readouterr().err
+    assert main(["tune", "--family", "triton", "--dry-run", "--commit"]) == 2
+    assert "--dry-run times nothing and writes nothing" in capsys.readouterr().err
     assert main(["tune", "--dry-run"]) == 2  # the family is required
     assert "--family" in capsys.readouterr().err
 
