@@ -1,6 +1,9 @@
-// bindings.cpp — torch entry points of the CUDA ops. Every argument is checked here (device, dtype,
-// rank, shapes, slice bounds) with a message that says what to fix, before anything launches; the
-// work then runs on the current CUDA stream under a guard for the tensors' device.
+// bindings.cpp — torch entry points of the CUDA ops. What the family runs (kernel sizes, strides,
+// epilogues) is one table in Python (hgnet_kernels/kernels/cuda/capabilities.py), checked by the
+// launchers; here only what keeps the kernels' memory accesses in bounds is checked (device, dtype,
+// rank, shapes, slice bounds, instantiated tiles, workspace sizes), with a message that says what to
+// fix, before anything launches. The work then runs on the current CUDA stream under a guard for
+// the tensors' device.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
@@ -86,13 +89,12 @@ void conv_bn_act(const at::Tensor& x, const at::Tensor& weight, const at::Tensor
   TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor, got ", x.device());
   const auto dtype = dtype_of(x, "x");
   TORCH_CHECK(x.dim() == 4, "x: expected a 4-D (N, C, H, W) tensor, got ", x.sizes());
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == weight.size(1) && weight.size(0) >= 1 && weight.size(0) <= 3 &&
-                  weight.is_contiguous(),
-              "weight: expected a contiguous (k, k, C_in, C_out) tensor with k 1, 2 or 3, got ", weight.sizes());
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == weight.size(1) && weight.size(0) >= 1 && weight.is_contiguous(),
+              "weight: expected a contiguous (k, k, C_in, C_out) tensor, got ", weight.sizes());
   check_cuda(weight, "weight", x);
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight: expected ", x.scalar_type());
   TORCH_CHECK(weight.size(2) == x.size(1), "x has ", x.size(1), " channels but weight expects ", weight.size(2));
-  TORCH_CHECK(stride == 1 || stride == 2, "stride must be 1 or 2, got ", stride);
+  TORCH_CHECK(stride >= 1, "stride must be positive, got ", stride);
   const int64_t k = weight.size(0), c_out = weight.size(3);
   const auto pad = check_padding(padding, k);
   check_vector(bias, "bias", c_out, x);
@@ -164,12 +166,13 @@ void depthwise_conv(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   TORCH_CHECK(x.dim() == 4, "x: expected a 4-D (N, C, H, W) tensor, got ", x.sizes());
   check_cuda(weight, "weight", x);
   const int64_t k = weight.dim() == 3 ? weight.size(0) : 0;
+  // The kernel is instantiated for 3 and 5 taps a side: any other k would read past the weight.
   TORCH_CHECK((k == 3 || k == 5) && weight.sizes() == at::IntArrayRef({k, k, x.size(1)}) && weight.is_contiguous() &&
                   weight.scalar_type() == x.scalar_type(),
               "weight: expected a contiguous (k, k, ", x.size(1), ") ", x.scalar_type(), " tensor with k 3 or 5, got ",
               weight.sizes());
-  TORCH_CHECK(stride.size() == 2 && (stride[0] == 1 || stride[0] == 2) && (stride[1] == 1 || stride[1] == 2),
-              "stride must be (sh, sw), each 1 or 2, got ", at::IntArrayRef(stride));
+  TORCH_CHECK(stride.size() == 2 && stride[0] >= 1 && stride[1] >= 1, "stride must be (sh, sw), each positive, got ",
+              at::IntArrayRef(stride));
   const auto pad = check_padding(padding, k);
   check_vector(bias, "bias", x.size(1), x);
   check_out(out, x, {x.size(0), x.size(1), out_size(x.size(2), k, stride[0], pad[0], pad[1]),
@@ -189,8 +192,8 @@ void max_pool(const at::Tensor& x, const at::Tensor& out, int64_t kernel, int64_
   TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor, got ", x.device());
   const auto dtype = dtype_of(x, "x");
   TORCH_CHECK(x.dim() == 4, "x: expected a 4-D (N, C, H, W) tensor, got ", x.sizes());
-  TORCH_CHECK((kernel == 2 || kernel == 3) && (stride == 1 || stride == 2),
-              "max pool: kernel must be 2 or 3 and stride 1 or 2, got ", kernel, " and ", stride);
+  TORCH_CHECK(kernel >= 1 && stride >= 1, "max pool: kernel and stride must be positive, got ", kernel, " and ",
+              stride);
   const auto pad = check_padding(padding, kernel);
   check_out(out, x, {x.size(0), x.size(1), out_size(x.size(2), kernel, stride, pad[0], pad[1]),
                      out_size(x.size(3), kernel, stride, pad[2], pad[3])});

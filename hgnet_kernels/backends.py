@@ -4,16 +4,18 @@ A backend is a name for a kernel family — ``torch`` (``kernels/pytorch.py``), 
 (``kernels/triton/``), ``cuda`` (``kernels/cuda/``) — and ``Backend`` runs any plan through any
 of them: one executor, one op table. Every family exposes the same names::
 
-    NAME, IN_PLACE, OPTIONS, CUDA_GRAPHS, unavailable_reason(device, dtype), unsupported(op),
+    NAME, IN_PLACE, OPTIONS, CUDA_GRAPHS, SUPPORTS, unavailable_reason(device, dtype),
     pack_conv_weight(w), pack_depthwise_weight(w),
     conv_bn_act(x, w, b, stride, relu, out), aggregation_ese(x, w, b, out, psum=) -> (y, psum),
     partial_sums_shape(n, hw, c_in, c_out, dtype, device, **options) -> (N, T, C),
     depthwise_conv(x, w, b, stride, out), max_pool(x, out), ese_gate(psum, w, b, hw),
     scale_residual(y, gate, identity, out)
 
-``out`` is a destination view (a slot of an HG-Block's concat buffer) or None; each op returns
-the tensor holding its result, which later reads of the same slice receive. Families import
-lazily, so ``import hgnet_kernels`` needs neither Triton nor a compiler.
+``SUPPORTS`` is the family's capability table (op kind → ``spec.Supports``): a plan op outside
+it is refused up front, naming the op and what the family does not run
+(``spec.not_supported_reasons``). ``out`` is a destination view (a slot of an HG-Block's concat
+buffer) or None; each op returns the tensor holding its result, which later reads of the same
+slice receive. Families import lazily, so ``import hgnet_kernels`` needs neither Triton nor a compiler.
 
 A family with ``RESOLVES`` (Triton) also has ``resolve_conv_bn_act``, ``resolve_aggregation_ese``,
 ``resolve_depthwise``, ``resolve_max_pool``, ``resolve_ese_gate`` and ``resolve_scale_residual``
@@ -36,7 +38,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from .kernels import spec
-from .kernels.spec import symmetric
 from .plan import Plan, Ref
 
 log = logging.getLogger(__name__)
@@ -207,15 +208,11 @@ def _affine(module) -> Optional[Tuple[float, float]]:
 
 
 def _epilogue_options(op, module) -> dict:
-    """The keyword arguments of the op's geometry and epilogue that differ from the defaults:
-    families that implement only the defaults are never handed the others (``unsupported``)."""
-    options = {}
-    if op.padding != symmetric(op.kernel):
-        options["padding"] = op.padding
-    if op.affine:
-        options["affine"] = _affine(module)
-    if op.kind == "depthwise" and op.relu:
-        options["relu"] = True
+    """The keyword arguments of the op's geometry and epilogue (``SUPPORTS`` has refused what a
+    family does not run before any step is built)."""
+    options = dict(padding=op.padding, affine=_affine(module) if op.affine else None)
+    if op.kind == "depthwise":
+        options["relu"] = op.relu
     return options
 
 
@@ -342,11 +339,7 @@ def _scale_residual_step(fam, op, net, ids, options) -> Binder:
 
 def _max_pool_step(fam, op, net, ids, options) -> Binder:
     source, target = ids(op.reads[0]), ids(op.writes[0])
-    extra = {}
-    if (op.kernel, op.stride_arg, op.padding) != (3, 2, symmetric(3)):
-        extra.update(kernel=op.kernel, stride=op.stride_arg, padding=op.padding)
-    if op.zero_pad:
-        extra["zero_pad"] = True
+    extra = dict(kernel=op.kernel, stride=op.stride_arg, padding=op.padding, zero_pad=op.zero_pad)
     if _resolves(fam):
         def bind(env: _Env) -> Step:
             launch = fam.resolve_max_pool(env.read(source), out=env.out(target), **extra)[0]
@@ -407,9 +400,10 @@ class Backend:
         if max_graphs < 1:
             raise ValueError(f"max_graphs must be at least 1, got {max_graphs}")
         for op in plan.ops:
-            reason = fam.unsupported(op)
-            if reason:
-                raise BackendUnavailable(f"backend {name!r} cannot run {reason} exactly; use backend='torch'")
+            reasons = spec.not_supported_reasons(op, fam.SUPPORTS)
+            if reasons:
+                raise BackendUnavailable(f"backend {name!r} cannot run {op.name}: {', '.join(reasons)} exactly; "
+                                         f"use backend='torch'")
         self.name, self.plan = name, plan
         self._refs = _Refs(plan, fam.IN_PLACE)
         self.binders: List[Binder] = [OP_TABLE[op.kind](fam, op, net, self._refs.id, family_options)

@@ -19,11 +19,11 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ..plan import Stride, stride_pair
+from ..plan import OP_KINDS, Stride, stride_pair
 from . import spec
 
 NAME = "torch"
-IN_PLACE = False  # writes HG-Block layer outputs straight into their concat slots
+IN_PLACE = False  # oneDNN / cuDNN return fresh tensors, copied into their concat slots
 CUDA_GRAPHS = False
 OPTIONS: dict = {}
 _DILATION = [1, 1]
@@ -35,8 +35,8 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype) -> Optional[str
     return None
 
 
-def unsupported(op) -> Optional[str]:
-    return None  # PyTorch runs every op of the plan
+# PyTorch runs every op of the plan, in every form.
+SUPPORTS = {kind: spec.Supports() for kind in OP_KINDS}
 
 
 def _onednn(x: torch.Tensor) -> bool:

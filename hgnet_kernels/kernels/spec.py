@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Tuple, Union
+import functools
+import math
+from dataclasses import dataclass
+from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..models import global_pool
-from ..plan import Stride, output_size, stride_pair
+from ..plan import Stride, output_size, stride_label, stride_pair
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -27,14 +30,6 @@ Padding = Tuple[int, int, int, int]  # top, bottom, left, right
 
 def symmetric(kernel: int) -> Padding:
     return (kernel // 2,) * 4
-
-
-def check_depthwise_stride(stride: Union[int, Stride]) -> Stride:
-    """(sh, sw) of a depthwise stride (an int, or a pair: PP-OCR's (2, 1) / (1, 2)), each 1 or 2."""
-    pair = (stride, stride) if isinstance(stride, int) else tuple(stride) if isinstance(stride, (tuple, list)) else ()
-    if len(pair) != 2 or any(s not in (1, 2) for s in pair):
-        raise ValueError(f"stride must be 1, 2 or a pair (sh, sw) of them, got {stride!r}")
-    return pair
 
 
 # ---- weight layouts -----------------------------------------------------------------------------
@@ -47,6 +42,84 @@ def pack_conv_weight(weight: torch.Tensor) -> torch.Tensor:
 def pack_depthwise_weight(weight: torch.Tensor) -> torch.Tensor:
     """(C, 1, k, k) → (k, k, C): the taps, channels contiguous."""
     return weight[:, 0].permute(1, 2, 0).contiguous()
+
+
+# ---- what a family runs ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Supports:
+    """What one family's kernels compute exactly of one op kind: each field lists the values they
+    run (None: any), ``strides`` those of each axis; ``square_stride``: sh = sw only;
+    ``padding_below_kernel``: zero padding in [0, k) on every side; ``groups``:
+    "dense" (1 group) or "depthwise" (groups = input channels = output channels)."""
+    kernels: Optional[Tuple[int, ...]] = None
+    strides: Optional[Tuple[int, ...]] = None
+    square_stride: bool = False
+    padding_below_kernel: bool = False
+    groups: Optional[str] = None
+    relu: Optional[Tuple[bool, ...]] = None
+    affine: Optional[Tuple[bool, ...]] = None
+    residual: Optional[Tuple[bool, ...]] = None
+
+
+# A family's capabilities: op kind → what it runs of that kind (a kind missing: none of it).
+Capabilities = Mapping[str, Supports]
+
+
+def _stride_covered(supports: Supports, stride: Stride) -> bool:
+    return ((supports.strides is None or all(s in supports.strides for s in stride))
+            and not (supports.square_stride and stride[0] != stride[1]))
+
+
+def window_reasons(supports: Supports, kind: str, kernel: int, stride: Stride, padding: Padding) -> List[str]:
+    """The parts of a k×k window (kernel, (sh, sw) stride, padding) that ``supports`` does not cover."""
+    reasons = []
+    if supports.kernels is not None and kernel not in supports.kernels:
+        reasons.append(f"a {kernel}×{kernel} {kind}")
+    if not _stride_covered(supports, stride):
+        reasons.append(f"{kind} stride {stride_label(stride)}")
+    if supports.padding_below_kernel and (len(padding) != 4 or any(not 0 <= p < kernel for p in padding)):
+        reasons.append(f"padding {padding}")
+    return reasons
+
+
+def not_supported_reasons(op, capabilities: Capabilities) -> List[str]:
+    """Why a family with these ``capabilities`` cannot run the plan op ``op`` exactly: one reason
+    per property its table does not cover, each naming it; empty when it can run it."""
+    supports = capabilities.get(op.kind)
+    if supports is None:
+        return [f"a {op.kind} op"]
+    reasons = window_reasons(supports, op.kind, op.kernel, op.stride, op.padding)
+    if supports.groups == "dense" and op.groups != 1:
+        reasons.append(f"a grouped {op.kind} with {op.groups} groups")
+    if supports.groups == "depthwise" and not op.groups == op.reads[0].channels == op.writes[0].channels:
+        reasons.append(f"a grouped conv with {op.groups} groups (only depthwise: groups = channels)")
+    for flag, label in (("relu", "ReLU"), ("affine", "the affine"), ("residual", "a residual")):
+        allowed, value = getattr(supports, flag), getattr(op, flag)
+        if allowed is not None and value not in allowed:
+            reasons.append(f"{op.kind} {'with' if value else 'without'} {label}")
+    return reasons
+
+
+def _either(values: Tuple[int, ...]) -> str:
+    """``1, 2 or 3``."""
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def check_window(supports: Supports, what: str, kernel: int, stride: Union[int, Stride]) -> Stride:
+    """A launcher's k×k window (stride s, or (sh, sw) where the family runs non-square ones) is one
+    its family runs, else a ``ValueError`` saying what it takes; returns the stride as (sh, sw)."""
+    if supports.kernels is not None and kernel not in supports.kernels:
+        raise ValueError(f"{what}: kernel must be {_either(supports.kernels)}, got {kernel}")
+    square = isinstance(stride, int) and not isinstance(stride, bool)
+    pair = (stride, stride) if square else tuple(stride) if isinstance(stride, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(s, int) for s in pair) or not _stride_covered(supports, pair) \
+            or (supports.square_stride and not square):
+        allowed = _either(supports.strides) if supports.strides is not None else "positive"
+        pairs = "" if supports.square_stride else " or a pair (sh, sw) of them"
+        raise ValueError(f"{what}: stride must be {allowed}{pairs}, got {stride!r}")
+    return pair
 
 
 # ---- argument checks and output allocation --------------------------------------------------------
@@ -83,18 +156,17 @@ def _check_padding(padding: Optional[Padding], kernel: int) -> Padding:
     return tuple(padding)
 
 
-def prepare_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int,
+def prepare_conv(supports: Supports, x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int,
                  out: Optional[torch.Tensor], padding: Optional[Padding] = None,
-                 residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+                 residual: Optional[torch.Tensor] = None, what: str = "conv") -> torch.Tensor:
+    """``supports``: what the calling family runs of this conv (its ``SUPPORTS`` entry for ``what``)."""
     check_activation("x", x)
-    if packed_weight.dim() != 4 or packed_weight.shape[0] != packed_weight.shape[1] or \
-            packed_weight.shape[0] not in (1, 2, 3):
-        raise ValueError(f"packed_weight: expected (k, k, C_in, C_out) with k 1, 2 or 3, got "
-                         f"{tuple(packed_weight.shape)}; pack OIHW weights with pack_conv_weight()")
+    if packed_weight.dim() != 4 or packed_weight.shape[0] != packed_weight.shape[1]:
+        raise ValueError(f"packed_weight: expected (k, k, C_in, C_out), got {tuple(packed_weight.shape)}; "
+                         f"pack OIHW weights with pack_conv_weight()")
     kernel, _, c_in, c_out = packed_weight.shape
+    check_window(supports, what, kernel, stride)
     check_activation("x", x, channels=c_in)
-    if stride not in (1, 2):
-        raise ValueError(f"stride must be 1 or 2, got {stride}")
     _check_vector("bias", bias, c_out)
     if packed_weight.dtype != x.dtype or not packed_weight.is_contiguous():
         raise TypeError(f"packed_weight must be contiguous and {x.dtype}, got {packed_weight.dtype}")
@@ -105,26 +177,26 @@ def prepare_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
     return _output(out, shape, x)
 
 
-def prepare_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: Union[int, Stride],
-                      out: Optional[torch.Tensor], padding: Optional[Padding] = None) -> torch.Tensor:
+def prepare_depthwise(supports: Supports, x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
+                      stride: Union[int, Stride], out: Optional[torch.Tensor],
+                      padding: Optional[Padding] = None) -> torch.Tensor:
     check_activation("x", x)
     n, c, h, w = x.shape
     kernel = packed_weight.shape[0] if packed_weight.dim() == 3 else 0
-    if kernel not in (3, 5) or tuple(packed_weight.shape) != (kernel, kernel, c) or not packed_weight.is_contiguous():
-        raise ValueError(f"packed_weight: expected a contiguous (k, k, {c}) tensor with k 3 or 5 from "
-                         f"pack_depthwise_weight(), got {tuple(packed_weight.shape)}")
+    if tuple(packed_weight.shape) != (kernel, kernel, c) or not packed_weight.is_contiguous():
+        raise ValueError(f"packed_weight: expected a contiguous (k, k, {c}) tensor from pack_depthwise_weight(), "
+                         f"got {tuple(packed_weight.shape)}")
+    stride = check_window(supports, "depthwise conv", kernel, stride)
     if packed_weight.dtype != x.dtype:
         raise TypeError(f"packed_weight must be {x.dtype}, got {packed_weight.dtype}")
     _check_vector("bias", bias, c)
-    stride = check_depthwise_stride(stride)
     return _output(out, (n, c, *output_size(h, w, kernel, stride, _check_padding(padding, kernel))), x)
 
 
-def prepare_max_pool(x: torch.Tensor, out: Optional[torch.Tensor], kernel: int = 3, stride: int = 2,
-                     padding: Optional[Padding] = None) -> torch.Tensor:
+def prepare_max_pool(supports: Supports, x: torch.Tensor, out: Optional[torch.Tensor], kernel: int = 3,
+                     stride: int = 2, padding: Optional[Padding] = None) -> torch.Tensor:
     check_activation("x", x)
-    if kernel not in (2, 3) or stride not in (1, 2):
-        raise ValueError(f"max pool: kernel must be 2 or 3 and stride 1 or 2, got {kernel} and {stride}")
+    check_window(supports, "max pool", kernel, stride)
     n, c, h, w = x.shape
     return _output(out, (n, c, *output_size(h, w, kernel, stride, _check_padding(padding, kernel))), x)
 

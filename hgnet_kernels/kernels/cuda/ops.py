@@ -14,9 +14,10 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from ... import configs
-from ...plan import Stride
-from ..spec import (Padding, check_depthwise_stride, prepare_conv, prepare_depthwise, prepare_ese_gate,
-                    prepare_max_pool, prepare_partial_sums, prepare_scale_residual, psum_tiles, symmetric)
+from ...plan import Stride, stride_pair
+from ..spec import (Padding, prepare_conv, prepare_depthwise, prepare_ese_gate, prepare_max_pool,
+                    prepare_partial_sums, prepare_scale_residual, psum_tiles, symmetric)
+from .capabilities import SUPPORTS
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -46,7 +47,7 @@ def _ptr(t: Optional[torch.Tensor]):
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
 
-def _arch(device: torch.device, arch: Optional[int]) -> int:
+def device_arch(device: torch.device, arch: Optional[int]) -> int:
     if arch is not None:
         return arch
     if device.type == "cuda":
@@ -70,13 +71,13 @@ def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtyp
     N·H·W rows as Triton's row tiles do: T = ``psum_tiles(n, hw, 64)``, image i's row j summing its
     pixels in slab i·hw // 64 + j. The SIMT and WMMA kernels tile each image apart: T = cdiv(hw, 64),
     row j = pixels 64·j …. ``arch`` as in ``aggregation_ese``; ``config`` (the tile) does not change it."""
-    if uses_mma(dtype, _arch(device, arch), tf32x3):
+    if uses_mma(dtype, device_arch(device, arch), tf32x3):
         return n, psum_tiles(n, hw, configs.CUDA_PSUM_ROWS), c_out
     return n, configs.cdiv(hw, configs.CUDA_PSUM_ROWS), c_out
 
 
 @functools.lru_cache(maxsize=None)
-def _sms(device: torch.device) -> int:
+def device_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     from .emulator import EMULATED_ARCH
@@ -91,7 +92,7 @@ def conv_config(x: torch.Tensor, packed_weight: torch.Tensor, out: torch.Tensor,
     """The sm_80+ kernel's tile for this call (``configs.cuda_conv_config``)."""
     k, _, c_in, c_out = packed_weight.shape
     return configs.cuda_conv_config(out.shape[2] * out.shape[3], c_in, c_out, k, stride, x.dtype, f"sm{arch}",
-                                    batch=x.shape[0], padding=padding, sms=_sms(x.device))
+                                    batch=x.shape[0], padding=padding, sms=device_sms(x.device))
 
 
 def _check_tile(config: Dict[str, int], dtype: torch.dtype) -> Tuple[int, ...]:
@@ -148,8 +149,8 @@ def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
     device's, e.g. to run the SIMT or WMMA path in the emulator; ``config`` overrides the sm_80+
     kernel's tile (``configs.cuda_conv_config``'s fields); ``tf32x3`` runs fp32 on the sm_80+
     tensor cores as 3×TF32 (see ``uses_mma``)."""
-    out = prepare_conv(x, packed_weight, bias, stride, out, padding, residual)
-    _launch_conv(x, packed_weight, bias, stride, relu, out, None, _arch(x.device, arch), padding,
+    out = prepare_conv(SUPPORTS["conv"], x, packed_weight, bias, stride, out, padding, residual)
+    _launch_conv(x, packed_weight, bias, stride, relu, out, None, device_arch(x.device, arch), padding,
                  _check_affine(affine), residual, config, tf32x3)
     return out
 
@@ -160,10 +161,8 @@ def aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Te
                     psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """1×1 conv + bias + ReLU with the ESE partial sums: ``(y, psum)``, psum (N, T, C_out) fp32 of
     ``partial_sums_shape`` (written into ``psum`` when given), which ``ese_gate`` consumes."""
-    if packed_weight.shape[:2] != (1, 1):
-        raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
-    out = prepare_conv(x, packed_weight, bias, 1, out)
-    arch = _arch(x.device, arch)
+    out = prepare_conv(SUPPORTS["aggregation"], x, packed_weight, bias, 1, out, what="aggregation")
+    arch = device_arch(x.device, arch)
     shape = partial_sums_shape(x.shape[0], out.shape[2] * out.shape[3], x.shape[1], out.shape[1], x.dtype, x.device,
                                arch=arch, tf32x3=tf32x3)
     psum = prepare_partial_sums(psum, shape, x)
@@ -176,8 +175,8 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
                    affine: Optional[Tuple[float, float]] = None, padding: Optional[Padding] = None) -> torch.Tensor:
     """``affine(act(depthwise(x, W) + b))`` with k 3 or 5, stride s or (sh, sw)
     (``spec.depthwise_conv_reference``)."""
-    out = prepare_depthwise(x, packed_weight, bias, stride, out, padding)
-    stride_h, stride_w = check_depthwise_stride(stride)
+    out = prepare_depthwise(SUPPORTS["depthwise"], x, packed_weight, bias, stride, out, padding)
+    stride_h, stride_w = stride_pair(stride)
     k = packed_weight.shape[0]
     top, _, left, _ = padding if padding is not None else symmetric(k)
     affine = _check_affine(affine)
@@ -196,7 +195,7 @@ def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Ten
 def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,
              padding: Optional[Padding] = None, zero_pad: bool = False) -> torch.Tensor:
     """k×k max pool (k 2 or 3); padded taps ignored, or zeros in the max with ``zero_pad``."""
-    out = prepare_max_pool(x, out, kernel, stride, padding)
+    out = prepare_max_pool(SUPPORTS["max_pool"], x, out, kernel, stride, padding)
     top, _, left, _ = padding if padding is not None else symmetric(kernel)
     if _emulated(x, out):
         from .emulator import call

@@ -30,8 +30,6 @@ def resolve_aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: 
     """Check ``aggregation_ese``'s arguments (``psum``: a destination to check, or None) and resolve
     its launch: (the ``ConvLaunch``, called with (x, packed_weight, bias, out, psum=…) and
     returning (y, psum); the destination)."""
-    if packed_weight.shape[:2] != (1, 1):
-        raise ValueError(f"aggregation is a 1×1 conv; got a {tuple(packed_weight.shape[:2])} kernel")
     return resolve_conv(x, packed_weight, bias, 1, True, out, True, allow_tf32, config, tf32x3=tf32x3, psum=psum)
 
 

@@ -62,6 +62,7 @@ import triton.language as tl
 from ... import configs
 from ._common import check_same_device, dot_precision, launch_target
 from ..spec import prepare_conv, prepare_partial_sums, psum_tiles, symmetric
+from .capabilities import SUPPORTS
 
 
 @triton.jit
@@ -374,7 +375,8 @@ def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
     """Check the arguments and resolve the launch: (the ``ConvLaunch``, the destination — ``out``,
     or a fresh channels_last tensor when None). Shared by ``conv_bn_act`` and ``aggregation_ese``
     (``partial_sums``; ``psum``: a destination of ``partial_sums_shape`` to check, or None)."""
-    out = prepare_conv(x, packed_weight, bias, stride, out, padding, residual)
+    what = "aggregation" if partial_sums else "conv"
+    out = prepare_conv(SUPPORTS[what], x, packed_weight, bias, stride, out, padding, residual, what)
     kernel, _, c_in, c_out = packed_weight.shape
     pad = tuple(padding) if padding is not None else symmetric(kernel)
     n, _, h, w = x.shape

@@ -23,8 +23,9 @@ import triton.language as tl
 
 from ... import configs
 from ._common import Launch, check_same_device, launch_target, pixel_channel_tile
-from ...plan import Stride, stride_label
-from ..spec import check_depthwise_stride, prepare_depthwise, symmetric
+from ...plan import Stride, stride_label, stride_pair
+from ..spec import prepare_depthwise, symmetric
+from .capabilities import SUPPORTS
 
 
 # Sizes only bound masks and index maths: not specialised, so a new input size compiles nothing
@@ -66,8 +67,8 @@ def resolve_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.
                       config: Optional[dict] = None) -> Tuple[Launch, torch.Tensor]:
     """Check ``depthwise_conv``'s arguments and resolve its launch: (the ``Launch``, called with
     (x, packed_weight, bias, out); the destination)."""
-    out = prepare_depthwise(x, packed_weight, bias, stride, out, padding)
-    stride_h, stride_w = check_depthwise_stride(stride)
+    out = prepare_depthwise(SUPPORTS["depthwise"], x, packed_weight, bias, stride, out, padding)
+    stride_h, stride_w = stride_pair(stride)
     kernel = packed_weight.shape[0]
     pad = tuple(padding) if padding is not None else symmetric(kernel)
     n, c, h, w = x.shape

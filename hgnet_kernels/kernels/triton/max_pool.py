@@ -19,6 +19,7 @@ import triton.language as tl
 from ... import configs
 from ._common import Launch, check_same_device, launch_target, pixel_channel_tile
 from ..spec import prepare_max_pool, symmetric
+from .capabilities import SUPPORTS
 
 
 # Sizes only bound masks and index maths: not specialised, so a new input size compiles nothing
@@ -52,7 +53,7 @@ def resolve_max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, ker
                      config: Optional[dict] = None) -> Tuple[Launch, torch.Tensor]:
     """Check ``max_pool``'s arguments and resolve its launch: (the ``Launch``, called with (x, out);
     the destination)."""
-    out = prepare_max_pool(x, out, kernel, stride, padding)
+    out = prepare_max_pool(SUPPORTS["max_pool"], x, out, kernel, stride, padding)
     pad = tuple(padding) if padding is not None else symmetric(kernel)
     n, c, h, w = x.shape
     ho, wo = out.shape[2], out.shape[3]
