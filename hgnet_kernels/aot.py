@@ -172,7 +172,7 @@ def recording(arch: int, sms: int, launches: Dict[Tuple[str, str], Launch], curr
     from triton.runtime import driver
     from triton.runtime.jit import JITFunction
 
-    from .kernels.triton import _common
+    from .kernels.triton import compiling_for
 
     grid_of_call: List[object] = [None]
     run = JITFunction.run
@@ -205,7 +205,7 @@ def recording(arch: int, sms: int, launches: Dict[Tuple[str, str], Launch], curr
     knobs.runtime.jit_cache_hook = hook
     JITFunction.run = run_keeping_grid
     try:
-        with _common.compiling_for(f"sm{arch}", sms):
+        with compiling_for(f"sm{arch}", sms):
             yield
     finally:
         JITFunction.run = run
@@ -280,7 +280,8 @@ _BRANCH_TARGET = re.compile(r"\bBRA\b.*?(0x[0-9a-f]+)")
 _DOT = re.compile(r"tt\.dot\b[^\n]*?:\s*tensor<(\d+)x(\d+)x(\w+)[^>]*>\s*\*\s*tensor<(\d+)x(\d+)x(\w+)")
 
 
-def _tool(name: str) -> str:
+def cuda_tool(name: str) -> str:
+    """The path of a CUDA binary tool Triton ships (``cuobjdump``, ``ptxas``)."""
     import triton
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
@@ -350,7 +351,7 @@ def read_cubin(cubin: bytes) -> Tuple[str, Dict[str, int]]:
     of the cubin's bytes and of the cuobjdump that read it, so an unchanged kernel is read once."""
     from .kernels.cuda.extension import cache_dir
 
-    tool = _tool("cuobjdump")
+    tool = cuda_tool("cuobjdump")
     key = hashlib.sha256(cubin + f"{os.path.realpath(tool)}:{os.path.getsize(tool)}".encode()).hexdigest()
     kept = os.path.join(cache_dir(), "aot-sass", f"{key}.txt")
     try:

@@ -291,8 +291,8 @@ def _print_table(rows: List[Row], info: Dict[str, str]) -> None:
              "FAILED" if r.error.startswith("failed") else {True: "yes", False: "WRONG", None: "-"}[r.correct],
              "; ".join(filter(None, [f"V100 TRT {r.seed_v100_trt_ms} ms" if r.seed_v100_trt_ms else "",
                                      r.error, r.note]))] for r in rows]
-    from .verify import _table
-    _table(f"PP-HGNet end to end on {info.get('gpu') or info.get('cpu', info['device'])} "
+    from .verify import print_table
+    print_table(f"PP-HGNet end to end on {info.get('gpu') or info.get('cpu', info['device'])} "
            f"(torch {info['torch']})", header, body)
     for method, reason in unavailable.items():
         print(f"not run here: {method}: {reason[len('unavailable: '):]}")

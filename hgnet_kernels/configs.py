@@ -63,7 +63,7 @@ def tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None,
     return None
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).split(".")[-1]
 
 
@@ -112,7 +112,7 @@ def conv_key(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype
              padding: Optional[Tuple[int, int, int, int]] = None, batch: Optional[int] = None) -> str:
     """The shape key of a tuned conv config, e.g. ``k3s1_cin96_cout96_hw3136_float16_b1``:
     ``_p0101`` follows the dtype for padding other than k // 2 all round, then the batch bucket."""
-    key = f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{_dtype_name(dtype)}"
+    key = f"k{kernel}s{stride}_cin{c_in}_cout{c_out}_hw{hw_out}_{dtype_name(dtype)}"
     if padding is not None and tuple(padding) != (kernel // 2,) * 4:
         key += "_p" + "".join(map(str, padding))
     return key + (f"_{batch_bucket(batch)}" if batch is not None else "")
@@ -275,7 +275,7 @@ def conv_padded_macs(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cf
 
 def tile_key(channels: int, dtype: torch.dtype, hw: Optional[int] = None, geometry: str = "") -> str:
     """``k5s1_c24_hw3136_float16`` (geometry: the window of depthwise conv / max pool)."""
-    return (f"{geometry}_" if geometry else "") + f"c{channels}" + (f"_hw{hw}" if hw else "") + f"_{_dtype_name(dtype)}"
+    return (f"{geometry}_" if geometry else "") + f"c{channels}" + (f"_hw{hw}" if hw else "") + f"_{dtype_name(dtype)}"
 
 
 def tile_config(op: str, channels: int, dtype: torch.dtype, arch: Optional[str],

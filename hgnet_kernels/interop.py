@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from .models.pphgnet import TEXT_REC_STRIDES
-from .weights import CheckpointError, _backbone_shapes
+from .weights import CheckpointError, backbone_shapes
 
 HF = "Hugging Face transformers"
 ULTRALYTICS = "ultralytics"
@@ -343,7 +343,7 @@ def _check_config_matches_weights(hg: Mapping, state: Mapping[str, object], sour
     with torch.device("meta"):
         described = PPHGNetV2(config, num_classes=0, in_channels=in_channels, class_expand=None,
                               text_rec=bool(_is_text_rec_config(hg)))
-    want, have = _backbone_shapes(described.state_dict()), _backbone_shapes(state)
+    want, have = backbone_shapes(described.state_dict()), backbone_shapes(state)
     problems = [f"{k}: config {want.get(k, 'absent')}, weights {have.get(k, 'absent')}"
                 for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
     has_lab = any(".lab." in k for k in state)

@@ -180,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     if gpu:
         total += [f"{totals['roofline_us']:.1f}", "", "", "", ""]
     body.append(total)
-    from .verify import _table
+    from .verify import print_table
     where = f" on {gpu} (data-sheet peaks; arch {configs.known_gpus()[gpu]['arch']} launch configs)" if gpu else ""
-    _table(f"{model_plan(args.model, args.text_rec).model} plan: {args.batch}×3×{cli.size_label(args.size)} {args.dtype}{where}; "
+    print_table(f"{model_plan(args.model, args.text_rec).model} plan: {args.batch}×3×{cli.size_label(args.size)} {args.dtype}{where}; "
            f"{macs / 1e9:.2f} GMACs", header, body, width=200)
     return 0

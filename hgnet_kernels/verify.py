@@ -63,7 +63,7 @@ def _eager_model(args) -> torch.nn.Module:
     return model
 
 
-def _table(title, header, rows, width: int = 140) -> None:
+def print_table(title, header, rows, width: int = 140) -> None:
     try:
         from rich.console import Console
         from rich.markup import escape
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     title = (f"{model_label(eager)}  {args.batch}×{eager.in_channels}×{cli.size_label(args.size)}  {args.dtype} on {device}"
              f"  backend={fused.backend}" + ("" if args.weights else "  (random weights)")
              + (f"  (through {CPU_STAND_INS[args.backend][1]}: no timings)" if stand_in else ""))
-    _table(title, ["method", "max abs err", "rel err vs fp64", "median ms", "speedup"], [
+    print_table(title, ["method", "max abs err", "rel err vs fp64", "median ms", "speedup"], [
         ["eager (NCHW)", f"{max_abs_error(eager_out, expected):.3e}", f"{eager_err:.3e}", *speed[0]],
         [f"FusedPPHGNet[{fused.backend}]", f"{max_abs_error(fused_out, expected):.3e}", f"{fused_err:.3e}", *speed[1]],
     ])

@@ -387,7 +387,7 @@ def _backbone_of_text_rec(state: Dict[str, object]) -> Dict[str, object]:
     return {k: v for k, v in state.items() if not k.startswith(_HEAD_KEYS)}
 
 
-def _backbone_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, ...]]:
+def backbone_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, ...]]:
     """Shapes of the stem and stage tensors, LAB scalars and BN counters left out."""
     return {k: tuple(v.shape) for k, v in state.items()
             if k.startswith(("stem.", "stages.")) and ".lab." not in k and not k.endswith("num_batches_tracked")
@@ -397,7 +397,7 @@ def _backbone_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, 
 def _variant_shapes(state: Mapping[str, torch.Tensor]) -> Dict[str, Tuple[int, ...]]:
     """The backbone shapes that tell a PP-HGNetV2 variant: all but the first conv's input channels,
     which are the image's (``in_channels`` / timm's ``in_chans``), not the variant's."""
-    shapes = _backbone_shapes(state)
+    shapes = backbone_shapes(state)
     first = shapes.get("stem.stem1.conv.weight")
     if first is not None:
         shapes["stem.stem1.conv.weight"] = (first[0], *first[2:])

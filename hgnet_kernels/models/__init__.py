@@ -1,10 +1,10 @@
-"""The eager reference models: PP-HGNet (v1: tiny, small, base) and PP-HGNetV2 (B0–B6)."""
+"""The eager reference models: PP-HGNet (v1: tiny, small, base) and PP-HGNetV2 (B0–B6); their named
+builders that also load a checkpoint (``pphgnet_tiny(weights=...)``) are in ``hgnet_kernels.builders``."""
 from typing import Union
 
 from .layers import MIN_INPUT_SIZE, POOL_TYPES, global_pool, randomize_statistics
-from .pphgnet import CONFIGS, PPHGNet, PPHGNetConfig, StageConfig, pphgnet_base, pphgnet_small, pphgnet_tiny
-from .pphgnet_v2 import (CONFIGS_V2, PPHGNetV2, PPHGNetV2Config, StageV2Config, pphgnetv2_b0, pphgnetv2_b1,
-                         pphgnetv2_b2, pphgnetv2_b3, pphgnetv2_b4, pphgnetv2_b5, pphgnetv2_b6)
+from .pphgnet import CONFIGS, PPHGNet, PPHGNetConfig, StageConfig
+from .pphgnet_v2 import CONFIGS_V2, PPHGNetV2, PPHGNetV2Config, StageV2Config
 
 # Every model by its short name: "tiny", "small", "base", "b0" … "b6".
 MODEL_NAMES = (*CONFIGS, *CONFIGS_V2)
@@ -28,5 +28,4 @@ def build_model(name: str, **options) -> Union[PPHGNet, PPHGNetV2]:
 
 __all__ = ["CONFIGS", "CONFIGS_V2", "MIN_INPUT_SIZE", "MODEL_NAMES", "POOL_TYPES", "PPHGNet", "PPHGNetConfig",
            "PPHGNetV2", "PPHGNetV2Config", "StageConfig", "StageV2Config", "build_model", "global_pool", "model_label",
-           "pphgnet_tiny", "pphgnet_small", "pphgnet_base", "pphgnetv2_b0", "pphgnetv2_b1", "pphgnetv2_b2",
-           "pphgnetv2_b3", "pphgnetv2_b4", "pphgnetv2_b5", "pphgnetv2_b6", "randomize_statistics"]
+           "randomize_statistics"]

@@ -1,7 +1,7 @@
 """Layers shared by PP-HGNet v1 and v2 (PaddleClas's names, so Paddle checkpoints map key for key)."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -74,15 +74,6 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x)[-1])
-
-
-def build(cls, name: str, weights: Optional[str], num_classes: int) -> nn.Module:
-    """``cls(name, num_classes)`` in eval mode, with ``weights`` (a path) loaded when given."""
-    model = cls(name, num_classes=num_classes)
-    if weights is not None:
-        from ..weights import load_weights
-        load_weights(model, weights)
-    return model.eval()
 
 
 def init_paddle(model: nn.Module) -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import POOL_TYPES, Backbone, ConvBNAct, build, global_pool, init_paddle
+from .layers import POOL_TYPES, Backbone, ConvBNAct, global_pool, init_paddle
 
 
 @dataclass(frozen=True)
@@ -185,18 +185,3 @@ class PPHGNet(Backbone):
             x = torch.relu(F.linear(x, self.last_conv.weight.flatten(1)))
         x = self.dropout(x)
         return self.fc(x) if self.fc is not None else x
-
-
-def pphgnet_tiny(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
-    """PPHGNet_tiny (4.54 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
-    return build(PPHGNet, "tiny", weights, num_classes)
-
-
-def pphgnet_small(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
-    """PPHGNet_small (8.53 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
-    return build(PPHGNet, "small", weights, num_classes)
-
-
-def pphgnet_base(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:
-    """PPHGNet_base (25.14 GMACs); ``weights`` is a .pdparams, timm or our own checkpoint."""
-    return build(PPHGNet, "base", weights, num_classes)

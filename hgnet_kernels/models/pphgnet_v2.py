@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import POOL_TYPES, Backbone, ConvBNAct, LearnableAffineBlock, build, global_pool, init_paddle
+from .layers import POOL_TYPES, Backbone, ConvBNAct, LearnableAffineBlock, global_pool, init_paddle
 from .pphgnet import TEXT_REC_STRIDES
 
 
@@ -239,38 +239,3 @@ class PPHGNetV2(Backbone):
                 x = self.lab(x)
             x = self.dropout(x)
         return self.fc(x) if self.fc is not None else x
-
-
-def pphgnetv2_b0(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
-    """PPHGNetV2_B0 (D-FINE / DEIM N and S); ``weights`` is a .pdparams, timm, detector or our checkpoint."""
-    return build(PPHGNetV2, "b0", weights, num_classes)
-
-
-def pphgnetv2_b1(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
-    """PPHGNetV2_B1; ``weights`` is a .pdparams, timm, detector or our checkpoint."""
-    return build(PPHGNetV2, "b1", weights, num_classes)
-
-
-def pphgnetv2_b2(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
-    """PPHGNetV2_B2 (D-FINE / DEIM M); ``weights`` is a .pdparams, timm, detector or our checkpoint."""
-    return build(PPHGNetV2, "b2", weights, num_classes)
-
-
-def pphgnetv2_b3(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
-    """PPHGNetV2_B3; ``weights`` is a .pdparams, timm, detector or our checkpoint."""
-    return build(PPHGNetV2, "b3", weights, num_classes)
-
-
-def pphgnetv2_b4(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
-    """PPHGNetV2_B4 (RT-DETR L, D-FINE L, PP-OCRv5 server); ``weights``: any supported checkpoint."""
-    return build(PPHGNetV2, "b4", weights, num_classes)
-
-
-def pphgnetv2_b5(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
-    """PPHGNetV2_B5 (RT-DETR X, D-FINE X); ``weights``: any supported checkpoint."""
-    return build(PPHGNetV2, "b5", weights, num_classes)
-
-
-def pphgnetv2_b6(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNetV2:
-    """PPHGNetV2_B6 (RT-DETR H); ``weights``: any supported checkpoint."""
-    return build(PPHGNetV2, "b6", weights, num_classes)

@@ -19,6 +19,12 @@ KERNEL_SOURCES = ["conv_bn_act.cu", "conv_mma_f16.cu", "conv_mma_bf16.cu", "conv
                   "max_pool.cu", "ese_gate.cu", "scale_residual.cu", "ptx_probe.cu"]
 DEFAULT_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"  # nvcc 13 has no sm_70
 ARCH_ENV = "HGNET_KERNELS_CUDA_ARCHS"
+CACHE_ENV = "HGNET_KERNELS_CACHE"
+
+
+def cache_dir() -> str:
+    """Where the JIT extension, the emulator and the cubins are built (``$HGNET_KERNELS_CACHE``)."""
+    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "hgnet_kernels")
 
 
 def csrc_dir() -> str:
@@ -132,7 +138,6 @@ def compile_cubins(arch: str = "9.0", cache: Optional[str] = None, sources: Opti
     ``<cache>/nvcc-sm<arch>-<hash>/``: ``<source>.cubin`` each and ``ptxas.txt``, ptxas's resource
     report (written last: its presence means the directory is complete). Cached per source hash;
     returns the directory. Device code only (``-cubin``): the host pass adds nothing to either."""
-    from .extension import cache_dir
     cache = cache or cache_dir()
     sources = list(sources or KERNEL_SOURCES)
     num = arch.replace(".", "")

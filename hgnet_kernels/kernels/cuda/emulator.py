@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 
 from . import build as cuda_build
-from .extension import cache_dir
 
 EMULATED_ARCH = 90  # the arch the emulated launchers see: fp16/bf16 take the sm_80+ mma.sync kernel
 
@@ -55,11 +54,11 @@ def compiler() -> str:
 @functools.lru_cache(maxsize=None)
 def library() -> ctypes.CDLL:
     csrc = cuda_build.csrc_dir()
-    path = os.path.join(cache_dir(), f"cuda-emulator-{cuda_build.source_hash('emulator')}.so")
+    path = os.path.join(cuda_build.cache_dir(), f"cuda-emulator-{cuda_build.source_hash('emulator')}.so")
     if not os.path.exists(path):
-        os.makedirs(cache_dir(), exist_ok=True)
+        os.makedirs(cuda_build.cache_dir(), exist_ok=True)
         sources = [os.path.join(csrc, s) for s in cuda_build.KERNEL_SOURCES]
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache_dir())
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cuda_build.cache_dir())
         os.close(fd)
         cmd = [compiler(), "-O2", "-std=c++17", "-DHGK_EMULATE", "-fPIC", "-shared", "-I", csrc,
                "-x", "c++", *sources, "-x", "none", os.path.join(csrc, "emulator", "emu_api.cpp"), "-o", tmp]

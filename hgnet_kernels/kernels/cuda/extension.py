@@ -21,13 +21,8 @@ import torch
 from . import build as cuda_build
 
 log = logging.getLogger(__name__)
-CACHE_ENV = "HGNET_KERNELS_CACHE"
 BUILD_INFO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           "_C_build.json")
-
-
-def cache_dir() -> str:
-    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "hgnet_kernels")
 
 
 def build_info() -> dict:
@@ -70,7 +65,7 @@ def jit_build(verbose: bool = False, archs: Optional[str] = None):
     import torch.utils.cpp_extension as cpp_extension
     cpp_extension.CUDA_HOME = home  # computed at import; the nvcc on PATH may be a wrapper elsewhere
     tag = cuda_build.source_hash(json.dumps({**build_info(), "archs": archs}, sort_keys=True))
-    build_dir = os.path.join(cache_dir(), f"cuda-ext-{tag}")
+    build_dir = os.path.join(cuda_build.cache_dir(), f"cuda-ext-{tag}")
     os.makedirs(build_dir, exist_ok=True)
     csrc = cuda_build.csrc_dir()
     sources = [os.path.join(csrc, s) for s in cuda_build.KERNEL_SOURCES + ["bindings.cpp"]]

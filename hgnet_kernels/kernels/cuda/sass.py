@@ -29,7 +29,7 @@ def cuobjdump() -> str:
     candidates = [os.path.join(home, "bin", "cuobjdump")] if home else []
     candidates.append(shutil.which("cuobjdump"))
     try:
-        candidates.append(aot._tool("cuobjdump"))
+        candidates.append(aot.cuda_tool("cuobjdump"))
     except ImportError:
         pass
     for path in candidates:
