@@ -81,6 +81,13 @@ int64_t conv_path(int64_t dtype, int64_t arch, bool tf32x3) {
   return hgk::conv_path(static_cast<hgk::DType>(dtype), static_cast<int>(arch), tf32x3);
 }
 
+std::vector<std::vector<int64_t>> conv_mma_tiles(int64_t dtype) {
+  std::vector<std::vector<int64_t>> tiles;
+  for (const auto& t : hgk::conv_mma_tiles(static_cast<hgk::DType>(dtype)))
+    tiles.push_back({t.bm, t.bn, t.warps_m, t.warps_n, t.stages});
+  return tiles;
+}
+
 void conv_bn_act(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, int64_t stride, bool relu,
                  const at::Tensor& out, const c10::optional<at::Tensor>& psum, int64_t arch,
                  const c10::optional<std::vector<int64_t>>& padding, const c10::optional<std::vector<double>>& affine,
@@ -267,6 +274,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   namespace py = pybind11;
   m.doc() = "hgnet_kernels CUDA ops (see csrc/*.cu)";
   m.def("conv_path", &conv_path, "the conv kernel for (dtype code, arch, tf32x3): 2 mma.sync, 1 WMMA, 0 SIMT");
+  m.def("conv_mma_tiles", &conv_mma_tiles,
+        "the sm_80+ conv kernel's instantiated tiles (BM, BN, WARPS_M, WARPS_N, STAGES) for a dtype code");
+  m.def("conv_mma_k_step", &hgk::conv_mma_k_step, "K elements per step of the sm_80+ conv kernel");
   m.def("conv_bn_act", &conv_bn_act, "fused conv + folded BN + ReLU / affine / residual (+ ESE partial sums)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("relu"), py::arg("out"),
         py::arg("psum"), py::arg("arch"), py::arg("padding") = py::none(), py::arg("affine") = py::none(),

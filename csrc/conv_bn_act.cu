@@ -299,6 +299,10 @@ bool conv_tile_supported(DType dtype, const ConvTile& tile) {
   return tile.splits >= 1 && tile.splits <= 64 && mma::tile_instantiated(dtype, tile);
 }
 
+std::vector<ConvTile> conv_mma_tiles(DType dtype) { return mma::instantiated_tiles(dtype); }
+
+int conv_mma_k_step() { return mma::kBK; }
+
 int64_t conv_workspace_floats(const ConvArgs& a) {
   if (conv_path(a.dtype, a.arch, a.tf32x3) != 2 || a.tile.splits <= 1) return 0;
   const int64_t k_steps = cdiv(static_cast<int64_t>(a.kernel) * a.kernel * a.x.c, mma::kBK);

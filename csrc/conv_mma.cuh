@@ -563,8 +563,8 @@ void allow_smem(K kernel, int bytes) {
   }
 }
 
-// The instantiated tiles: (BM, BN, WARPS_M, WARPS_N, STAGES); configs.py (CUDA_CONV_TILES) chooses
-// among these. fp16 / bf16: four shapes, 48 KB of pipeline each. fp32 (3×TF32): one, its operands
+// The instantiated tiles: (BM, BN, WARPS_M, WARPS_N, STAGES); configs.cuda_conv_config chooses
+// among these, read through conv_mma_tiles() (the bindings and the emulator expose it). fp16 / bf16: four shapes, 48 KB of pipeline each. fp32 (3×TF32): one, its operands
 // being twice as wide and its fragments (big and small halves) twice as many.
 #define HGK_MMA_TILES(X)  \
   X(128, 128, 2, 4, 3)    \
@@ -572,6 +572,18 @@ void allow_smem(K kernel, int bytes) {
   X(64, 128, 2, 2, 4)     \
   X(64, 64, 2, 2, 4)
 #define HGK_MMA_TILES_F32(X) X(64, 64, 2, 2, 3)
+
+inline std::vector<ConvTile> instantiated_tiles(DType dtype) {
+  std::vector<ConvTile> tiles;
+#define HGK_MMA_LIST(BM_, BN_, WM_, WN_, ST_) tiles.push_back(ConvTile{BM_, BN_, WM_, WN_, ST_, 1});
+  if (dtype == DType::f32) {
+    HGK_MMA_TILES_F32(HGK_MMA_LIST)
+  } else {
+    HGK_MMA_TILES(HGK_MMA_LIST)
+  }
+#undef HGK_MMA_LIST
+  return tiles;
+}
 
 inline bool tile_instantiated(DType dtype, const ConvTile& t) {
 #define HGK_MMA_MATCH(BM_, BN_, WM_, WN_, ST_) \

@@ -3,6 +3,8 @@
 // The launchers assume checked arguments (the bindings and spec.prepare_* check them).
 #pragma once
 
+#include <vector>
+
 #include "cuda_compat.h"
 
 namespace hgk {
@@ -45,6 +47,11 @@ int64_t conv_psum_tiles(const ConvArgs& a);
 int conv_path(DType dtype, int arch, bool tf32x3);
 // Whether `tile` is one of the sm_80+ tiles instantiated for dtype.
 bool conv_tile_supported(DType dtype, const ConvTile& tile);
+// The sm_80+ tiles instantiated for dtype (conv_mma.cuh: HGK_MMA_TILES), splits = 1: the Python
+// launchers and tile heuristics read them through the bindings / emulator, never a copy.
+std::vector<ConvTile> conv_mma_tiles(DType dtype);
+// K elements per step of the sm_80+ kernel (its split-K slices are whole steps).
+int conv_mma_k_step();
 // fp32 floats of split-K workspace the conv needs (0 without split-K or off the sm_80+ path).
 int64_t conv_workspace_floats(const ConvArgs& a);
 void conv_bn_act(const ConvArgs& a, cudaStream_t stream);

@@ -364,39 +364,34 @@ def device_peaks(device: torch.device) -> Optional[Dict[str, float]]:
 # "STAGES": …, "SPLIT_K": …}}}`` with ``conv_key``'s shape key and batch bucket. None is committed
 # yet (nothing has been measured on a GPU); the heuristic below serves every shape until then.
 
-# The tiles csrc/conv_mma.cuh instantiates: BM, BN, WARPS_M, WARPS_N, STAGES (HGK_MMA_TILES for
-# fp16 / bf16, HGK_MMA_TILES_F32 for fp32's 3×TF32).
-CUDA_CONV_TILES = ((128, 128, 2, 4, 3), (128, 64, 2, 2, 4), (64, 128, 2, 2, 4), (64, 64, 2, 2, 4))
-CUDA_CONV_TILES_F32 = ((64, 64, 2, 2, 3),)
-
-
-def cuda_conv_tiles(dtype: torch.dtype) -> Tuple[Tuple[int, int, int, int, int], ...]:
-    return CUDA_CONV_TILES_F32 if dtype == torch.float32 else CUDA_CONV_TILES
-CUDA_CONV_BK = 32        # K elements per pipeline step
+# The tiles the kernel is instantiated for and its K step are facts of csrc/conv_mma.cuh: the CUDA
+# launchers read them from the compiled code (``kernels.cuda.ops.mma_tiles`` / ``mma_k_step``)
+# and pass them in.
 CUDA_PSUM_ROWS = 64      # rows per ESE partial sum: the epilogue's slab (conv_mma.cuh kPsumRows), the SIMT/WMMA tile
 CUDA_MAX_SPLIT_K = 16
 CUDA_MIN_STEPS_PER_SPLIT = 4
 
 
-def cuda_conv_k_steps(c_in: int, kernel: int) -> int:
-    """Iterations of the CUDA conv's K loop: CUDA_CONV_BK-wide chunks of the flat K = k² · C_in."""
-    return cdiv(kernel * kernel * c_in, CUDA_CONV_BK)
+def cuda_conv_k_steps(c_in: int, kernel: int, k_step: int) -> int:
+    """Iterations of the CUDA conv's K loop: ``k_step``-wide chunks of the flat K = k² · C_in."""
+    return cdiv(kernel * kernel * c_in, k_step)
 
 
 def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype: torch.dtype,
                      arch: Optional[str], *, batch: int = 1, padding: Optional[Tuple[int, int, int, int]] = None,
-                     sms: Optional[int] = None) -> Dict[str, int]:
+                     sms: Optional[int] = None, tiles: Tuple[Tuple[int, ...], ...], k_step: int) -> Dict[str, int]:
     """The sm_80+ CUDA conv kernel's tile for this layer at this batch: BM (GEMM rows = output
     pixels, across images) × BN (output channels), the warp grid, the cp.async stages, and SPLIT_K
-    (K slices reduced in a fixed order through an fp32 workspace). A tuned entry of
-    ``configs/cuda_<arch>.json`` wins; else the heuristic, by shape, batch and SM count."""
+    (K slices reduced in a fixed order through an fp32 workspace), among ``tiles`` (the kernel's
+    instantiated (BM, BN, WARPS_M, WARPS_N, STAGES) for this dtype) with ``k_step`` K elements per
+    step. A tuned entry of ``configs/cuda_<arch>.json`` wins; else the heuristic, by shape, batch
+    and SM count."""
     key = conv_key(hw_out, c_in, c_out, kernel, stride, dtype, padding)
     found = tuned("conv_bn_act", key, arch, batch, family="cuda")
     if found:
         return found
     sms = sms or arch_sms(arch)
     rows = max(batch, 1) * hw_out
-    tiles = cuda_conv_tiles(dtype)
     # The largest tile whose grid still has a block per SM (each A row then feeds more output
     # channels, each weight more pixels), shrinking rows first, then channels; each side takes the
     # block with the least padding among those allowed (160 channels: 64-wide tiles, 83 %).
@@ -410,7 +405,7 @@ def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: in
     # Still fewer blocks than SMs (late stages at small batch): split K, each slice walking at
     # least CUDA_MIN_STEPS_PER_SPLIT steps so the pipeline fills; the reduction costs
     # 2 · splits · tiles · BM · BN · 4 bytes, small next to a K of up to 9 · 1024.
-    steps = cuda_conv_k_steps(c_in, kernel)
+    steps = cuda_conv_k_steps(c_in, kernel, k_step)
     split = 1
     if blocks < sms:
         split = max(1, min(cdiv(sms, blocks), steps // CUDA_MIN_STEPS_PER_SPLIT, CUDA_MAX_SPLIT_K))
@@ -422,10 +417,11 @@ def cuda_tile_config(tile: Tuple[int, int, int, int, int], split: int) -> Dict[s
     return dict(BM=tile[0], BN=tile[1], WARPS_M=tile[2], WARPS_N=tile[3], STAGES=tile[4], SPLIT_K=split)
 
 
-def cuda_conv_workspace(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int]) -> int:
+def cuda_conv_workspace(n: int, hw_out: int, c_in: int, c_out: int, kernel: int, cfg: Dict[str, int], *,
+                        k_step: int) -> int:
     """fp32 elements of split-K workspace the conv needs (0 without split-K); the kernel checks it
     (``hgk::conv_workspace_floats``)."""
-    splits = conv_split(cuda_conv_k_steps(c_in, kernel), cfg.get("SPLIT_K", 1))[0]
+    splits = conv_split(cuda_conv_k_steps(c_in, kernel, k_step), cfg.get("SPLIT_K", 1))[0]
     if splits <= 1:
         return 0
     rows = n * hw_out

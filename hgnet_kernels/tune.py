@@ -49,6 +49,14 @@ from .models import MODEL_NAMES
 from .plan import stride_label
 from .shapes import ConvShape, conv_shapes
 
+
+def _cuda_kernel_shape(dtype: torch.dtype) -> dict:
+    """The CUDA sm_80+ kernel's instantiated tiles at ``dtype`` and its K step, read from the compiled
+    code (the extension on a GPU, else the emulator, which compiles the same header)."""
+    from .kernels.cuda.ops import mma_k_step, mma_tiles
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return dict(tiles=mma_tiles(dtype, device_type), k_step=mma_k_step(device_type))
+
 FAMILIES = ("triton", "cuda")
 DTYPE_NAMES = ("float16", "bfloat16", "float32")
 # The layer kinds each family has tuned configs for, and the op name their entries are filed under.
@@ -133,7 +141,7 @@ def _baseline(family: str, op: str, shape: ConvShape, dtype: torch.dtype, batch:
     hw = shape.h_out * shape.w_out
     if family == "cuda":
         return configs.cuda_conv_config(hw, shape.c_in, shape.c_out, shape.kernel, shape.stride, dtype, arch,
-                                        batch=batch, padding=shape.padding, sms=sms)
+                                        batch=batch, padding=shape.padding, sms=sms, **_cuda_kernel_shape(dtype))
     if op == "conv_bn_act":
         return configs.conv_config(hw, shape.c_in, shape.c_out, shape.kernel, shape.stride, dtype, arch,
                                    batch=batch, padding=shape.padding, sms=sms)
@@ -147,7 +155,7 @@ def axes(family: str, op: str, dtype: torch.dtype) -> Tuple[Axis, ...]:
     """The axes the search walks: Triton's one parameter at a time, CUDA's every instantiated tile
     × split-K (fp32 runs the 3×TF32 tiles) as one axis."""
     if family == "cuda":
-        return (("tile × SPLIT_K", tuple(configs.cuda_tile_config(tile, split) for tile in configs.cuda_conv_tiles(dtype)
+        return (("tile × SPLIT_K", tuple(configs.cuda_tile_config(tile, split) for tile in _cuda_kernel_shape(dtype)["tiles"]
                                          for split in CUDA_SPLITS)),)
     return tuple((name, tuple({name: v} for v in values)) for name, values in TRITON_AXES[op])
 
@@ -347,7 +355,7 @@ def output_path(args: argparse.Namespace, arch: str) -> str:
 
 def _describe(family: str, walk: Sequence[Axis], dtype: torch.dtype) -> str:
     if family == "cuda":
-        return (f"every tile (BM, BN, WARPS_M, WARPS_N, STAGES) of {list(configs.cuda_conv_tiles(dtype))} "
+        return (f"every tile (BM, BN, WARPS_M, WARPS_N, STAGES) of {list(_cuda_kernel_shape(dtype)['tiles'])} "
                 f"× SPLIT_K {list(CUDA_SPLITS)}")
     return "one axis at a time: " + "; ".join(
         f"{name} " + "/".join(str(v) for update in values for v in update.values()) for name, values in walk)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hgnet_kernels import configs
+from hgnet_kernels.kernels.cuda.ops import mma_k_step, mma_tiles
 from hgnet_kernels.models import MODEL_NAMES
 from hgnet_kernels.shapes import conv_shapes
 
@@ -49,9 +50,10 @@ def resolved(family: str, model: str):
                                                                        shape.kernel, cfg)))
                         else:
                             cfg = configs.cuda_conv_config(hw, shape.c_in, shape.c_out, shape.kernel, shape.stride,
-                                                           dtype, arch, batch=batch)
+                                                           dtype, arch, batch=batch, tiles=mma_tiles(dtype, "cpu"),
+                                                           k_step=mma_k_step("cpu"))
                             rows.append((asked, cfg, configs.cuda_conv_workspace(
-                                batch, hw, shape.c_in, shape.c_out, shape.kernel, cfg)))
+                                batch, hw, shape.c_in, shape.c_out, shape.kernel, cfg, k_step=mma_k_step("cpu"))))
                 if family == "triton" and shape.kind != "depthwise":
                     rows.append(((shape.ident(), size, str(dtype), "interpreter"), configs.conv_config(
                         hw, shape.c_in, shape.c_out, shape.kernel, shape.stride, dtype, None, True)))

@@ -9,6 +9,7 @@ import torch
 from hgnet_kernels.kernels.cuda import build as cuda_build
 from hgnet_kernels.kernels.cuda import emulator as cuda_emulator
 from hgnet_kernels.kernels.cuda import extension as cuda_ext
+from hgnet_kernels.kernels.cuda import ops as cuda_ops
 from hgnet_kernels.kernels.cuda import sass as cuda_sass
 
 needs_nvcc = pytest.mark.skipif(cuda_build.find_nvcc() is None, reason="nvcc is not installed (CUDA toolkit)")
@@ -69,6 +70,9 @@ def test_sass_report_names_instantiations():
 def test_torch_extension_builds_and_checks_arguments():
     ext = cuda_ext.jit_build(archs="9.0")
     assert ext.conv_path(1, 90, False) == 2  # fp16 on sm_90: the mma.sync kernel
+    # The sm_80+ kernel's tiles and K step, from the extension as from the emulator (one C++ source).
+    assert tuple(map(tuple, ext.conv_mma_tiles(1))) == cuda_ops.mma_tiles(torch.float16, "cpu")
+    assert ext.conv_mma_k_step() == cuda_ops.mma_k_step("cpu") == 32
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(RuntimeError, match="x must be a CUDA tensor"):
         ext.conv_bn_act(x, torch.randn(3, 3, 3, 4), torch.randn(4), 1, True, torch.empty(1, 4, 8, 8), None, 90)
@@ -118,6 +122,7 @@ def test_emulator_entry_points_have_declared_c_signatures():
 
     source = (Path(cuda_build.csrc_dir()) / "emulator" / "emu_api.cpp").read_text()
     c_types = {"void*": ctypes.c_void_p, "const void*": ctypes.c_void_p, "const int64_t*": ctypes.POINTER(ctypes.c_int64),
+               "int64_t*": ctypes.POINTER(ctypes.c_int64),
                "float*": ctypes.POINTER(ctypes.c_float), "const float*": ctypes.POINTER(ctypes.c_float),
                "int": ctypes.c_int, "int64_t": ctypes.c_int64, "float": ctypes.c_float}
     found = {}

@@ -34,7 +34,7 @@ def _mma(dtype):
 
 def _tile(index, split=1, dtype=torch.float16):
     """The index-th instantiated tile for dtype (fp32 has one) with SPLIT_K = split."""
-    tiles = configs.cuda_conv_tiles(dtype)
+    tiles = cuda_ops.mma_tiles(dtype, DEVICE)
     return dict(zip(cuda_ops.TILE_FIELDS, tiles[index % len(tiles)] + (split,)))
 
 
@@ -239,21 +239,24 @@ def test_tile_config_is_checked_and_split_k_needs_its_workspace():
     with pytest.raises(ValueError, match="not an instantiated tile"):  # fp32 has its own tiles
         cuda_ops.conv_bn_act(x.float(), packed.float(), bias.float(), config=_tile(0), tf32x3=True)
     cfg = _tile(3, 4)
-    floats = configs.cuda_conv_workspace(1, 25, 64, 64, 3, cfg)
+    k_step = cuda_ops.mma_k_step(DEVICE)
+    assert k_step == 32
+    floats = configs.cuda_conv_workspace(1, 25, 64, 64, 3, cfg, k_step=k_step)
     assert floats == 4 * 64 * 64  # 18 K steps in 4 slices of 5 (the last of 3), one 64×64 tile each
-    steps = configs.cuda_conv_k_steps(64, 3)
+    steps = configs.cuda_conv_k_steps(64, 3, k_step)
     assert configs.conv_split(steps, 4) == (4, 5) and configs.conv_split(steps, 64) == (18, 1)
 
 
 def test_heuristic_tiles_and_tuned_entries(monkeypatch, tmp_path):
     """Tiles come from configs/cuda_<arch>.json when an entry exists for the layer and batch bucket,
     else from the heuristic: large tiles for big GEMMs, split-K when the tiles cannot fill the GPU."""
-    big = configs.cuda_conv_config(3136, 96, 96, 3, 1, torch.float16, "sm90", batch=256)
+    kernel = dict(tiles=cuda_ops.mma_tiles(torch.float16, DEVICE), k_step=cuda_ops.mma_k_step(DEVICE))
+    big = configs.cuda_conv_config(3136, 96, 96, 3, 1, torch.float16, "sm90", batch=256, **kernel)
     assert (big["BM"], big["BN"], big["SPLIT_K"]) == (128, 128, 1)
-    small = configs.cuda_conv_config(49, 1024, 1024, 3, 1, torch.float16, "sm90", batch=1, sms=132)
+    small = configs.cuda_conv_config(49, 1024, 1024, 3, 1, torch.float16, "sm90", batch=1, sms=132, **kernel)
     assert small["SPLIT_K"] > 1 and small["BM"] == 64
     for cfg in (big, small):
-        assert tuple(cfg[f] for f in cuda_ops.TILE_FIELDS[:5]) in configs.CUDA_CONV_TILES
+        assert tuple(cfg[f] for f in cuda_ops.TILE_FIELDS[:5]) in kernel["tiles"]
     key = configs.conv_key(49, 1024, 1024, 3, 1, torch.float16) + "_b1"
     (tmp_path / "cuda_sm90.json").write_text(
         '{"conv_bn_act": {"%s": {"BM": 64, "BN": 128, "WARPS_M": 2, "WARPS_N": 2, "STAGES": 4, "SPLIT_K": 6,'
@@ -262,9 +265,10 @@ def test_heuristic_tiles_and_tuned_entries(monkeypatch, tmp_path):
     monkeypatch.setattr(configs, "CONFIG_DIR", str(tmp_path))
     configs._load.cache_clear()
     try:
-        tuned = configs.cuda_conv_config(49, 1024, 1024, 3, 1, torch.float16, "sm90", batch=1)
+        tuned = configs.cuda_conv_config(49, 1024, 1024, 3, 1, torch.float16, "sm90", batch=1, **kernel)
         assert tuned == dict(BM=64, BN=128, WARPS_M=2, WARPS_N=2, STAGES=4, SPLIT_K=6)
-        assert configs.cuda_conv_config(49, 1024, 1024, 3, 1, torch.float16, "sm90", batch=64) != tuned  # other bucket
+        assert configs.cuda_conv_config(49, 1024, 1024, 3, 1, torch.float16, "sm90", batch=64,
+                                        **kernel) != tuned  # other bucket
     finally:
         configs._load.cache_clear()
 

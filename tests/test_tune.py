@@ -12,6 +12,7 @@ import torch
 
 from hgnet_kernels import cli, configs, tune
 from hgnet_kernels.__main__ import main
+from hgnet_kernels.kernels.cuda.ops import mma_k_step, mma_tiles
 from hgnet_kernels.models import MODEL_NAMES
 from hgnet_kernels.shapes import conv_shapes
 
@@ -45,7 +46,7 @@ def test_dry_run_lists_every_layer_of_every_model_and_writes_nothing(family, tmp
     for op in ops:
         assert f"\n{op} float16: up to " in listed and f"\n  {op} " in listed
     if family == "cuda":  # every instantiated tile × split-K is a candidate
-        assert f"{list(configs.CUDA_CONV_TILES)} × SPLIT_K [1, 2, 4, 8, 16]" in listed
+        assert f"{list(mma_tiles(torch.float16, 'cpu'))} × SPLIT_K [1, 2, 4, 8, 16]" in listed
     else:
         assert "BLOCK_M 16/32/64/128; BLOCK_N 32/64/128; SPLIT_K 1/2/4/8/16" in listed
     assert os.listdir(tmp_path) == []
@@ -125,7 +126,12 @@ def test_tuning_loop_writes_entries_the_library_reads(family, dtype, tmp_path, m
     hw = shape.h_out * shape.w_out
     key = configs.conv_key(hw, shape.c_in, shape.c_out, shape.kernel, shape.stride, dtype, shape.padding)
     assert configs.tuned("conv_bn_act", key, "sm90", 1, family=family) == written  # found under the library's key
-    resolve = configs.conv_config if family == "triton" else configs.cuda_conv_config
-    assert resolve(hw, shape.c_in, shape.c_out, shape.kernel, shape.stride, dtype, "sm90", batch=1,
-                   padding=shape.padding) == written
+    if family == "triton":
+        resolved = configs.conv_config(hw, shape.c_in, shape.c_out, shape.kernel, shape.stride, dtype, "sm90",
+                                       batch=1, padding=shape.padding)
+    else:
+        resolved = configs.cuda_conv_config(hw, shape.c_in, shape.c_out, shape.kernel, shape.stride, dtype, "sm90",
+                                            batch=1, padding=shape.padding, tiles=mma_tiles(dtype, "cpu"),
+                                            k_step=mma_k_step("cpu"))
+    assert resolved == written
     assert json.loads((tmp_path / f"{family}_sm90.json").read_text())["_meta"] == {"family": family}

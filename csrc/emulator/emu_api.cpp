@@ -34,6 +34,20 @@ int hgk_emu_conv_path(int dtype, int arch, int tf32x3) {
   return hgk::conv_path(static_cast<hgk::DType>(dtype), arch, tf32x3 != 0);
 }
 
+// Writes the sm_80+ tiles instantiated for dtype, 5 values each (bm, bn, warps_m, warps_n, stages),
+// into out (room for `capacity` tiles); returns how many there are.
+int hgk_emu_conv_mma_tiles(int dtype, int64_t* out, int capacity) {
+  const auto tiles = hgk::conv_mma_tiles(static_cast<hgk::DType>(dtype));
+  for (int i = 0; i < static_cast<int>(tiles.size()) && i < capacity; ++i) {
+    const auto& t = tiles[i];
+    const int64_t values[5] = {t.bm, t.bn, t.warps_m, t.warps_n, t.stages};
+    for (int j = 0; j < 5; ++j) out[5 * i + j] = values[j];
+  }
+  return static_cast<int>(tiles.size());
+}
+
+int hgk_emu_conv_mma_k_step() { return hgk::conv_mma_k_step(); }
+
 // tile: bm, bn, warps_m, warps_n, stages, splits (the sm_80+ kernel's; ignored by the others);
 // psum_tiles: psum's rows per image, which must be hgk::conv_psum_tiles (as the bindings check).
 int hgk_emu_conv_bn_act(void* x, const int64_t* x_dims, void* y, const int64_t* y_dims, const void* weight,

@@ -28,6 +28,8 @@ _FLOATS = ctypes.POINTER(ctypes.c_float)
 SIGNATURES = {
     "hgk_emu_last_error": ([], ctypes.c_char_p),
     "hgk_emu_conv_path": ([_I, _I, _I], _I),
+    "hgk_emu_conv_mma_tiles": ([_I, _DIMS, _I], _I),  # dtype, out (5 × capacity int64), capacity
+    "hgk_emu_conv_mma_k_step": ([], _I),
     # x, dims, y, dims, weight, bias, psum, psum rows per image, dtype, kernel, stride, pad top, pad left, relu,
     # affine, a, c, residual, dims, arch, tile (6 × int64), workspace, workspace floats, tf32x3
     "hgk_emu_conv_bn_act": ([_P, _DIMS, _P, _DIMS, _P, _P, _FLOATS, _I64, _I, _I, _I, _I, _I, _I, _I, _F, _F, _P,

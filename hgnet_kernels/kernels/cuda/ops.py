@@ -48,6 +48,8 @@ def _ptr(t: Optional[torch.Tensor]):
 
 
 def device_arch(device: torch.device, arch: Optional[int]) -> int:
+    """Compute capability × 10 a launch targets: ``arch`` when given, else the device's (on the
+    CPU, the arch the emulator stands in for)."""
     if arch is not None:
         return arch
     if device.type == "cuda":
@@ -57,11 +59,43 @@ def device_arch(device: torch.device, arch: Optional[int]) -> int:
     return EMULATED_ARCH
 
 
-def uses_mma(dtype: torch.dtype, arch: int, tf32x3: bool = False) -> bool:
-    """Whether the sm_80+ mma.sync kernel runs a conv (``hgk::conv_path`` == 2): fp16 and bf16 from
-    sm_80; fp32 only with ``tf32x3`` (3×TF32 on the tensor cores: opt-in until a GPU run confirms the
-    1e-5 guarantee; by default fp32 runs the IEEE SIMT kernel)."""
-    return arch >= 80 and (dtype != torch.float32 or tf32x3)
+# hgk::conv_path's answer for the sm_80+ mma.sync kernel.
+MMA_PATH = 2
+
+
+@functools.lru_cache(maxsize=None)
+def conv_path(dtype: torch.dtype, device_type: str, arch: int, tf32x3: bool = False) -> int:
+    """The kernel ``hgk::conv_path`` runs a conv on: 2 (``MMA_PATH``) the sm_80+ mma.sync kernel
+    (fp16 and bf16 from sm_80; fp32 only with ``tf32x3``, 3×TF32 on the tensor cores: opt-in until a
+    GPU run confirms the 1e-5 guarantee), 1 WMMA, 0 the SIMT kernel (fp32 by default: IEEE)."""
+    if device_type == "cuda":
+        return _ext().conv_path(DTYPE_CODES[dtype], arch, tf32x3)
+    from .emulator import library
+    return library().hgk_emu_conv_path(DTYPE_CODES[dtype], arch, int(tf32x3))
+
+
+@functools.lru_cache(maxsize=None)
+def mma_tiles(dtype: torch.dtype, device_type: str) -> Tuple[Tuple[int, int, int, int, int], ...]:
+    """The (BM, BN, WARPS_M, WARPS_N, STAGES) tiles the sm_80+ kernel is instantiated for at
+    ``dtype``, as csrc/conv_mma.cuh declares them (HGK_MMA_TILES), read from the compiled code."""
+    if device_type == "cuda":
+        return tuple(tuple(int(v) for v in tile) for tile in _ext().conv_mma_tiles(DTYPE_CODES[dtype]))
+    from .emulator import library
+    capacity = 16
+    values = (ctypes.c_int64 * (5 * capacity))()
+    count = library().hgk_emu_conv_mma_tiles(DTYPE_CODES[dtype], values, capacity)
+    if count > capacity:
+        raise RuntimeError(f"the emulator instantiates {count} sm_80+ tiles; raise the capacity ({capacity}) here")
+    return tuple(tuple(values[5 * i:5 * i + 5]) for i in range(count))
+
+
+@functools.lru_cache(maxsize=None)
+def mma_k_step(device_type: str) -> int:
+    """K elements per step of the sm_80+ kernel (``mma::kBK``), read from the compiled code."""
+    if device_type == "cuda":
+        return int(_ext().conv_mma_k_step())
+    from .emulator import library
+    return library().hgk_emu_conv_mma_k_step()
 
 
 def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtype, device: torch.device, *,
@@ -71,7 +105,7 @@ def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtyp
     N·H·W rows as Triton's row tiles do: T = ``psum_tiles(n, hw, 64)``, image i's row j summing its
     pixels in slab i·hw // 64 + j. The SIMT and WMMA kernels tile each image apart: T = cdiv(hw, 64),
     row j = pixels 64·j …. ``arch`` as in ``aggregation_ese``; ``config`` (the tile) does not change it."""
-    if uses_mma(dtype, device_arch(device, arch), tf32x3):
+    if conv_path(dtype, device.type, device_arch(device, arch), tf32x3) == MMA_PATH:
         return n, psum_tiles(n, hw, configs.CUDA_PSUM_ROWS), c_out
     return n, configs.cdiv(hw, configs.CUDA_PSUM_ROWS), c_out
 
@@ -92,14 +126,16 @@ def conv_config(x: torch.Tensor, packed_weight: torch.Tensor, out: torch.Tensor,
     """The sm_80+ kernel's tile for this call (``configs.cuda_conv_config``)."""
     k, _, c_in, c_out = packed_weight.shape
     return configs.cuda_conv_config(out.shape[2] * out.shape[3], c_in, c_out, k, stride, x.dtype, f"sm{arch}",
-                                    batch=x.shape[0], padding=padding, sms=device_sms(x.device))
+                                    batch=x.shape[0], padding=padding, sms=device_sms(x.device),
+                                    tiles=mma_tiles(x.dtype, x.device.type), k_step=mma_k_step(x.device.type))
 
 
-def _check_tile(config: Dict[str, int], dtype: torch.dtype) -> Tuple[int, ...]:
+def _check_tile(config: Dict[str, int], dtype: torch.dtype, device_type: str) -> Tuple[int, ...]:
     tile = tuple(int(config.get(f, 1)) for f in TILE_FIELDS)
-    if tile[:5] not in configs.cuda_conv_tiles(dtype) or not 1 <= tile[5] <= 64:
+    tiles = mma_tiles(dtype, device_type)
+    if tile[:5] not in tiles or not 1 <= tile[5] <= 64:
         raise ValueError(f"config: {config} is not an instantiated tile for {dtype}; (BM, BN, WARPS_M, WARPS_N, "
-                         f"STAGES) must be one of {configs.cuda_conv_tiles(dtype)} and 1 <= SPLIT_K <= 64")
+                         f"STAGES) must be one of {tiles} and 1 <= SPLIT_K <= 64")
     return tile
 
 
@@ -115,11 +151,12 @@ def _launch_conv(x, packed_weight, bias, stride, relu, out, psum, arch, padding,
     k = packed_weight.shape[0]
     top, _, left, _ = padding if padding is not None else symmetric(k)
     tile, workspace = (64, 64, 2, 2, 4, 1), None
-    if uses_mma(x.dtype, arch, tf32x3):
+    if conv_path(x.dtype, x.device.type, arch, tf32x3) == MMA_PATH:
         config = config or conv_config(x, packed_weight, out, stride, padding, arch)
-        tile = _check_tile(config, x.dtype)
+        tile = _check_tile(config, x.dtype, x.device.type)
         floats = configs.cuda_conv_workspace(x.shape[0], out.shape[2] * out.shape[3], packed_weight.shape[2],
-                                             packed_weight.shape[3], k, dict(zip(TILE_FIELDS, tile)))
+                                             packed_weight.shape[3], k, dict(zip(TILE_FIELDS, tile)),
+                                             k_step=mma_k_step(x.device.type))
         if floats:
             workspace = torch.empty(floats, device=x.device, dtype=torch.float32)
     a, c = affine if affine is not None else (1.0, 0.0)
@@ -148,7 +185,7 @@ def conv_bn_act(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor
     zero padding (top, bottom, left, right). ``arch`` (compute capability × 10) overrides the
     device's, e.g. to run the SIMT or WMMA path in the emulator; ``config`` overrides the sm_80+
     kernel's tile (``configs.cuda_conv_config``'s fields); ``tf32x3`` runs fp32 on the sm_80+
-    tensor cores as 3×TF32 (see ``uses_mma``)."""
+    tensor cores as 3×TF32 (see ``conv_path``)."""
     out = prepare_conv(SUPPORTS["conv"], x, packed_weight, bias, stride, out, padding, residual)
     _launch_conv(x, packed_weight, bias, stride, relu, out, None, device_arch(x.device, arch), padding,
                  _check_affine(affine), residual, config, tf32x3)
