@@ -1,5 +1,5 @@
 // scale_residual.cu — out = y · gate[n,c] (+ identity), the CUDA twin of
-// hgnet_kernels/ops/scale_residual.py; out is slot 0 of the next block's buffer or the stage output.
+// hgnet_kernels/kernels/triton/scale_residual.py; out is slot 0 of the next block's buffer or the stage output.
 // Each thread takes 8 channels of one pixel with 16-byte accesses where the views allow (else 1),
 // indexing in int32 where every offset fits.
 #include "ops.h"

@@ -44,18 +44,18 @@ def _load(directory: str, family: str, arch: str) -> Dict[str, Dict[str, Dict[st
         return json.load(f)
 
 
-def tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None,
-          fallbacks: Tuple[str, ...] = (), *, family: str = "triton") -> Optional[Dict[str, int]]:
+def tuned(op: str, key: str, arch: Optional[str], batch: Optional[int] = None, *,
+          family: str = "triton") -> Optional[Dict[str, int]]:
     """The tuned config of ``op`` for shape ``key`` on ``arch`` in ``family``'s file
     (``<family>_<arch>.json``: "triton" or "cuda"), or None.
 
     With ``batch``, the entry of its batch bucket (``key + "_" + bucket``) is looked up first;
-    then ``key`` itself and each of ``fallbacks`` (entries without a bucket serve every batch).
+    then ``key`` itself (an entry without a bucket serves every batch).
     Fields starting with ``_`` (the tuner's timings) are notes, not launch parameters."""
     if arch is None:
         return None
     table = _load(CONFIG_DIR, family, arch).get(op, {})
-    keys = ((f"{key}_{batch_bucket(batch)}",) if batch is not None else ()) + (key, *fallbacks)
+    keys = ((f"{key}_{batch_bucket(batch)}",) if batch is not None else ()) + (key,)
     for candidate in keys:
         entry = table.get(candidate)
         if entry:
@@ -118,8 +118,8 @@ def conv_key(hw_out: int, c_in: int, c_out: int, kernel: int, stride: int, dtype
     return key + (f"_{batch_bucket(batch)}" if batch is not None else "")
 
 
-# What a conv config holds besides BLOCK_M / BLOCK_N / BLOCK_K; entries tuned before these
-# existed (or written by hand) get these values. SWAP_AB computes the tile transposed (Yᵀ = Wᵀ·Xᵀ),
+# What a conv config holds besides BLOCK_M / BLOCK_N / BLOCK_K; a partial config (a caller's
+# ``config=``, an entry written by hand) gets these values. SWAP_AB computes the tile transposed (Yᵀ = Wᵀ·Xᵀ),
 # so that output channels, not pixels, are the MMA's M side.
 CONV_DEFAULTS = dict(FLAT_K=False, SPLIT_K=1, GROUP_M=8, num_warps=4, num_stages=3, SWAP_AB=False)
 # A split walks at least this many K steps: a 3-stage pipeline needs a few to pay its fill and drain.
@@ -285,8 +285,7 @@ def tile_config(op: str, channels: int, dtype: torch.dtype, arch: Optional[str],
     (``depthwise_conv``, ``max_pool``, ``scale_residual``)."""
     if interpreter:
         return dict(BLOCK_P=128, BLOCK_C=128, num_warps=4)
-    found = tuned(op, tile_key(channels, dtype, hw, geometry), arch, batch,
-                  fallbacks=(tile_key(channels, dtype),))
+    found = tuned(op, tile_key(channels, dtype, hw, geometry), arch, batch)
     if found:
         return found
     # 64 contiguous channels are 128 bytes in fp16: one full line per pixel row of the tile, and

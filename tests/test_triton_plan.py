@@ -119,19 +119,20 @@ def _config_dir(tmp_path, table, arch="sm90"):
     (tmp_path / f"triton_{arch}.json").write_text(json.dumps(table))
 
 
-def test_tuned_entries_by_bucket_with_fallbacks(tmp_path, monkeypatch):
+def test_tuned_entries_by_bucket(tmp_path, monkeypatch):
     key = configs.conv_key(196, 160, 160, 3, 1, torch.float16)
     _config_dir(tmp_path, {
         "_meta": {"arch": "sm90"},
         "conv_bn_act": {key + "_b1": {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 5, "_us": 3.2},
                         key: {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}},
-        "depthwise_conv": {"c448_float16": {"BLOCK_P": 8, "BLOCK_C": 32, "num_warps": 2}}})
+        "depthwise_conv": {configs.tile_key(448, torch.float16, 196, "k3s2"): {"BLOCK_P": 8, "BLOCK_C": 32,
+                                                                              "num_warps": 2}}})
     monkeypatch.setattr(configs, "CONFIG_DIR", str(tmp_path))
     b1 = configs.conv_config(196, 160, 160, 3, 1, torch.float16, "sm90", batch=1)
     assert b1["SPLIT_K"] == 5 and b1["BLOCK_M"] == 16 and "_us" not in b1 and b1["GROUP_M"] == 8  # defaults filled
     assert configs.conv_config(196, 160, 160, 3, 1, torch.float16, "sm90", batch=64)["BLOCK_M"] == 64  # bucket-less
     assert configs.tile_config("depthwise_conv", 448, torch.float16, "sm90", hw=196, batch=1,
-                               geometry="k3s2")["BLOCK_P"] == 8  # the per-channel-count entry serves every shape
+                               geometry="k3s2")["BLOCK_P"] == 8
     rows = report("tiny", 1, 224, torch.float16, "H100")
     layer = next(r for r in rows if r.name == "s2.b0.l1")
     assert layer.programs == configs.cdiv(196, 16) * configs.cdiv(160, 32) * 5
