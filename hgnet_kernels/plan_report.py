@@ -101,7 +101,7 @@ def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str],
     element = torch.empty((), dtype=dtype).element_size()
     peaks = configs.known_gpus().get(gpu) if gpu else None
     from .kernels import triton as triton_family
-    from .kernels.triton._common import compiling_for
+    from .kernels.triton import compiling_for
     partial_sums = functools.partial(triton_family.partial_sums_shape, dtype=dtype, device=torch.device("cpu"))
     with compiling_for(peaks["arch"], int(peaks["sms"])) if peaks else contextlib.nullcontext():
         costs = plan.costs(batch, h, w, element, net_shapes, partial_sums)
