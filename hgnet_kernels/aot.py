@@ -349,7 +349,7 @@ def read_cubin(cubin: bytes) -> Tuple[str, Dict[str, int]]:
     Disassembling costs ~0.8 s of CPU a kernel, most of the check's time once Triton's cache holds
     the cubins: the listing is kept in the cache directory (``HGNET_KERNELS_CACHE``) under a hash
     of the cubin's bytes and of the cuobjdump that read it, so an unchanged kernel is read once."""
-    from .kernels.cuda.extension import cache_dir
+    from .kernels.cuda.build import cache_dir
 
     tool = cuda_tool("cuobjdump")
     key = hashlib.sha256(cubin + f"{os.path.realpath(tool)}:{os.path.getsize(tool)}".encode()).hexdigest()
