@@ -57,6 +57,7 @@ def _cuda_kernel_shape(dtype: torch.dtype) -> dict:
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(tiles=mma_tiles(dtype, device_type), k_step=mma_k_step(device_type))
 
+
 FAMILIES = ("triton", "cuda")
 DTYPE_NAMES = ("float16", "bfloat16", "float32")
 # The layer kinds each family has tuned configs for, and the op name their entries are filed under.
@@ -155,7 +156,8 @@ def axes(family: str, op: str, dtype: torch.dtype) -> Tuple[Axis, ...]:
     """The axes the search walks: Triton's one parameter at a time, CUDA's every instantiated tile
     × split-K (fp32 runs the 3×TF32 tiles) as one axis."""
     if family == "cuda":
-        return (("tile × SPLIT_K", tuple(configs.cuda_tile_config(tile, split) for tile in _cuda_kernel_shape(dtype)["tiles"]
+        tiles = _cuda_kernel_shape(dtype)["tiles"]
+        return (("tile × SPLIT_K", tuple(configs.cuda_tile_config(tile, split) for tile in tiles
                                          for split in CUDA_SPLITS)),)
     return tuple((name, tuple({name: v} for v in values)) for name, values in TRITON_AXES[op])
 
