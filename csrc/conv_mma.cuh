@@ -550,17 +550,13 @@ __global__ void __launch_bounds__(kReduceThreads) conv_splitk_reduce_kernel(cons
   }
 }
 
-// Large dynamic shared memory (> 48 KB) must be allowed once per kernel and device.
+// Large dynamic shared memory (> 48 KB) must be allowed for each kernel (every tile is a kernel of
+// its own, all of one function type, so a cache keyed by the type would allow only the first) on
+// each device; the call is a host-side attribute write, cheap next to a launch, and legal while a
+// CUDA graph is being captured.
 template <typename K>
 void allow_smem(K kernel, int bytes) {
-  if (bytes <= 48 * 1024) return;
-  static bool done[64] = {};
-  int device = 0;
-  cudaGetDevice(&device);
-  if (device < 0 || device >= 64 || !done[device]) {
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (device >= 0 && device < 64) done[device] = true;
-  }
+  if (bytes > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
 
 // The instantiated tiles: (BM, BN, WARPS_M, WARPS_N, STAGES); configs.cuda_conv_config chooses
