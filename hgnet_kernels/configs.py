@@ -412,7 +412,8 @@ def cuda_conv_config(hw_out: int, c_in: int, c_out: int, kernel: int, stride: in
 
 
 def cuda_tile_config(tile: Tuple[int, int, int, int, int], split: int) -> Dict[str, int]:
-    """The config of one of ``cuda_conv_tiles``'s (BM, BN, WARPS_M, WARPS_N, STAGES) at SPLIT_K = ``split``."""
+    """The config of one of the kernel's instantiated (BM, BN, WARPS_M, WARPS_N, STAGES) tiles at
+    SPLIT_K = ``split``."""
     return dict(BM=tile[0], BN=tile[1], WARPS_M=tile[2], WARPS_N=tile[3], STAGES=tile[4], SPLIT_K=split)
 
 

@@ -108,8 +108,8 @@ def test_load_model_global_pool_is_checked():
 @pytest.mark.parametrize("kwargs,message", [
     (dict(global_pool="", num_classes=0), "global_pool=''"),
     (dict(use_lab=True), "use_lab=True"),
-    (dict(features_only=True), "features_only=True"),
-], ids=["no-pool", "use_lab", "features_only"])
+    (dict(features_only=True, feature_cls="dict"), "FeatureDictNet"),
+], ids=["no-pool", "use_lab", "features_only-dict"])
 def test_unsupported_timm_variants_are_refused_before_any_work(kwargs, message):
     theirs = timm.create_model("hgnet_tiny", pretrained=False, **kwargs).eval()
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

@@ -132,7 +132,7 @@ def test_cuda_3xtf32_stays_within_the_bound_at_the_largest_k(largest_k):
     """The cuda family's sm_80+ kernel with tf32x3 (in the emulator as sm_80; on a GPU for real,
     through bench/gpu_check.sh), no split-K: every output within the bound of its own Σ|x||w|."""
     x, packed, bias, exact = _layer_problem(largest_k)
-    tile = dict(zip(cuda_ops.TILE_FIELDS, configs.cuda_conv_tiles(torch.float32)[0] + (1,)))
+    tile = dict(zip(cuda_ops.TILE_FIELDS, cuda_ops.mma_tiles(torch.float32, x.device.type)[0] + (1,)))
     arch = {} if DEVICE == "cuda" else dict(arch=80)
     y = cuda_ops.conv_bn_act(x, packed, bias, 1, False, config=tile, tf32x3=True, **arch)
     bound = tf32x3_error_bound(largest_k.c_in * largest_k.kernel ** 2, BLOCK["cuda"], low_part_rounded=True)
@@ -145,8 +145,9 @@ def test_triton_3xtf32_stays_within_the_bound_at_the_largest_k(largest_k):
     """Triton's tf32x3 on the tensor cores (a GPU only: the interpreter computes fp32 dots in IEEE),
     the launcher's own tile without split-K: every output within the bound at its BLOCK_K."""
     x, packed, bias, exact = _layer_problem(largest_k, seed_offset=1)
-    config = dict(launch_config(x, 8, largest_k.kernel, 1, spec.symmetric(largest_k.kernel), 9),
-                  SPLIT_K=1)
+    n, c_in, h, w = x.shape
+    config = dict(launch_config(x.device, x.dtype, n, c_in, packed.shape[3], largest_k.kernel, 1,
+                                spec.symmetric(largest_k.kernel), h * w), SPLIT_K=1)
     y = triton_family.conv_bn_act(x, packed, bias, 1, False, tf32x3=True, config=config)
     bound = tf32x3_error_bound(largest_k.c_in * largest_k.kernel ** 2, config["BLOCK_K"], low_part_rounded=False)
     error = ((y.double().cpu() - exact).abs() / exact).max().item()
