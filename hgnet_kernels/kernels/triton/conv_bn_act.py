@@ -75,7 +75,7 @@ def _row_coordinates(offs_m, HW, Wo):
 
 
 @triton.jit
-def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
+def conv_epilogue(acc, pid_m, row0, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
                   RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
@@ -98,9 +98,6 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
     if PARTIAL_SUMS:
         # One sum per image this tile touches (a tile may straddle several small images).
         co64 = offs_co.to(tl.int64)
-        # The offsets' type: an int64 division is a ptxas subroutine call whose saved registers
-        # went through local memory (Triton 3.6, sm_90 split-K reduction).
-        row0 = pid_m.to(offs_m.dtype) * BLOCK_M
         img_lo = row0 // HW
         img_hi = (tl.minimum(row0 + BLOCK_M, M) - 1) // HW
         for im in range(img_lo, img_hi + 1):
@@ -254,7 +251,11 @@ def conv_bn_act_kernel(
         ws_off = (tl.program_id(1).to(offs_m.dtype) * M + offs_m)[:, None] * C_out + offs_co[None, :]
         tl.store(ws_ptr + ws_off, acc, mask=m_ok[:, None] & co_ok[None, :])
     else:
-        conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
+        # row0 (the tile's first row, which the ESE sums divide by HW) in int64 here and in the
+        # offsets' type in the split-K reduction: compiled by Triton 3.6 for sm_90 (fp32), each
+        # other choice gives that kernel local-memory traffic (the int64 division is a ptxas
+        # subroutine call; the int32 one leaves the conv's 128-register allocation short).
+        conv_epilogue(acc, pid_m, pid_m.to(tl.int64) * BLOCK_M, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                       b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
                       syn, syc, syh, syw, srn, src, srh, srw,
                       RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
@@ -294,7 +295,7 @@ def split_k_reduce_kernel(
         acc += tl.load(partial, mask=mask, other=0.0)
         partial += SPLIT_STRIDE
     img, oh, ow = _row_coordinates(offs_m, HW, Wo)
-    conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
+    conv_epilogue(acc, pid_m, pid_m.to(offs_m.dtype) * BLOCK_M, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
                   syn, syc, syh, syw, srn, src, srh, srw,
                   RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
