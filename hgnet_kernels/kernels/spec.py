@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
-import functools
-import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
@@ -64,6 +63,25 @@ class Supports:
 
 # A family's capabilities: op kind → what it runs of that kind (a kind missing: none of it).
 Capabilities = Mapping[str, Supports]
+
+# What the Triton and the CUDA C++ kernels compute exactly: both were written to the same forms, so
+# both families' tables are this one, read-only (a family whose kernels diverge gets a table of its own).
+TILED_KERNELS: Capabilities = MappingProxyType({
+    # k×k convs, any zero padding below k per side ("SAME" 2×2 included), ReLU, the scalar affine
+    # and a residual in the epilogue.
+    "conv": Supports(kernels=(1, 2, 3), strides=(1, 2), square_stride=True, padding_below_kernel=True,
+                     groups="dense"),
+    # The HG-Block aggregation: a 1×1 conv + ReLU with the ESE partial sums, nothing after the ReLU.
+    "aggregation": Supports(kernels=(1,), strides=(1,), square_stride=True, padding_below_kernel=True, groups="dense",
+                            relu=(True,), affine=(False,), residual=(False,)),
+    # Strides per axis: PP-OCR's text-recognition downsamples are (2, 1) and (1, 2).
+    "depthwise": Supports(kernels=(3, 5), strides=(1, 2), padding_below_kernel=True, groups="depthwise",
+                          residual=(False,)),
+    # Padded taps ignored or zeros (``zero_pad``); no epilogue.
+    "max_pool": Supports(kernels=(2, 3), strides=(1, 2), square_stride=True, padding_below_kernel=True,
+                         relu=(False,), affine=(False,), residual=(False,)),
+    "ese_gate": Supports(), "scale_residual": Supports(), "copy": Supports(), "head": Supports(),
+})
 
 
 def _stride_covered(supports: Supports, stride: Stride) -> bool:
