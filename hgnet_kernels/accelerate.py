@@ -2,9 +2,10 @@
 
 It finds, anywhere inside ``model``:
 
-* a transformers ``HGNetV2Backbone`` (the backbone of D-FINE, PP-OCRv5 server det, or standalone):
-  replaced by a module returning the same ``BackboneOutput`` (``feature_maps`` of its
-  ``out_features``), or the tuple ``return_dict=False`` asks for;
+* a transformers ``HGNetV2Backbone`` (the backbone of D-FINE, PP-OCRv5 server det and rec, or
+  standalone): replaced by a module returning the same ``BackboneOutput`` (``feature_maps`` of its
+  ``out_features``), or the tuple ``return_dict=False`` asks for (PP-OCRv5 server rec's
+  ``PPOCRV5ServerRecModel`` reads the last of them and pools it itself);
 * a transformers ``HGNetV2ForImageClassification``: its ``embedder`` and ``encoder`` replaced by
   one fused module that returns the encoder's ``last_hidden_state``; its pooling and ``fc`` stay;
 * a timm ``hgnet_*`` / ``hgnetv2_*``: ``forward`` and ``forward_features`` fused, its head kept
@@ -49,7 +50,10 @@ class FusedHFBackbone(nn.Module):
         if "stem" in wanted:
             raise ValueError(f"{name} ({HF} {_HF_BACKBONE}) returns the stem's output (out_features {wanted}); "
                              "the fused backbone gives stage maps only")
-        self.fused = FusedPPHGNet(original, out_indices=tuple(stages.index(f) - 1 for f in wanted), **options)
+        try:
+            self.fused = FusedPPHGNet(original, out_indices=tuple(stages.index(f) - 1 for f in wanted), **options)
+        except ValueError as e:  # the same kind of error, saying where in the model the backbone is
+            raise type(e)(f"{name}: {e}") from None
         self.config = original.config
         self.out_features, self.channels = original.out_features, original.channels
 

@@ -1,7 +1,8 @@
-"""``hgnet_kernels.accelerate``: whole pipelines of the real frameworks (transformers D-FINE and
-HGNetV2 classifier, ultralytics RT-DETR) with their backbones swapped in place; the whole model's
-outputs equal the eager model's within fp32 tolerance, on every backend (triton and cuda through
-the interpreter / emulator on a reduced transformers backbone); refusals change nothing.
+"""``hgnet_kernels.accelerate``: whole pipelines of the real frameworks (transformers D-FINE,
+PP-OCRv5 server rec and HGNetV2 classifier, ultralytics RT-DETR) with their backbones swapped in
+place; the whole model's outputs equal the eager model's within fp32 tolerance, on every backend
+(triton and cuda through the interpreter / emulator on a reduced transformers backbone); refusals
+change nothing.
 
 A detector selects its queries by a top-k over encoder scores, whose order fp32 rounding can swap
 between near-equal scores; the decoder treats queries as a set (attention with positions from
@@ -11,7 +12,8 @@ import copy
 
 import pytest
 import torch
-from transformers import DFineConfig, DFineForObjectDetection, HGNetV2Config, HGNetV2ForImageClassification
+from transformers import (DFineConfig, DFineForObjectDetection, HGNetV2Config, HGNetV2ForImageClassification,
+                          PPOCRV5ServerRecConfig, PPOCRV5ServerRecForTextRecognition, PPOCRV5ServerRecModel)
 from ultralytics.nn.tasks import RTDETRDetectionModel
 
 import hgnet_kernels as hk
@@ -80,6 +82,62 @@ def test_a_bare_hf_backbone_is_returned_fused():
     assert isinstance(got.feature_maps, tuple) and len(got.feature_maps) == 2
     assert all(relative_error(g, w) <= FP32_REL_TOL for g, w in zip(got.feature_maps, want))
     assert all(relative_error(g, w) <= FP32_REL_TOL for g, w in zip(fast(x, return_dict=False)[0], want))
+
+
+def test_hf_ppocrv5_server_rec_whole_model_equals_eager():
+    """PP-OCRv5 server rec at full width (B4 text_rec) on 48×100 crops: its PPOCRV5ServerRecModel
+    reads the last of the backbone's four feature maps and pools it (3, 2) for the SVTR neck and CTC
+    head, whose softmax is the model's output."""
+    rec = randomize(PPOCRV5ServerRecForTextRecognition(PPOCRV5ServerRecConfig(head_out_channels=50)).eval(), seed=89)
+    x = torch.randn(1, 3, 48, 100)
+    with torch.no_grad():
+        reference = copy.deepcopy(rec).double()
+        want_maps = reference.model.backbone(x.double()).feature_maps
+        want = reference(x.double()).last_hidden_state
+    assert hk.accelerate(rec, backend="torch") is rec
+    assert isinstance(rec.model.backbone, FusedHFBackbone) and rec.model.backbone.fused.out_indices == (0, 1, 2, 3)
+    with torch.no_grad():
+        maps = rec.model.backbone(x).feature_maps
+        got = rec(x).last_hidden_state
+        got_tuple = rec(x, return_dict=False)[0]
+    assert isinstance(maps, tuple) and [m.shape for m in maps] == [m.shape for m in want_maps]
+    assert all(m.dtype == torch.float32 and relative_error(m, w) <= FP32_REL_TOL for m, w in zip(maps, want_maps))
+    assert got.shape == want.shape == (1, 12, 50)
+    assert relative_error(got, want) <= FP32_REL_TOL and relative_error(got_tuple, want) <= FP32_REL_TOL
+
+
+def _reduced_rec_config(stage_downsample_strides=((2, 1), (1, 2), (2, 1), (2, 1))):
+    """PP-OCRv5 server rec's layout (stem3 at stride 1, every stage downsampled) at B0's widths,
+    with a one-block SVTR neck: small enough for the Triton interpreter."""
+    backbone = HGNetV2Config(**{**HF_B0, "stem_strides": [2, 1, 1, 1, 1], "stage_downsample": [True] * 4,
+                                "stage_downsample_strides": [list(s) for s in stage_downsample_strides],
+                                "out_features": STAGES})
+    return PPOCRV5ServerRecConfig(backbone_config=backbone, hidden_size=16, num_attention_heads=2, depth=1,
+                                  head_out_channels=11)
+
+
+def test_hf_ppocrv5_server_rec_model_through_triton_equals_eager():
+    model = randomize(PPOCRV5ServerRecModel(_reduced_rec_config()).eval(), seed=90)
+    x = torch.randn(1, 3, 48, 41)
+    with torch.no_grad():
+        want = copy.deepcopy(model).double()(x.double()).last_hidden_state
+    assert hk.accelerate(model, backend="triton") is model
+    assert isinstance(model.backbone, FusedHFBackbone)
+    with torch.no_grad():
+        got = model(x).last_hidden_state
+    assert got.shape == want.shape == (1, 1024, 1, 5) and relative_error(got, want) <= FP32_REL_TOL
+
+
+def test_hf_rec_that_cannot_be_swapped_is_refused_naming_it_and_nothing_changes():
+    """A rec model with strides no PP-OCR model has, after one that could be swapped: refused naming
+    where its backbone is, and neither is swapped."""
+    pipeline = torch.nn.ModuleDict({
+        "ok": PPOCRV5ServerRecForTextRecognition(_reduced_rec_config()).eval(),
+        "odd": PPOCRV5ServerRecForTextRecognition(_reduced_rec_config([(2, 1)] * 4)).eval()})
+    with pytest.raises(ValueError, match=r"^odd\.model\.backbone: .*stage downsample strides "
+                                         r"\[\(2, 1\), \(2, 1\), \(2, 1\), \(2, 1\)\] is not supported"):
+        hk.accelerate(pipeline, backend="torch")
+    assert [type(rec.model.backbone).__name__ for rec in pipeline.values()] == ["HGNetV2Backbone"] * 2
 
 
 @pytest.fixture(scope="module")
