@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from hgnet_kernels import configs, shapes
+from hgnet_kernels import shapes
 from hgnet_kernels.kernels import spec
 from hgnet_kernels.kernels.cuda import ops as cuda_ops
 from hgnet_kernels.kernels import triton as triton_family
