@@ -17,11 +17,12 @@ it is refused up front, naming the op and what the family does not run
 buffer) or None; each op returns the tensor holding its result, which later reads of the same
 slice receive. Families import lazily, so ``import hgnet_kernels`` needs neither Triton nor a compiler.
 
-A family with ``RESOLVES`` (Triton) also has ``resolve_conv_bn_act``, ``resolve_aggregation_ese``,
+A family with ``RESOLVES`` (Triton, CUDA) also has ``resolve_conv_bn_act``, ``resolve_aggregation_ese``,
 ``resolve_depthwise``, ``resolve_max_pool``, ``resolve_ese_gate`` and ``resolve_scale_residual``
-(the same arguments; they return the resolved launch and the destination): the executor resolves
-each op once per input shape, strides, dtype and device — checks, configs, grids, workspace
-shapes — at the first run of that input, and later runs replay those launches.
+(the same arguments; they return the resolved launch — a ``spec.Launch`` or ``spec.ConvLaunch`` —
+and the destination): the executor resolves each op once per input shape, strides, dtype and
+device — checks, configs, grids, workspace shapes — at the first run of that input, and later runs
+replay those launches.
 
 On CUDA, families that allow it run under CUDA graphs (``cuda_graph``, on by default): one graph
 per input shape, strides, dtype and outputs asked for replays the whole plan in one launch; the

@@ -1,5 +1,6 @@
 """What every kernel family must do, in one place: argument checks and output allocation, the
-weight layouts the Triton and CUDA kernels read, and the PyTorch reference of each op.
+weight layouts the Triton and CUDA kernels read, the records of launches resolved once (``Launch``,
+``ConvLaunch``), and the PyTorch reference of each op.
 
 Pure PyTorch (no Triton import, no extension): the Triton family, the CUDA family (and its CPU
 emulator), the PyTorch family, the tests and the benchmarks all use it. Each ``prepare_*``
@@ -276,6 +277,62 @@ def prepare_partial_sums(psum: Optional[torch.Tensor], shape: Tuple[int, int, in
         raise ValueError(f"psum: expected a contiguous fp32 {tuple(shape)} tensor on {like.device} (this family's "
                          f"partial_sums_shape), got {got}")
     return psum
+
+
+# ---- launches resolved once -----------------------------------------------------------------------
+# A family with ``RESOLVES`` (Triton, CUDA) turns each op's checks, config, grid and workspace sizes
+# into one of these records once per input shape (its ``resolve_*`` functions); the backend keys
+# its resolved steps by the input's shape, strides, dtype and device, which fix them all, and calls
+# the records on later inputs of that key.
+
+class Launch:
+    """One kernel launch resolved once: ``run`` (None: nothing to launch, an empty output) with the
+    arguments the resolution computed, and the destination's shape, strides and dtype (allocated by
+    a call given none). Calling it with tensors of the shapes, strides, dtype and device it was
+    resolved for runs ``run(*tensors, *args, **kwargs)``, checking and computing nothing again."""
+    __slots__ = ("run", "args", "kwargs", "out_shape", "out_stride", "out_dtype")
+
+    def __init__(self, run, args: tuple, kwargs: dict, out: torch.Tensor):
+        self.run, self.args, self.kwargs = run, args, kwargs
+        self.out_shape, self.out_stride, self.out_dtype = tuple(out.shape), out.stride(), out.dtype
+
+    def output(self, out: Optional[torch.Tensor], device: torch.device) -> torch.Tensor:
+        """``out``, or a fresh destination laid out as the resolved one."""
+        if out is not None:
+            return out
+        return torch.empty_strided(self.out_shape, self.out_stride, dtype=self.out_dtype, device=device)
+
+    def __call__(self, *tensors: torch.Tensor) -> None:
+        if self.run is not None:
+            self.run(*tensors, *self.args, **self.kwargs)
+
+
+class ConvLaunch:
+    """One conv (or aggregation) call resolved once: the shapes of what each call allocates — the
+    output (channels_last) when not given, the ESE partial sums (None: not an aggregation) when not
+    given, the split-K workspace (None: none) — and, in the family's subclass, its ``launch``.
+    Calling it with (x, packed_weight, bias, out, residual, psum) returns (out, psum)."""
+    __slots__ = ("out_shape", "psum_shape", "workspace_shape")
+
+    def launch(self, x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor,
+               residual: Optional[torch.Tensor], psum: Optional[torch.Tensor],
+               workspace: Optional[torch.Tensor]) -> None:
+        """Launches the resolved kernel(s) on these tensors (the family's)."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
+                 out: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+                 psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if out is None:
+            out = torch.empty(self.out_shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+        if psum is None and self.psum_shape is not None:
+            psum = torch.empty(self.psum_shape, device=x.device, dtype=torch.float32)
+        # A workspace per call, never one kept in the record: concurrent callers of one resolved
+        # launch, and CUDA graphs captured from it, each need their own.
+        workspace = None if self.workspace_shape is None else torch.empty(self.workspace_shape, device=x.device,
+                                                                          dtype=torch.float32)
+        self.launch(x, packed_weight, bias, out, residual, psum, workspace)
+        return out, psum
 
 
 # ---- PyTorch references ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ... import configs
+from ..spec import Launch
 
 def interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
@@ -97,27 +98,10 @@ def check_same_device(**tensors: torch.Tensor) -> None:
                            "TRITON_INTERPRET=1 before importing Triton to use its interpreter")
 
 
-class Launch:
-    """One kernel launch resolved once by a family's ``resolve_*``: grid, scalar arguments and
-    constexprs, and the destination's shape, strides and dtype (allocated by a call given none).
-    Calling it launches on tensors of the shapes, strides, dtype and device it was resolved for
-    without checking or computing anything again; ``grid`` None: nothing to launch (an empty
-    output)."""
-    __slots__ = ("kernel", "grid", "args", "constexprs", "out_shape", "out_stride", "out_dtype")
-
-    def __init__(self, kernel, grid, args: tuple, constexprs: dict, out: torch.Tensor):
-        self.kernel, self.grid, self.args, self.constexprs = kernel, grid, args, constexprs
-        self.out_shape, self.out_stride, self.out_dtype = tuple(out.shape), out.stride(), out.dtype
-
-    def output(self, out: Optional[torch.Tensor], device: torch.device) -> torch.Tensor:
-        """``out``, or a fresh destination laid out as the resolved one."""
-        if out is not None:
-            return out
-        return torch.empty_strided(self.out_shape, self.out_stride, dtype=self.out_dtype, device=device)
-
-    def __call__(self, *tensors: torch.Tensor) -> None:
-        if self.grid is not None:
-            self.kernel[self.grid](*tensors, *self.args, **self.constexprs)
+def kernel_launch(kernel, grid, args: tuple, constexprs: dict, out: torch.Tensor) -> Launch:
+    """The resolved launch of Triton ``kernel`` on ``grid`` (None: nothing to launch, an empty
+    output), its scalar ``args`` and ``constexprs`` following the tensors of each call."""
+    return Launch(None if grid is None else kernel[grid], args, constexprs, out)
 
 
 import triton  # noqa: E402  (after the pure-Python helpers, which tests use without Triton)

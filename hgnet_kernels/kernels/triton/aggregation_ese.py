@@ -20,7 +20,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from .conv_bn_act import ConvLaunch, resolve_conv
+from ..spec import ConvLaunch
+from .conv_bn_act import resolve_conv
 
 
 def resolve_aggregation_ese(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,

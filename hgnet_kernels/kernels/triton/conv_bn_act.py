@@ -61,7 +61,7 @@ import triton.language as tl
 
 from ... import configs
 from ._common import check_same_device, dot_precision, launch_target
-from ..spec import prepare_conv, prepare_partial_sums, psum_tiles, symmetric
+from ..spec import ConvLaunch, prepare_conv, prepare_partial_sums, psum_tiles, symmetric
 from .capabilities import SUPPORTS
 
 
@@ -337,45 +337,34 @@ def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtyp
     return n, psum_tiles(n, hw, cfg["BLOCK_M"]), c_out
 
 
-class ConvLaunch:
-    """One conv call resolved once (``resolve_conv``): the kernel's grid, scalar arguments and
-    constexprs, the split-K reduction's, and the shapes of what each call allocates (output, ESE
-    partial sums, split-K workspace). Calling it launches with tensors of the shapes, strides,
-    dtype and device it was resolved for — nothing is checked or computed again (the backend
-    keys its resolved steps by the input's shape, strides, dtype and device, which fix them all)."""
-    __slots__ = ("config", "grid", "args", "constexprs", "reduce_grid", "reduce_args", "reduce_constexprs",
-                 "out_shape", "psum_shape", "workspace_shape")
+class TritonConvLaunch(ConvLaunch):
+    """One conv call resolved once (``resolve_conv``): the kernel's grid (None: no output pixels or
+    channels, nothing to launch), scalar arguments and constexprs, and the split-K reduction's."""
+    __slots__ = ("config", "grid", "args", "constexprs", "reduce_grid", "reduce_args", "reduce_constexprs")
 
-    def __call__(self, x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
-                 out: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
-                 psum: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        if out is None:
-            out = torch.empty(self.out_shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-        if psum is None and self.psum_shape is not None:
-            psum = torch.empty(self.psum_shape, device=x.device, dtype=torch.float32)
-        if self.grid is None:  # no output pixels or channels: nothing to launch
+    def launch(self, x, packed_weight, bias, out, residual, psum, workspace) -> None:
+        if self.grid is None:
             if psum is not None:
                 psum.zero_()
-            return out, psum
+            return
         res = out if residual is None else residual  # an unused pointer when off
         sums = out if psum is None else psum
-        ws = out if self.workspace_shape is None else torch.empty(self.workspace_shape, device=x.device,
-                                                                  dtype=torch.float32)
+        ws = out if workspace is None else workspace
         conv_bn_act_kernel[self.grid](x, packed_weight, bias, out, res, sums, ws, *self.args, **self.constexprs)
         if self.reduce_grid is not None:
             split_k_reduce_kernel[self.reduce_grid](ws, bias, out, res, sums, *self.reduce_args,
                                                     **self.reduce_constexprs)
-        return out, psum
 
 
 def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: int, relu: bool,
                  out: Optional[torch.Tensor], partial_sums: bool, allow_tf32: bool = False,
                  config: Optional[dict] = None, *, padding=None, affine: Optional[Tuple[float, float]] = None,
                  residual: Optional[torch.Tensor] = None, tf32x3: bool = False,
-                 psum: Optional[torch.Tensor] = None) -> Tuple[ConvLaunch, torch.Tensor]:
-    """Check the arguments and resolve the launch: (the ``ConvLaunch``, the destination — ``out``,
-    or a fresh channels_last tensor when None). Shared by ``conv_bn_act`` and ``aggregation_ese``
-    (``partial_sums``; ``psum``: a destination of ``partial_sums_shape`` to check, or None)."""
+                 psum: Optional[torch.Tensor] = None) -> Tuple[TritonConvLaunch, torch.Tensor]:
+    """Check the arguments and resolve the launch: (the ``TritonConvLaunch``, the destination —
+    ``out``, or a fresh channels_last tensor when None). Shared by ``conv_bn_act`` and
+    ``aggregation_ese`` (``partial_sums``; ``psum``: a destination of ``partial_sums_shape`` to
+    check, or None)."""
     what = "aggregation" if partial_sums else "conv"
     out = prepare_conv(SUPPORTS[what], x, packed_weight, bias, stride, out, padding, residual, what)
     kernel, _, c_in, c_out = packed_weight.shape
@@ -389,7 +378,7 @@ def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
     t = psum_tiles(n, ho * wo, cfg["BLOCK_M"])
     if partial_sums and psum is not None:
         prepare_partial_sums(psum, (n, t, c_out), x)  # a caller's destination: checked once here
-    launch = ConvLaunch()
+    launch = TritonConvLaunch()
     launch.config, launch.out_shape = cfg, tuple(out.shape)
     launch.psum_shape = (n, t, c_out) if partial_sums else None
     launch.grid = launch.reduce_grid = launch.workspace_shape = None

@@ -22,9 +22,9 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import Launch, check_same_device, launch_target, pixel_channel_tile
+from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile
 from ...plan import Stride, stride_label, stride_pair
-from ..spec import prepare_depthwise, symmetric
+from ..spec import Launch, prepare_depthwise, symmetric
 from .capabilities import SUPPORTS
 
 
@@ -79,10 +79,10 @@ def resolve_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.
                                         hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride_label(stride)}", sms=target.sms)
     a, shift = affine if affine is not None else (1.0, 0.0)
     grid = configs.tile_grid(n, ho * wo, c, cfg) if n * ho * wo > 0 and c > 0 else None
-    return Launch(depthwise_conv_kernel, grid,
-                  (n * ho * wo, h, w, c, wo, ho * wo, float(a), float(shift), *x.stride(), *out.stride()),
-                  dict(KS=kernel, STRIDE_H=stride_h, STRIDE_W=stride_w, PAD_T=pad[0], PAD_L=pad[2], RELU=relu,
-                       AFFINE=affine is not None, **cfg), out), out
+    return kernel_launch(depthwise_conv_kernel, grid,
+                         (n * ho * wo, h, w, c, wo, ho * wo, float(a), float(shift), *x.stride(), *out.stride()),
+                         dict(KS=kernel, STRIDE_H=stride_h, STRIDE_W=stride_w, PAD_T=pad[0], PAD_L=pad[2],
+                              RELU=relu, AFFINE=affine is not None, **cfg), out), out
 
 
 def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: Union[int, Stride] = 2,

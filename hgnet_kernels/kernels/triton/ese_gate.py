@@ -20,8 +20,8 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import Launch, check_same_device, launch_target
-from ..spec import prepare_ese_gate
+from ._common import check_same_device, kernel_launch, launch_target
+from ..spec import Launch, prepare_ese_gate
 
 
 # T follows the input size and only bounds a loop: not specialised, so a new size compiles nothing.
@@ -62,7 +62,7 @@ def resolve_ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     cfg = config or configs.gate_config(c, weight.dtype, target.arch, target.interpreter, batch=n,
                                         sms=target.sms)
     grid = configs.gate_grid(n, c, cfg) if n > 0 else None
-    return Launch(ese_gate_kernel, grid, (t, c, 1.0 / hw), dict(cfg), gate), gate
+    return kernel_launch(ese_gate_kernel, grid, (t, c, 1.0 / hw), dict(cfg), gate), gate
 
 
 def ese_gate(psum: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, hw: int, *,

@@ -17,8 +17,8 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import Launch, check_same_device, launch_target, pixel_channel_tile
-from ..spec import prepare_max_pool, symmetric
+from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile
+from ..spec import Launch, prepare_max_pool, symmetric
 from .capabilities import SUPPORTS
 
 
@@ -62,8 +62,8 @@ def resolve_max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, ker
     cfg = config or configs.tile_config("max_pool", c, x.dtype, target.arch, target.interpreter,
                                         hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=target.sms)
     grid = configs.tile_grid(n, ho * wo, c, cfg) if n * ho * wo > 0 and c > 0 else None
-    return Launch(max_pool_kernel, grid, (n * ho * wo, h, w, c, wo, ho * wo, *x.stride(), *out.stride()),
-                  dict(KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], ZERO_PAD=zero_pad, **cfg), out), out
+    return kernel_launch(max_pool_kernel, grid, (n * ho * wo, h, w, c, wo, ho * wo, *x.stride(), *out.stride()),
+                         dict(KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], ZERO_PAD=zero_pad, **cfg), out), out
 
 
 def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,

@@ -15,8 +15,8 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import Launch, check_same_device, launch_target, pixel_channel_tile
-from ..spec import prepare_scale_residual
+from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile
+from ..spec import Launch, prepare_scale_residual
 
 
 # Sizes only bound masks and index maths: not specialised, so a new input size compiles nothing
@@ -57,8 +57,9 @@ def resolve_scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Option
                                         hw=h * w, batch=n, sms=target.sms)
     ident = identity if identity is not None else y
     grid = configs.tile_grid(n, h * w, c, cfg) if n * h * w > 0 and c > 0 else None
-    return Launch(scale_residual_kernel, grid, (n * h * w, c, w, h * w, *y.stride(), *ident.stride(), *out.stride()),
-                  dict(RESIDUAL=identity is not None, **cfg), out), out
+    return kernel_launch(scale_residual_kernel, grid,
+                         (n * h * w, c, w, h * w, *y.stride(), *ident.stride(), *out.stride()),
+                         dict(RESIDUAL=identity is not None, **cfg), out), out
 
 
 def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
