@@ -7,7 +7,8 @@ from .fused import FusedPPHGNet
 from .models import CONFIGS, CONFIGS_V2, PPHGNet, PPHGNetV2, build_model
 from .builders import (pphgnet_base, pphgnet_small, pphgnet_tiny, pphgnetv2_b0, pphgnetv2_b1, pphgnetv2_b2,
                        pphgnetv2_b3, pphgnetv2_b4, pphgnetv2_b5, pphgnetv2_b6)
-from .weights import CheckpointError, load_model, load_weights
+from .checkpoints import CheckpointError
+from .weights import load_model, load_weights
 from .backends import BackendUnavailable
 from .accelerate import accelerate  # the function shadows its module's name, as intended
 

@@ -10,7 +10,7 @@ def main(argv=None) -> int:
     from . import __version__, aot, bench, plan_report, tune, verify, warmup
     from .backends import BackendUnavailable
     from .cli import Parser, UserError
-    from .weights import CheckpointError
+    from .checkpoints import CheckpointError
 
     parser = Parser(prog="python -m hgnet_kernels", description="PP-HGNet fused inference: check and measure")
     parser.add_argument("--version", action="version", version=f"hgnet_kernels {__version__}")

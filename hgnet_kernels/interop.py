@@ -29,8 +29,9 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .checkpoints import (CheckpointError, backbone_shapes, checkpoint_origin, read_checkpoint_file,
+                          to_hgnet_kernels_keys)
 from .models.pphgnet import TEXT_REC_STRIDES
-from .weights import CheckpointError, backbone_shapes
 
 HF = "Hugging Face transformers"
 ULTRALYTICS = "ultralytics"
@@ -178,7 +179,8 @@ def _check_ultralytics_layer(name: str, kind: str, layer: nn.Module) -> None:
 
 def translate(state: Mapping[str, object]) -> Optional[Translated]:
     """A transformers, ultralytics or timm ``features_only`` state dict (a module's, with its eps
-    entries, or a file's) in our names; None for the formats ``weights`` reads itself."""
+    entries, or a file's) in our names; None for Paddle, timm and our own names
+    (``checkpoints.to_hgnet_kernels_keys`` maps them)."""
     hf = sorted(k[: -len(_HF_STEM)] for k in state if k.endswith(_HF_STEM))
     if hf:
         return _from_hf(state, min(hf, key=len))
@@ -267,7 +269,6 @@ def _unfuse(out: Dict[str, object]) -> None:
 
 
 def _from_timm_features(state: Mapping[str, object]) -> Translated:
-    from .weights import checkpoint_origin, to_hgnet_kernels_keys
     renamed = {_TIMM_FEATURES.sub(r"stages.\1.", k): v for k, v in state.items()}
     origin = checkpoint_origin(renamed)
     return Translated("timm features_only", to_hgnet_kernels_keys(renamed, 0.0), origin.stem_pool_padding)
@@ -369,7 +370,6 @@ def is_hf_folder(path: str) -> bool:
 def read_hf_folder(path: str) -> Dict[str, torch.Tensor]:
     """A ``save_pretrained`` folder's tensors (every shard of a sharded one), after checking its
     config.json against them; raw transformers names (``translate`` maps them)."""
-    from .weights import read_checkpoint
     source = repr(path)
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
@@ -390,14 +390,14 @@ def read_hf_folder(path: str) -> Dict[str, torch.Tensor]:
                                   f"{', '.join(missing)} (copy or download the whole folder; nothing loaded)")
         state: Dict[str, torch.Tensor] = {}
         for shard in shards:
-            state.update(read_checkpoint(os.path.join(path, shard)))
+            state.update(read_checkpoint_file(os.path.join(path, shard)))
         absent = sorted(set(weight_map) - set(state))
         if absent:
             raise CheckpointError(f"{source}: {len(absent)} tensors {_INDEX} lists are in none of the shards: "
                                   f"{', '.join(absent[:5])} (a damaged or mixed folder; nothing loaded)")
     else:
         weights = next(os.path.join(path, n) for n in _WEIGHT_FILES if os.path.isfile(os.path.join(path, n)))
-        state = read_checkpoint(weights)
+        state = read_checkpoint_file(weights)
     translated = translate(state) if any(k.endswith(_HF_STEM) for k in state) else None
     if translated is None:
         raise CheckpointError(f"{source}: a {HF} folder ({config.get('model_type')!r}) whose weights hold no "

@@ -23,7 +23,7 @@ from ultralytics.nn.tasks import RTDETRDetectionModel
 
 import hgnet_kernels as hk
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
-from hgnet_kernels.weights import CheckpointError
+from hgnet_kernels.checkpoints import CheckpointError
 
 from helpers import randomize
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hgnet_kernels as hk
-from hgnet_kernels.weights import to_hgnet_kernels_keys
+from hgnet_kernels.checkpoints import to_hgnet_kernels_keys
 
 from helpers import randomize, rel_err
 

@@ -14,7 +14,8 @@ from hgnet_kernels.backends import BackendUnavailable
 from hgnet_kernels.models import (CONFIGS_V2, PPHGNet, PPHGNetConfig, PPHGNetV2, PPHGNetV2Config, StageConfig,
                                   StageV2Config)
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error
-from hgnet_kernels.weights import CheckpointError, infer_model_name, load_model, load_weights, to_hgnet_kernels_keys
+from hgnet_kernels.checkpoints import CheckpointError, to_hgnet_kernels_keys
+from hgnet_kernels.weights import infer_model_name, load_model, load_weights
 
 from helpers import randomize
 

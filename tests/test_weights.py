@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import hgnet_kernels as hk
-from hgnet_kernels.weights import CheckpointError, read_checkpoint
+from hgnet_kernels.checkpoints import CheckpointError
+from hgnet_kernels.weights import read_checkpoint
 
 from helpers import randomize, rel_err
 
