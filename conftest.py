@@ -1,5 +1,13 @@
 import os
 
+# Each pytest-xdist worker gets its share of the cores for the thread pools of torch (oneDNN) and
+# OpenBLAS (the Triton interpreter's dots): with two workers of two threads each on two cores the
+# threads spin-wait on each other, and a narrow PP-HGNet forward on the torch backend took 1.2 s
+# instead of 50 ms on a loaded box. Set before torch or numpy is imported; an explicit setting wins.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_pool, str(max(1, len(os.sched_getaffinity(0)) // _workers)))
+
 # Without a GPU, Triton kernels run through Triton's interpreter (chosen before any @triton.jit
 # function is defined) and CUDA kernels through the CPU emulator. HGNET_TEST_GPU=1 (set by
 # bench/gpu_check.sh) runs both for real.
