@@ -9,8 +9,10 @@ import pytest
 import torch
 
 import hgnet_kernels
-from hgnet_kernels import bench
+from hgnet_kernels import bench, verify
 from hgnet_kernels.__main__ import main
+
+from helpers import NARROW
 
 
 def test_verify_passes_on_random_weights(capsys):
@@ -59,7 +61,20 @@ def _table_row(out, method):
     return next(line for line in out.splitlines() if method in line)
 
 
-def test_verify_triton_backend_on_the_interpreter(capsys):
+@pytest.fixture
+def narrow_tiny(monkeypatch):
+    """``--model tiny`` builds the narrow PP-HGNet (tiny's every form at a tenth of its widths): what
+    the stand-in tests check is the command's glue (the stand-in chosen and named, no timings), and
+    a full-width tiny through the interpreter costs minutes of CPU for nothing the per-op tests and
+    the gpu-marked tests do not cover."""
+    def build(name, **kwargs):
+        return hgnet_kernels.PPHGNet(NARROW).eval() if name == "tiny" else real(name, **kwargs)
+    real = verify.build_model
+    monkeypatch.setattr(verify, "build_model", build)
+    monkeypatch.setattr(bench, "build_model", build)
+
+
+def test_verify_triton_backend_on_the_interpreter(narrow_tiny, capsys):
     assert main(["verify", "--backend", "triton", "--size", "32", "--batch", "2"]) == 0
     out = capsys.readouterr()
     assert "FusedPPHGNet[triton]" in out.out and "TRITON_INTERPRET=1" in out.err
@@ -68,7 +83,7 @@ def test_verify_triton_backend_on_the_interpreter(capsys):
     assert "no timings" in out.out
 
 
-def test_verify_cuda_backend_on_the_emulator(capsys):
+def test_verify_cuda_backend_on_the_emulator(narrow_tiny, capsys):
     assert main(["verify", "--backend", "cuda", "--size", "32"]) == 0
     assert "FusedPPHGNet[cuda]" in capsys.readouterr().out
 
@@ -174,7 +189,8 @@ def test_bench_reports_a_backend_that_cannot_run(tmp_path, monkeypatch, capsys):
     assert len([line for line in out.splitlines() if line.startswith("not run here: fused_triton: ")]) == 1
 
 
-def test_bench_runs_named_stand_in_backends_on_the_cpu_without_timing_them(tmp_path, monkeypatch, capsys):
+def test_bench_runs_named_stand_in_backends_on_the_cpu_without_timing_them(narrow_tiny, tmp_path, monkeypatch,
+                                                                           capsys):
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # bench sets it, as verify does (restored after the test)
     assert _bench(tmp_path, "--backends", "torch", "triton") == 0
     assert os.environ["TRITON_INTERPRET"] == "1"
