@@ -263,7 +263,8 @@ class FusedPPHGNet(nn.Module):
                 or ``"both"`` — each is its own graph.
             progress: called after each shape with (done, total, entry).
 
-        Returns one entry per run: ``{"batch", "size", "outputs", "seconds"}``. Kernels compiled here
+        Returns one entry per run, in the order they ran (largest inputs first): ``{"batch", "size",
+        "outputs", "seconds"}``. Kernels compiled here
         land in Triton's cache (``TRITON_CACHE_DIR``, default ``~/.triton/cache``): bake it into a
         container image and a fresh process compiles nothing either. Raises ``ValueError`` before any
         work if CUDA graphs are on and the shapes need more than ``max_graphs`` of them.
@@ -279,12 +280,15 @@ class FusedPPHGNet(nn.Module):
             shapes.extend((batch, h, w) for batch in batches)
         if any(batch < 1 for batch, _, _ in shapes):
             raise ValueError(f"warmup batches must be at least 1, got {sorted({b for b, _, _ in shapes})}")
-        runs = [(shape, features) for shape in dict.fromkeys(shapes) for features in kinds[outputs]]
+        # Largest inputs first: the graphs share one memory pool, and a smaller shape's capture fits
+        # in the blocks a larger one freed, whereas a larger one after it would need new ones.
+        runs = sorted(((shape, features) for shape in dict.fromkeys(shapes) for features in kinds[outputs]),
+                      key=lambda run: -run[0][0] * run[0][1] * run[0][2])
         backend = self._backend
         if backend.cuda_graph and len(runs) > backend.max_graphs:
             raise ValueError(f"warming {len(runs)} shapes × outputs needs {len(runs)} CUDA graphs, but max_graphs is "
-                             f"{backend.max_graphs}: build FusedPPHGNet(..., max_graphs={len(runs)}) (each graph "
-                             "holds its own intermediates) or warm fewer shapes")
+                             f"{backend.max_graphs}: build FusedPPHGNet(..., max_graphs={len(runs)}) or warm fewer "
+                             "shapes")
         done = []
         for index, ((batch, h, w), features) in enumerate(runs, 1):
             x = torch.zeros(batch, self.in_channels, h, w, device=self.device, dtype=self.dtype)
