@@ -189,6 +189,11 @@ def recording(arch: int, sms: int, launches: Dict[Tuple[str, str], Launch], curr
             constants = {names[path[0]]: value for path, value in compile["constants"].items()}
             attrs = [(path[0], value) for path, value in compile["configs"][0].items() if value]
             options = {k: compile[k] for k in ("num_warps", "num_ctas", "num_stages", "enable_fp_fusion")}
+            # A launch's register ceiling (``maxnreg``) is compiled in too; the hook's arguments
+            # leave it out, its serialized options (Triton 3.6 – 3.8) keep it.
+            maxnreg = json.loads(compile["specialization_data"])["options"].get("maxnreg")
+            if maxnreg is not None:
+                options["maxnreg"] = maxnreg
             entry = launches[(kernel, str(key))] = Launch(kernel, dict(compile["signature"]), constants, attrs,
                                                           options, str(key))
         fn.jit_function.device_caches[0][0][key] = _RecordedKernel(entry, current)

@@ -292,9 +292,10 @@ def tile_config(op: str, channels: int, dtype: torch.dtype, arch: Optional[str],
     # 32 pixels × 64 channels keep 4 warps busy with one element per thread per tap. Late stages at
     # batch 1 (49 pixels) would launch a few programs: halve the pixels, down to 8, until the
     # grid covers the SMs. A depthwise conv unrolls its k² taps, each tap's loads in flight at
-    # once: 16 pixels for 3×3 and 8 for 5×5 (4 in fp32, 148 registers at 8) keep it under 128
-    # registers on sm_90, so 4+ programs share an SM to hide the memory latency this memory-bound
-    # kernel lives on (32 pixels: 136 and 254 registers, the latter spilling).
+    # once: 16 pixels for 3×3 and 8 for 5×5 (4 in fp32) fit its ceiling of 128 registers
+    # (DEPTHWISE_MAX_REGISTERS) without spilling, so 4+ programs share an SM to hide the memory
+    # latency this memory-bound kernel lives on (sm_90, Triton 3.8, uncapped: 5×5 at 16 pixels
+    # wants 164 registers, fp32 5×5 at 8 pixels 131).
     block_p, sms = 32, sms or arch_sms(arch)
     if op == "depthwise_conv":
         block_p = (4 if dtype == torch.float32 else 8) if geometry.startswith("k5") else 16
@@ -302,6 +303,14 @@ def tile_config(op: str, channels: int, dtype: torch.dtype, arch: Optional[str],
     while block_p > 8 and cdiv(rows, block_p) * cdiv(channels, 64) < sms:
         block_p //= 2
     return dict(BLOCK_P=block_p, BLOCK_C=64, num_warps=4)
+
+
+# The depthwise conv's register ceiling (Triton's ``maxnreg``, PTX ``.maxnreg``), 128 × 4 warps: 4
+# programs an SM on sm_80 / sm_90. Left to itself, ptxas (Triton 3.6 and 3.8 alike) spills a
+# register or two to local memory where that wins one more program an SM, on a different depthwise
+# form in each version; given the ceiling it schedules the unrolled taps' loads within it instead
+# (spill-free on both, every form and dtype of the plan: bench/results/depthwise-2026-11-30.md).
+DEPTHWISE_MAX_REGISTERS = 128
 
 
 def tile_grid(n: int, hw: int, channels: int, cfg: Dict[str, int]) -> Tuple[int, int]:

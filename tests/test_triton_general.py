@@ -2,10 +2,13 @@
 and any padding, max pools 2×2 / 3×3 with ignored or zero padding, scale + residual — with pixel
 tiles spanning images, channel slices in and out (NaN-poisoned around them), against float64
 (what the family claims to run: tests/test_capabilities.py)."""
+import importlib
+
 import pytest
 import torch
 
 from hgnet_kernels.kernels import triton as fam
+from hgnet_kernels.kernels.triton._common import tile_offsets_int64
 from hgnet_kernels.kernels.spec import (depthwise_conv_reference, max_pool_reference, pack_depthwise_weight,
                                         scale_residual_reference, symmetric)
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
@@ -81,3 +84,58 @@ def test_scale_residual_gate_per_image_across_tiles(residual):
     assert untouched_outside(out_buf, 0, c)
     exact = scale_residual_reference(y.double(), gate.double(), identity.double() if residual else None)
     assert relative_error(out, exact) <= FP32_REL_TOL
+
+
+TILE_MODULES = {name: importlib.import_module(f"hgnet_kernels.kernels.triton.{name}")
+                for name in ("depthwise_conv", "max_pool", "scale_residual")}
+
+
+def test_int64_indices_are_chosen_from_the_tensors():
+    """int32 index maths unless a tensor's offsets or the last tile's pixel indices pass 2^31."""
+    assert not tile_offsets_int64(2 ** 31, 8, True)   # the last tile's last index is 2^31 − 1
+    assert tile_offsets_int64(2 ** 31 + 1, 8, True)   # the last tile runs to 2^31 + 7
+    assert tile_offsets_int64(100, 8, False)
+    # A view's extent, not its storage, decides (meta tensors: resolved, never launched).
+    packed = pack_depthwise_weight(torch.randn(16, 1, 5, 5)).to("meta")
+    bias = torch.zeros(16, device="meta")
+    small = torch.empty(2, 16, 9, 9, device="meta").contiguous(memory_format=torch.channels_last)
+    huge = torch.empty_strided((2, 16, 9, 9), (2 ** 30, 1, 16 * 9, 16), device="meta")
+    for x, wide in ((small, False), (huge, True)):
+        assert fam.resolve_depthwise(x, packed, bias, 1)[0].kwargs["INT64"] == wide
+        assert fam.resolve_max_pool(x)[0].kwargs["INT64"] == wide
+        assert fam.resolve_scale_residual(x, torch.ones(2, 16, device="meta"))[0].kwargs["INT64"] == wide
+
+
+def test_int64_indices_give_the_same_bits(monkeypatch):
+    """The int64-index variant (tensors past 2^31 elements), forced on small tensors, computes the
+    same bits as the int32 one: tiles straddling images, 5×5 taps past every border, slices."""
+    n, c, h, w = 3, 20, 7, 9
+    g = torch.Generator().manual_seed(64)
+    x = torch.randn(n, c + 8, h, w, generator=g).to(DEVICE).contiguous(memory_format=torch.channels_last)[:, 3:3 + c]
+    packed = pack_depthwise_weight(torch.randn(c, 1, 5, 5, generator=g).to(DEVICE))
+    bias = torch.randn(c, generator=g).to(DEVICE)
+    gate = torch.rand(n, c, generator=g).to(DEVICE)
+    identity = torch.randn(n, c, h, w, generator=g).to(DEVICE).contiguous(memory_format=torch.channels_last)
+    runs = {
+        "depthwise_conv": lambda: fam.resolve_depthwise(x, packed, bias, 1, relu=True, padding=(4, 0, 1, 3),
+                                                        config=SMALL_TILES),
+        "max_pool": lambda: fam.resolve_max_pool(x, kernel=3, stride=2, config=SMALL_TILES),
+        "scale_residual": lambda: fam.resolve_scale_residual(x, gate, identity, config=SMALL_TILES),
+    }
+    operands = {"depthwise_conv": (x, packed, bias), "max_pool": (x,), "scale_residual": (x, gate, identity)}
+    results = {}
+    for force_int64 in (False, True):
+        if force_int64:
+            for module in TILE_MODULES.values():
+                monkeypatch.setattr(module, "fits_int32", lambda t: False)
+        for name, resolve in runs.items():
+            launch, out = resolve()
+            assert launch.kwargs["INT64"] == force_int64
+            out.fill_(float("nan"))
+            launch(*operands[name], out)
+            assert not torch.isnan(out).any()
+            results.setdefault(name, []).append(out)
+    for narrow, wide in results.values():
+        assert torch.equal(narrow, wide)
+    exact = depthwise_conv_reference(x.double(), packed.double(), bias.double(), 1, True, None, (4, 0, 1, 3))
+    assert relative_error(results["depthwise_conv"][1], exact) <= FP32_REL_TOL

@@ -198,12 +198,19 @@ def test_int32_offsets_and_pixel_alignment_are_chosen_from_the_tensors():
 
 
 def test_depthwise_tiles_fit_in_128_registers():
-    """Unrolled taps keep every tap's loads in flight: the depthwise tile shrinks with the window
-    (sm_90 compiles: 16-bit 3×3 at 16 pixels 80 registers, 5×5 at 8 pixels 96, fp32 5×5 at 4 pixels;
-    32 pixels spilled on 5×5)."""
+    """Unrolled taps keep every tap's loads in flight: the depthwise tile shrinks with the window,
+    so that it compiles within the ceiling of 128 registers without spilling (4 programs an SM;
+    sm_90, Triton 3.8, uncapped: 16-bit 3×3 at 16 pixels 72 registers, 5×5 at 8 pixels 96, at 16
+    pixels 164; fp32 5×5 at 8 pixels 131)."""
     k3 = configs.tile_config("depthwise_conv", 448, torch.float16, "sm90", hw=3136, batch=256, geometry="k3s1")
     k5 = configs.tile_config("depthwise_conv", 448, torch.float16, "sm90", hw=3136, batch=256, geometry="k5s1")
     assert (k3["BLOCK_P"], k5["BLOCK_P"]) == (16, 8) and k3["num_warps"] == k5["num_warps"] == 4
     assert configs.tile_config("depthwise_conv", 448, torch.float32, "sm90", hw=3136, batch=256,
                                geometry="k5s1")["BLOCK_P"] == 4
     assert configs.tile_config("max_pool", 448, torch.float16, "sm90", hw=3136, batch=256)["BLOCK_P"] == 32
+    # The launcher passes the ceiling (Triton's maxnreg) with every depthwise launch.
+    assert configs.DEPTHWISE_MAX_REGISTERS * k5["num_warps"] * 32 * 4 <= 65536
+    x = torch.empty(2, 448, 56, 56, device="meta").contiguous(memory_format=torch.channels_last)
+    packed, bias = fam.pack_depthwise_weight(torch.randn(448, 1, 5, 5)).to("meta"), torch.zeros(448, device="meta")
+    launch = fam.resolve_depthwise(x, packed, bias, 1, relu=True)[0]
+    assert launch.kwargs["maxnreg"] == configs.DEPTHWISE_MAX_REGISTERS

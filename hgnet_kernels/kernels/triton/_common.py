@@ -104,6 +104,13 @@ def kernel_launch(kernel, grid, args: tuple, constexprs: dict, out: torch.Tensor
     return Launch(None if grid is None else kernel[grid], args, constexprs, out)
 
 
+def tile_offsets_int64(pixels: int, block_p: int, tensors_fit: bool) -> bool:
+    """``INT64`` of a ``pixel_channel_tile`` kernel: int64 indices unless every tensor's offsets fit
+    int32 (``tensors_fit``) and so does every pixel index of the last tile (``pixels`` rounded up to
+    whole ``block_p`` tiles)."""
+    return not tensors_fit or configs.cdiv(pixels, block_p) * block_p > 2 ** 31
+
+
 import triton  # noqa: E402  (after the pure-Python helpers, which tests use without Triton)
 import triton.language as tl  # noqa: E402
 
@@ -159,13 +166,22 @@ if interpreting():
 
 
 @triton.jit
-def pixel_channel_tile(M, HW, Wo, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def pixel_channel_tile(M, HW, Wo, C, INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """This program's tile of an (N, C, Ho, Wo) output, grid (pixel tiles over the M = N·Ho·Wo
-    pixels of all images, C tiles): per pixel its image (int64), row and column (int32), the
-    BLOCK_C channels (int64), and masks. Tiles span images, so small maps fill whole tiles."""
-    offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pixels of all images, C tiles): per pixel its image, row and column, the BLOCK_C channels, and
+    masks. Tiles span images, so small maps fill whole tiles.
+
+    Indices come in the kernel's offset type: int32 unless ``INT64`` (chosen per launch: a tensor
+    may pass 2^31 elements, or the last tile's pixel indices would). Not only for the narrower
+    maths: the int64 image division is a ptxas subroutine call, whose live registers Triton 3.6
+    keeps on the stack (local memory) in the unrolled 5×5 depthwise conv."""
+    pid_p = tl.program_id(0)
+    if INT64:
+        pid_p = pid_p.to(tl.int64)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     n = offs_p // HW
     p = (offs_p - n * HW).to(tl.int32)
     oh = p // Wo
-    return n, oh, p - oh * Wo, offs_c.to(tl.int64), offs_p < M, offs_c < C
+    ow = p - oh * Wo
+    return n, oh.to(n.dtype), ow.to(n.dtype), offs_c.to(n.dtype), offs_p < M, offs_c < C

@@ -22,7 +22,8 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile
+from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile, tile_offsets_int64
+from .conv_bn_act import fits_int32
 from ...plan import Stride, stride_label, stride_pair
 from ..spec import Launch, prepare_depthwise, symmetric
 from .capabilities import SUPPORTS
@@ -37,28 +38,34 @@ def depthwise_conv_kernel(
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
     KS: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
-    RELU: tl.constexpr, AFFINE: tl.constexpr,
+    RELU: tl.constexpr, AFFINE: tl.constexpr, INT64: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(M, HW, Wo, C, BLOCK_P, BLOCK_C)
-    x_img = n64 * sxn
+    n, oh, ow, c, p_ok, c_ok = pixel_channel_tile(M, HW, Wo, C, INT64, BLOCK_P, BLOCK_C)
+    # Per pixel: the window's top-left input offset, row and column, and the output offset; a tap
+    # only adds a constant to the offset and compares the row and column with constants (no
+    # per-tap multiplies). Strides in the offset type: k·stride may pass 2^31 where offsets are int64.
+    ih0 = oh * STRIDE_H - PAD_T
+    iw0 = ow * STRIDE_W - PAD_L
+    row_step, col_step = tl.cast(sxh, n.dtype), tl.cast(sxw, n.dtype)
+    x_win = n * sxn + ih0 * row_step + iw0 * col_step
+    y_pix = n * syn + oh * syh + ow * syw
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for kh in tl.static_range(KS):
-        ih = oh * STRIDE_H - PAD_T + kh
+        row_ok = p_ok & (ih0 >= -kh) & (ih0 < H - kh)  # 0 ≤ ih0 + kh < H, with the constant moved over
         for kw in tl.static_range(KS):
-            iw = ow * STRIDE_W - PAD_L + kw
-            ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x = tl.load(x_ptr + (x_img + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None] + c64[None, :] * sxc,
+            ok = row_ok & (iw0 >= -kw) & (iw0 < W - kw)
+            x = tl.load(x_ptr + (x_win + (kh * row_step + kw * col_step))[:, None] + c[None, :] * sxc,
                         mask=ok[:, None] & c_ok[None, :], other=0.0)
-            wt = tl.load(w_ptr + (kh * KS + kw) * C + c64, mask=c_ok, other=0.0)
+            wt = tl.load(w_ptr + (kh * KS + kw) * C + c, mask=c_ok, other=0.0)
             acc += x.to(tl.float32) * wt.to(tl.float32)[None, :]
-    acc += tl.load(b_ptr + c64, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    acc += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:
         acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)  # NaN stays NaN, as in torch.relu
     if AFFINE:
         acc = acc * aff_a + aff_c
-    y_off = (n64 * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
-    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
+    tl.store(y_ptr + (y_pix[:, None] + c[None, :] * syc), acc.to(y_ptr.dtype.element_ty),
+             mask=p_ok[:, None] & c_ok[None, :])
 
 
 def resolve_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor,
@@ -79,10 +86,12 @@ def resolve_depthwise(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.
                                         hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride_label(stride)}", sms=target.sms)
     a, shift = affine if affine is not None else (1.0, 0.0)
     grid = configs.tile_grid(n, ho * wo, c, cfg) if n * ho * wo > 0 and c > 0 else None
+    int64 = tile_offsets_int64(n * ho * wo, cfg["BLOCK_P"], all(map(fits_int32, (x, packed_weight, out))))
     return kernel_launch(depthwise_conv_kernel, grid,
                          (n * ho * wo, h, w, c, wo, ho * wo, float(a), float(shift), *x.stride(), *out.stride()),
                          dict(KS=kernel, STRIDE_H=stride_h, STRIDE_W=stride_w, PAD_T=pad[0], PAD_L=pad[2],
-                              RELU=relu, AFFINE=affine is not None, **cfg), out), out
+                              RELU=relu, AFFINE=affine is not None, INT64=int64,
+                              maxnreg=configs.DEPTHWISE_MAX_REGISTERS, **cfg), out), out
 
 
 def depthwise_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, stride: Union[int, Stride] = 2,

@@ -17,7 +17,8 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile
+from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile, tile_offsets_int64
+from .conv_bn_act import fits_int32
 from ..spec import Launch, prepare_max_pool, symmetric
 from .capabilities import SUPPORTS
 
@@ -29,22 +30,22 @@ def max_pool_kernel(
     x_ptr, y_ptr, M, H, W, C, Wo, HW,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     KS: tl.constexpr, STRIDE: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr, ZERO_PAD: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    n64, oh, ow, c64, p_ok, c_ok = pixel_channel_tile(M, HW, Wo, C, BLOCK_P, BLOCK_C)
-    x_img = n64 * sxn
+    n, oh, ow, c, p_ok, c_ok = pixel_channel_tile(M, HW, Wo, C, INT64, BLOCK_P, BLOCK_C)
+    x_img = n * sxn
     best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
     for kh in tl.static_range(KS):
         ih = oh * STRIDE - PAD_T + kh
         for kw in tl.static_range(KS):
             iw = ow * STRIDE - PAD_L + kw
             ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            x = tl.load(x_ptr + (x_img + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[:, None] + c64[None, :] * sxc,
+            x = tl.load(x_ptr + (x_img + ih * sxh + iw * sxw)[:, None] + c[None, :] * sxc,
                         mask=ok[:, None] & c_ok[None, :], other=0.0 if ZERO_PAD else float("-inf"))
             x = x.to(tl.float32)
             # NaN wins and then stays: NaN > v and v > NaN are both false.
             best = tl.where((x > best) | (x != x), x, best)
-    y_off = (n64 * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[:, None] + c64[None, :] * syc
+    y_off = (n * syn + oh * syh + ow * syw)[:, None] + c[None, :] * syc
     tl.store(y_ptr + y_off, best.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & c_ok[None, :])
 
 
@@ -62,8 +63,10 @@ def resolve_max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, ker
     cfg = config or configs.tile_config("max_pool", c, x.dtype, target.arch, target.interpreter,
                                         hw=ho * wo, batch=n, geometry=f"k{kernel}s{stride}", sms=target.sms)
     grid = configs.tile_grid(n, ho * wo, c, cfg) if n * ho * wo > 0 and c > 0 else None
+    int64 = tile_offsets_int64(n * ho * wo, cfg["BLOCK_P"], all(map(fits_int32, (x, out))))
     return kernel_launch(max_pool_kernel, grid, (n * ho * wo, h, w, c, wo, ho * wo, *x.stride(), *out.stride()),
-                         dict(KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], ZERO_PAD=zero_pad, **cfg), out), out
+                         dict(KS=kernel, STRIDE=stride, PAD_T=pad[0], PAD_L=pad[2], ZERO_PAD=zero_pad, INT64=int64,
+                              **cfg), out), out
 
 
 def max_pool(x: torch.Tensor, out: Optional[torch.Tensor] = None, *, kernel: int = 3, stride: int = 2,

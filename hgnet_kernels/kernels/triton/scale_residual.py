@@ -15,7 +15,8 @@ import triton
 import triton.language as tl
 
 from ... import configs
-from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile
+from ._common import check_same_device, kernel_launch, launch_target, pixel_channel_tile, tile_offsets_int64
+from .conv_bn_act import fits_int32
 from ..spec import Launch, prepare_scale_residual
 
 
@@ -28,19 +29,18 @@ def scale_residual_kernel(
     syn, syc, syh, syw,
     sin, sic, sih, siw,
     son, soc, soh, sow,
-    RESIDUAL: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    RESIDUAL: tl.constexpr, INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    n64, h, w, c64, p_ok, c_ok = pixel_channel_tile(M, HW, W, C, BLOCK_P, BLOCK_C)
-    h64, w64 = h.to(tl.int64), w.to(tl.int64)
+    n, h, w, c, p_ok, c_ok = pixel_channel_tile(M, HW, W, C, INT64, BLOCK_P, BLOCK_C)
     mask = p_ok[:, None] & c_ok[None, :]
-    y = tl.load(y_ptr + (n64 * syn + h64 * syh + w64 * syw)[:, None] + c64[None, :] * syc, mask=mask, other=0.0)
-    g = tl.load(gate_ptr + n64[:, None] * C + c64[None, :], mask=mask, other=0.0)  # a tile may span images
+    y = tl.load(y_ptr + (n * syn + h * syh + w * syw)[:, None] + c[None, :] * syc, mask=mask, other=0.0)
+    g = tl.load(gate_ptr + n[:, None] * C + c[None, :], mask=mask, other=0.0)  # a tile may span images
     out = y.to(tl.float32) * g
     if RESIDUAL:
-        ident = tl.load(id_ptr + (n64 * sin + h64 * sih + w64 * siw)[:, None] + c64[None, :] * sic,
+        ident = tl.load(id_ptr + (n * sin + h * sih + w * siw)[:, None] + c[None, :] * sic,
                         mask=mask, other=0.0)
         out += ident.to(tl.float32)
-    tl.store(out_ptr + (n64 * son + h64 * soh + w64 * sow)[:, None] + c64[None, :] * soc,
+    tl.store(out_ptr + (n * son + h * soh + w * sow)[:, None] + c[None, :] * soc,
              out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -57,9 +57,10 @@ def resolve_scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Option
                                         hw=h * w, batch=n, sms=target.sms)
     ident = identity if identity is not None else y
     grid = configs.tile_grid(n, h * w, c, cfg) if n * h * w > 0 and c > 0 else None
+    int64 = tile_offsets_int64(n * h * w, cfg["BLOCK_P"], all(map(fits_int32, (y, gate, ident, out))))
     return kernel_launch(scale_residual_kernel, grid,
                          (n * h * w, c, w, h * w, *y.stride(), *ident.stride(), *out.stride()),
-                         dict(RESIDUAL=identity is not None, **cfg), out), out
+                         dict(RESIDUAL=identity is not None, INT64=int64, **cfg), out), out
 
 
 def scale_residual(y: torch.Tensor, gate: torch.Tensor, identity: Optional[torch.Tensor] = None,
