@@ -43,8 +43,8 @@ def depthwise_conv_kernel(
 ):
     n, oh, ow, c, p_ok, c_ok = pixel_channel_tile(M, HW, Wo, C, INT64, BLOCK_P, BLOCK_C)
     # Per pixel: the window's top-left input offset, row and column, and the output offset; a tap
-    # only adds a constant to the offset and compares the row and column with constants (no
-    # per-tap multiplies). Strides in the offset type: k·stride may pass 2^31 where offsets are int64.
+    # only adds one scalar to the offset and compares the row and column with scalars (no per-pixel
+    # multiply per tap). Strides in the offset type: k·stride may pass 2^31 where offsets are int64.
     ih0 = oh * STRIDE_H - PAD_T
     iw0 = ow * STRIDE_W - PAD_L
     row_step, col_step = tl.cast(sxh, n.dtype), tl.cast(sxw, n.dtype)
