@@ -57,8 +57,11 @@ def gpu_triton(tmp_path_factory):
 # A bounded matrix: the v1 and v2 layer forms (3×3 and 5×5 depthwise, LightConv, LAB, SAME pools,
 # the excitation convs) in fp16 (the speed dtype) and fp32 (the exact one), at batch 1 (split-K,
 # small tiles) and 256 (large tiles). The full matrix is bench/aot_report.sh.
-GATE = ["--models", "tiny", "b0", "--dtypes", "float16", "float32", "--batches", "1", "256", "--target", "90,80",
+# sm_90 and sm_80 with the installed Triton; Triton 3.6.0 is here for the lent H100/H200 machines
+# that run it, so it compiles for sm_90 only (a quarter of the gate's cold-cache CPU time saved).
+GATE = ["--models", "tiny", "b0", "--dtypes", "float16", "float32", "--batches", "1", "256",
         "--jobs", str(min(os.cpu_count() or 1, 4))]
+GATE_TARGETS = {"installed": [90, 80], GPU_TRITON: [90]}
 
 
 # Launches with a known, open problem under Triton 3.6.0 only: none now. The test fails if any
@@ -73,7 +76,9 @@ KNOWN_ON_GPU_TRITON = set()
 def test_every_launch_compiles_for_sm90_and_sm80_without_spills_and_with_wgmma(which, tmp_path, request):
     triton_path = request.getfixturevalue("gpu_triton") if which == GPU_TRITON else None
     report = tmp_path / "aot.json"
-    done = subprocess.run([sys.executable, "-m", "hgnet_kernels", "aot", "--check", *GATE, "--json", str(report)],
+    targets = GATE_TARGETS[which]
+    done = subprocess.run([sys.executable, "-m", "hgnet_kernels", "aot", "--check", *GATE, "--json", str(report),
+                           "--target", ",".join(map(str, targets))],
                           env=_env(triton_path), capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert report.exists(), done.stdout[-6000:] + done.stderr[-3000:]
     data = json.loads(report.read_text())
@@ -86,11 +91,11 @@ def test_every_launch_compiles_for_sm90_and_sm80_without_spills_and_with_wgmma(w
     assert done.returncode == (1 if known else 0), done.stderr[-3000:]
     if which == GPU_TRITON:
         assert data["triton"] == GPU_TRITON
-    assert {k["target"] for k in kernels} == {90, 80}
+    assert {k["target"] for k in kernels} == set(targets)
     assert all(k["result"]["ok"] for k in kernels)
-    # The report read real code: the convs compiled to tensor-core instructions on both targets.
+    # The report read real code: the convs compiled to tensor-core instructions on each target.
     assert any(k["result"]["hgmma"] for k in kernels if k["target"] == 90)
-    assert any(k["result"]["hmma"] for k in kernels if k["target"] == 80)
+    assert 80 not in targets or any(k["result"]["hmma"] for k in kernels if k["target"] == 80)
 
 
 # ---- what is recorded is what the launchers issue ---------------------------------------------
