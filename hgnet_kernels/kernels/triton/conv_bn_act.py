@@ -75,31 +75,35 @@ def _row_coordinates(offs_m, HW, Wo):
 
 
 @triton.jit
-def conv_epilogue(acc, pid_m, row0, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
-                  b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
+def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
+                  b_ptr, y_ptr, res_ptr, psum_ptr, HW, C_out, T, act_floor, aff_a, aff_c,
+                  add_residual, write_partial_sums,
                   syn, syc, syh, syw, srn, src, srh, srw,
-                  RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
                   Y_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
     """bias → ReLU (NaN stays NaN, as in torch.relu) → a·y + c → + residual → store; the ESE sums."""
     acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
     # The activation and the affine are runtime arguments, not specializations (one kernel serves
     # layers with and without them, at one max and one FMA an output element): ReLU is a floor of
     # 0, no activation a floor of −∞; no affine is a = 1, c = −0.0 (x·1 + (−0) is x bit for bit,
-    # −0 included).
+    # −0 included). The residual and the ESE sums are runtime branches too (uniform over the
+    # program, after the K loop): each was one more compiled kernel per tile and layer form.
     acc = tl.maximum(acc, act_floor, propagate_nan=tl.PropagateNan.ALL)
     acc = acc * aff_a + aff_c
     mask = m_ok[:, None] & co_ok[None, :]
     co = offs_co.to(img.dtype)
-    if RESIDUAL:
+    if add_residual != 0:
         r_row = tl.multiple_of(img * srn + oh * srh + ow * srw, Y_ALIGN)
         acc += tl.load(res_ptr + (r_row[:, None] + co[None, :] * src), mask=mask, other=0.0).to(tl.float32)
     y_row = tl.multiple_of(img * syn + oh * syh + ow * syw, Y_ALIGN)
     tl.store(y_ptr + (y_row[:, None] + co[None, :] * syc), acc.to(y_ptr.dtype.element_ty), mask=mask)
-    if PARTIAL_SUMS:
-        # One sum per image this tile touches (a tile may straddle several small images).
+    if write_partial_sums != 0:
+        # One sum per image this tile touches (a tile may straddle several small images). Its
+        # first and last image are reductions of the rows' images, not divisions of the tile's
+        # first row by HW: with the residual and split-K branches beside it, the division (an
+        # int64 one is a ptxas subroutine call) made Triton 3.6's sm_90 fp32 k3 conv spill.
         co64 = offs_co.to(tl.int64)
-        img_lo = row0 // HW
-        img_hi = (tl.minimum(row0 + BLOCK_M, M) - 1) // HW
+        img_lo = tl.min(img, axis=0)
+        img_hi = tl.max(tl.where(m_ok, img, img_lo), axis=0)
         for im in range(img_lo, img_hi + 1):
             part = tl.sum(tl.where(((img == im) & m_ok)[:, None], acc, 0.0), axis=0)
             first = (im * HW) // BLOCK_M
@@ -130,18 +134,22 @@ def _first_row(pid_m, INT64: tl.constexpr, BLOCK_M: tl.constexpr):
 # for the user's NCHW image it is H·W, whose divisibility would otherwise follow the input size.
 _SHAPE_ARGS = ["M", "H", "W", "C_in", "Wo", "HW", "T", "STEPS_PER_SPLIT", "K_STEPS",
                "sxn", "sxh", "sxw", "syn", "syh", "syw", "srn", "srh", "srw"]
+# Layer-form flags that shape no K loop (the conv stride enters each row's tap-(0, 0) offset, once
+# per tile; the residual and the ESE sums only the epilogue): runtime arguments, and never
+# specialized on their value, so layers differing only in them share one compiled kernel.
+_FORM_ARGS = ["stride", "add_residual", "write_partial_sums"]
 
 
-@triton.jit(do_not_specialize=_SHAPE_ARGS, do_not_specialize_on_alignment=["sxc"])
+@triton.jit(do_not_specialize=_SHAPE_ARGS + _FORM_ARGS, do_not_specialize_on_alignment=["sxc"])
 def conv_bn_act_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, psum_ptr, ws_ptr,
     M, H, W, C_in, Wo, HW, C_out, T, STEPS_PER_SPLIT, K_STEPS, act_floor, aff_a, aff_c,
+    stride, add_residual, write_partial_sums,
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
     srn, src, srh, srw,
-    STRIDE: tl.constexpr, KW: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
-    RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
-    SPLIT: tl.constexpr, FLAT_K: tl.constexpr, FLAT_C_IN: tl.constexpr, EVEN_K: tl.constexpr,
+    KW: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
+    FLAT_K: tl.constexpr, FLAT_C_IN: tl.constexpr, EVEN_K: tl.constexpr,
     SWAP_AB: tl.constexpr, INT64: tl.constexpr, X_ALIGN: tl.constexpr, Y_ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -162,8 +170,8 @@ def conv_bn_act_kernel(
     m_ok = offs_m < M
     co_ok = offs_co < C_out
     img, oh, ow = _row_coordinates(offs_m, HW, Wo)
-    ih0 = oh * STRIDE - PAD_T
-    iw0 = ow * STRIDE - PAD_L
+    ih0 = oh * stride - PAD_T
+    iw0 = ow * stride - PAD_L
     # Everything about a row that the K loop needs, computed once: the offset of its tap (0, 0)
     # input pixel (outside the image for border rows, never dereferenced there), and a bit per
     # tap kh·KW + kw set when that tap's pixel is inside the image (and the row inside M).
@@ -247,18 +255,16 @@ def conv_bn_act_kernel(
     if SWAP_AB:
         acc = tl.trans(acc)
 
-    if SPLIT:  # this K range's fp32 partial; the reduction kernel adds them and runs the epilogue
+    # Split K (a grid of more than one K range, a runtime branch after the loop): this K range's
+    # fp32 partial; the reduction kernel adds them and runs the epilogue.
+    if tl.num_programs(1) > 1:
         ws_off = (tl.program_id(1).to(offs_m.dtype) * M + offs_m)[:, None] * C_out + offs_co[None, :]
         tl.store(ws_ptr + ws_off, acc, mask=m_ok[:, None] & co_ok[None, :])
     else:
-        # row0 (the tile's first row, which the ESE sums divide by HW) in int64 here and in the
-        # offsets' type in the split-K reduction: compiled by Triton 3.6 for sm_90 (fp32), each
-        # other choice gives that kernel local-memory traffic (the int64 division is a ptxas
-        # subroutine call; the int32 one leaves the conv's 128-register allocation short).
-        conv_epilogue(acc, pid_m, pid_m.to(tl.int64) * BLOCK_M, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
-                      b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
-                      syn, syc, syh, syw, srn, src, srh, srw,
-                      RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
+        conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
+                      b_ptr, y_ptr, res_ptr, psum_ptr, HW, C_out, T, act_floor, aff_a, aff_c,
+                      add_residual, write_partial_sums,
+                      syn, syc, syh, syw, srn, src, srh, srw, Y_ALIGN, BLOCK_M)
 
 
 @triton.jit
@@ -270,14 +276,13 @@ def _accumulate(acc, a, b, SWAP_AB: tl.constexpr, INPUT_PRECISION: tl.constexpr)
     return acc
 
 
-@triton.jit(do_not_specialize=["M", "Wo", "HW", "T", "SPLITS", "SPLIT_STRIDE",
+@triton.jit(do_not_specialize=["M", "Wo", "HW", "T", "SPLITS", "SPLIT_STRIDE", "add_residual", "write_partial_sums",
                                 "syn", "syh", "syw", "srn", "srh", "srw"])
 def split_k_reduce_kernel(
     ws_ptr, b_ptr, y_ptr, res_ptr, psum_ptr,
-    M, Wo, HW, C_out, T, SPLITS, SPLIT_STRIDE, act_floor, aff_a, aff_c,
+    M, Wo, HW, C_out, T, SPLITS, SPLIT_STRIDE, act_floor, aff_a, aff_c, add_residual, write_partial_sums,
     syn, syc, syh, syw,
     srn, src, srh, srw,
-    RESIDUAL: tl.constexpr, PARTIAL_SUMS: tl.constexpr,
     INT64: tl.constexpr, Y_ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -295,10 +300,10 @@ def split_k_reduce_kernel(
         acc += tl.load(partial, mask=mask, other=0.0)
         partial += SPLIT_STRIDE
     img, oh, ow = _row_coordinates(offs_m, HW, Wo)
-    conv_epilogue(acc, pid_m, pid_m.to(offs_m.dtype) * BLOCK_M, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
-                  b_ptr, y_ptr, res_ptr, psum_ptr, M, HW, C_out, T, act_floor, aff_a, aff_c,
-                  syn, syc, syh, syw, srn, src, srh, srw,
-                  RESIDUAL, PARTIAL_SUMS, Y_ALIGN, BLOCK_M)
+    conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
+                  b_ptr, y_ptr, res_ptr, psum_ptr, HW, C_out, T, act_floor, aff_a, aff_c,
+                  add_residual, write_partial_sums,
+                  syn, syc, syh, syw, srn, src, srh, srw, Y_ALIGN, BLOCK_M)
 
 
 def fits_int32(t: torch.Tensor) -> bool:
@@ -339,8 +344,10 @@ def partial_sums_shape(n: int, hw: int, c_in: int, c_out: int, dtype: torch.dtyp
 
 class TritonConvLaunch(ConvLaunch):
     """One conv call resolved once (``resolve_conv``): the kernel's grid (None: no output pixels or
-    channels, nothing to launch), scalar arguments and constexprs, and the split-K reduction's."""
-    __slots__ = ("config", "grid", "args", "constexprs", "reduce_grid", "reduce_args", "reduce_constexprs")
+    channels, nothing to launch), scalar arguments and constexprs, the split-K reduction's, and the
+    fp32 stand-in for the ESE-sum and workspace pointers a call does not use."""
+    __slots__ = ("config", "grid", "args", "constexprs", "reduce_grid", "reduce_args", "reduce_constexprs",
+                 "unused_fp32")
 
     def launch(self, x, packed_weight, bias, out, residual, psum, workspace) -> None:
         if self.grid is None:
@@ -348,8 +355,10 @@ class TritonConvLaunch(ConvLaunch):
                 psum.zero_()
             return
         res = out if residual is None else residual  # an unused pointer when off
-        sums = out if psum is None else psum
-        ws = out if workspace is None else workspace
+        # The ESE sums and the workspace are fp32 pointers whether used or not: an unused one of
+        # another type would be one more specialization of the kernels.
+        sums = self.unused_fp32 if psum is None else psum
+        ws = self.unused_fp32 if workspace is None else workspace
         conv_bn_act_kernel[self.grid](x, packed_weight, bias, out, res, sums, ws, *self.args, **self.constexprs)
         if self.reduce_grid is not None:
             split_k_reduce_kernel[self.reduce_grid](ws, bias, out, res, sums, *self.reduce_args,
@@ -382,6 +391,7 @@ def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
     launch.config, launch.out_shape = cfg, tuple(out.shape)
     launch.psum_shape = (n, t, c_out) if partial_sums else None
     launch.grid = launch.reduce_grid = launch.workspace_shape = None
+    launch.unused_fp32 = torch.empty(1, device=x.device, dtype=torch.float32)
     if m == 0 or c_out == 0:
         return launch, out
     shape = configs.conv_launch_shape(n, ho * wo, c_in, c_out, kernel, cfg)
@@ -390,28 +400,27 @@ def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
     floor = 0.0 if relu else float("-inf")
     res = residual if residual is not None else out
     launch.workspace_shape = shape.workspace_shape
-    epilogue = dict(RESIDUAL=residual is not None,
-                    PARTIAL_SUMS=partial_sums)
+    flags = (int(residual is not None), int(partial_sums))
     ws = out if splits == 1 else torch.empty(launch.workspace_shape, device="meta")
     int64 = not all(fits_int32(t) for t in (x, out, res, ws)) or splits * m * c_out >= 2 ** 31
     x_align, y_align = math.gcd(pixel_alignment(x), c_in), pixel_alignment(out, res)
     launch.grid = shape.grid
     launch.args = (m, h, w, c_in, wo, ho * wo, c_out, t, shape.steps_per_split, shape.k_steps, floor, float(a), float(c),
-                   *x.stride(), *out.stride(), *res.stride())
+                   stride, *flags, *x.stride(), *out.stride(), *res.stride())
     launch.constexprs = dict(
-        STRIDE=stride, KW=kernel, PAD_T=pad[0], PAD_L=pad[2], SPLIT=splits > 1, FLAT_K=bool(cfg["FLAT_K"]),
+        KW=kernel, PAD_T=pad[0], PAD_L=pad[2], FLAT_K=bool(cfg["FLAT_K"]),
         FLAT_C_IN=c_in if cfg["FLAT_K"] else 1,
         EVEN_K=c_in % cfg["BLOCK_K"] == 0, SWAP_AB=bool(cfg["SWAP_AB"]), INT64=int64, X_ALIGN=x_align,
         Y_ALIGN=y_align,
         INPUT_PRECISION=dot_precision(x.dtype, allow_tf32, tf32x3),
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **epilogue)
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     if splits > 1:
         launch.reduce_grid = shape.reduce_grid
-        launch.reduce_args = (m, wo, ho * wo, c_out, t, splits, m * c_out, floor, float(a), float(c),
+        launch.reduce_args = (m, wo, ho * wo, c_out, t, splits, m * c_out, floor, float(a), float(c), *flags,
                               *out.stride(), *res.stride())
         launch.reduce_constexprs = dict(INT64=int64, Y_ALIGN=y_align, BLOCK_M=cfg["BLOCK_M"],
-                                        BLOCK_N=cfg["BLOCK_N"], num_warps=4, **epilogue)
+                                        BLOCK_N=cfg["BLOCK_N"], num_warps=4)
     return launch, out
 
 
