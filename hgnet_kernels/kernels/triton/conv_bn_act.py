@@ -39,7 +39,9 @@ fits (``fits_int32``) and int64 otherwise (``INT64``, chosen per launch), so:
 Shape integers that change with N, H or W are not specialized on, so a new input size compiles no
 new kernel; the pixel strides' alignment, which decides vector loads, comes as ``X_ALIGN`` (the
 input's, also dividing C_in: the width of its contiguous channel runs) and ``Y_ALIGN`` (the output's
-and the residual's).
+and the residual's); ``W_ALIGN``, C_out's (the packed weight's row stride), tells the k×k and flat
+loops' weight loads what C_out's own specialization (a multiple of 16 or not) does not: B0's
+8-channel stem2a loaded its weights element by element, outside the async copies.
 
 ESE partial sums (``partial_sums=True``, the aggregation): ``psum`` is (N, T, C_out) fp32 with
 ``psum[n, j, co]`` = the sum of the final fp32 outputs (before rounding to the output dtype) of
@@ -150,7 +152,7 @@ def conv_bn_act_kernel(
     srn, src, srh, srw,
     KW: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
     FLAT_K: tl.constexpr, FLAT_C_IN: tl.constexpr, EVEN_K: tl.constexpr,
-    SWAP_AB: tl.constexpr, INT64: tl.constexpr, X_ALIGN: tl.constexpr, Y_ALIGN: tl.constexpr,
+    SWAP_AB: tl.constexpr, INT64: tl.constexpr, X_ALIGN: tl.constexpr, Y_ALIGN: tl.constexpr, W_ALIGN: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -168,7 +170,10 @@ def conv_bn_act_kernel(
     offs_co = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     m_ok = offs_m < M
-    co_ok = offs_co < C_out
+    if W_ALIGN < 16:  # C_out not specialized as a multiple of 16: the mask's runs of W_ALIGN, made visible
+        co_ok = offs_co // W_ALIGN < C_out // W_ALIGN
+    else:
+        co_ok = offs_co < C_out
     img, oh, ow = _row_coordinates(offs_m, HW, Wo)
     ih0 = oh * stride - PAD_T
     iw0 = ow * stride - PAD_L
@@ -192,6 +197,7 @@ def conv_bn_act_kernel(
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if FLAT_K:  # K index = tap · C_in + channel, the packed weight's row; a step may straddle taps
+        x_rows = x_ptr + tl.multiple_of(x_row, X_ALIGN)  # 64-bit row pointers: one add each per step
         for step in range(step_lo, step_hi):
             k = step * BLOCK_K + offs_k
             tap = k // FLAT_C_IN  # a constant divisor: a multiply, and runs of C_in contiguous channels
@@ -202,10 +208,12 @@ def conv_bn_act_kernel(
             # Channels are contiguous in runs of X_ALIGN (a divisor of C_in and of every pixel
             # offset) that start at multiples of X_ALIGN: vector loads of whole runs.
             cols = tl.max_contiguous(tl.multiple_of(kh * sxh + kw * sxw + c * sxc, X_ALIGN), X_ALIGN)
-            tap_ok = ((taps[:, None] >> tap[None, :]) & 1) != 0
-            a = tl.load(x_ptr + (tl.multiple_of(x_row, X_ALIGN)[:, None] + cols.to(x_row.dtype)[None, :]),
-                        mask=tap_ok & k_ok[None, :], other=0.0)
-            b = tl.load(w_ptr + k[:, None] * C_out + offs_co[None, :], mask=k_ok[:, None] & co_ok[None, :], other=0.0)
+            # K's padding past the last tap tests bit KW·KW, which no row sets: A's mask is the tap
+            # bit alone (one select less per row and step), and every shift stays below 32.
+            tap_ok = ((taps[:, None] >> tl.minimum(tap, KW * KW)[None, :]) & 1) != 0
+            a = tl.load(x_rows[:, None] + cols.to(x_row.dtype)[None, :], mask=tap_ok, other=0.0)
+            w_rows = tl.multiple_of(k * C_out, W_ALIGN)
+            b = tl.load(w_ptr + (w_rows[:, None] + offs_co[None, :]), mask=k_ok[:, None] & co_ok[None, :], other=0.0)
             acc = _accumulate(acc, a, b, SWAP_AB, INPUT_PRECISION)
     elif KW == 1:  # one tap, no padding: a GEMM whose A and B tiles move by constant strides
         c0 = step_lo * BLOCK_K
@@ -227,7 +235,7 @@ def conv_bn_act_kernel(
         c_blocks = tl.cdiv(C_in, BLOCK_K)
         tap = step_lo // c_blocks
         c0 = (step_lo - tap * c_blocks) * BLOCK_K
-        w_tile = w_ptr + (tap * C_in + c0) * C_out + (offs_k[:, None] * C_out + offs_co[None, :])
+        w_tile = w_ptr + (tl.multiple_of((tap * C_in + c0 + offs_k) * C_out, W_ALIGN)[:, None] + offs_co[None, :])
         x_rows = x_ptr + tl.multiple_of(x_row, X_ALIGN)  # 64-bit row pointers: one add each per step
         for _ in range(step_lo, step_hi):
             kh = tap // KW
@@ -411,7 +419,7 @@ def resolve_conv(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tenso
         KW=kernel, PAD_T=pad[0], PAD_L=pad[2], FLAT_K=bool(cfg["FLAT_K"]),
         FLAT_C_IN=c_in if cfg["FLAT_K"] else 1,
         EVEN_K=c_in % cfg["BLOCK_K"] == 0, SWAP_AB=bool(cfg["SWAP_AB"]), INT64=int64, X_ALIGN=x_align,
-        Y_ALIGN=y_align,
+        Y_ALIGN=y_align, W_ALIGN=math.gcd(16, c_out),
         INPUT_PRECISION=dot_precision(x.dtype, allow_tf32, tf32x3),
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
