@@ -81,14 +81,16 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, HW, C_out, T, act_floor, aff_a, aff_c,
                   add_residual, write_partial_sums,
                   syn, syc, syh, syw, srn, src, srh, srw,
-                  Y_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
+                  ESE_SUMS: tl.constexpr, Y_ALIGN: tl.constexpr, BLOCK_M: tl.constexpr):
     """bias → ReLU (NaN stays NaN, as in torch.relu) → a·y + c → + residual → store; the ESE sums."""
     acc += tl.load(b_ptr + offs_co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
     # The activation and the affine are runtime arguments, not specializations (one kernel serves
     # layers with and without them, at one max and one FMA an output element): ReLU is a floor of
     # 0, no activation a floor of −∞; no affine is a = 1, c = −0.0 (x·1 + (−0) is x bit for bit,
     # −0 included). The residual and the ESE sums are runtime branches too (uniform over the
-    # program, after the K loop): each was one more compiled kernel per tile and layer form.
+    # program, after the K loop): each was one more compiled kernel per tile and layer form. The
+    # ESE sums' code is compiled only where an aggregation (a 1×1 conv) may run (``ESE_SUMS``):
+    # in a k×k conv it took registers (Triton 3.8 spilled the sm_80 fp16 64×64×16 k3 conv).
     acc = tl.maximum(acc, act_floor, propagate_nan=tl.PropagateNan.ALL)
     acc = acc * aff_a + aff_c
     mask = m_ok[:, None] & co_ok[None, :]
@@ -98,7 +100,7 @@ def conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
         acc += tl.load(res_ptr + (r_row[:, None] + co[None, :] * src), mask=mask, other=0.0).to(tl.float32)
     y_row = tl.multiple_of(img * syn + oh * syh + ow * syw, Y_ALIGN)
     tl.store(y_ptr + (y_row[:, None] + co[None, :] * syc), acc.to(y_ptr.dtype.element_ty), mask=mask)
-    if write_partial_sums != 0:
+    if ESE_SUMS and write_partial_sums != 0:
         # One sum per image this tile touches (a tile may straddle several small images). Its
         # first and last image are reductions of the rows' images, not divisions of the tile's
         # first row by HW: with the residual and split-K branches beside it, the division (an
@@ -272,7 +274,7 @@ def conv_bn_act_kernel(
         conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                       b_ptr, y_ptr, res_ptr, psum_ptr, HW, C_out, T, act_floor, aff_a, aff_c,
                       add_residual, write_partial_sums,
-                      syn, syc, syh, syw, srn, src, srh, srw, Y_ALIGN, BLOCK_M)
+                      syn, syc, syh, syw, srn, src, srh, srw, KW == 1, Y_ALIGN, BLOCK_M)
 
 
 @triton.jit
@@ -311,7 +313,7 @@ def split_k_reduce_kernel(
     conv_epilogue(acc, pid_m, offs_m, img, oh, ow, m_ok, offs_co, co_ok,
                   b_ptr, y_ptr, res_ptr, psum_ptr, HW, C_out, T, act_floor, aff_a, aff_c,
                   add_residual, write_partial_sums,
-                  syn, syc, syh, syw, srn, src, srh, srw, Y_ALIGN, BLOCK_M)
+                  syn, syc, syh, syw, srn, src, srh, srw, True, Y_ALIGN, BLOCK_M)
 
 
 def fits_int32(t: torch.Tensor) -> bool:
