@@ -68,7 +68,7 @@ GATE_TARGETS = {"installed": [90, 80], GPU_TRITON: [90]}
 # kernel has a problem not listed here, or if a listed one stops having it (then the entry goes).
 # B0's fp16 5×5 depthwise was one until its int64 pixel division (a ptxas subroutine call whose
 # live registers went through the stack) became int32 and its registers were capped; the split-K
-# reduction's same problem (ESE sums' image index) went with an int32 division.
+# reduction's same problem (ESE sums' image index) went: its first and last image are reductions.
 KNOWN_ON_GPU_TRITON = set()
 
 
