@@ -62,6 +62,11 @@ def gpu_triton(tmp_path_factory):
 GATE = ["--models", "tiny", "b0", "--dtypes", "float16", "float32", "--batches", "1", "256",
         "--jobs", str(min(os.cpu_count() or 1, 4))]
 GATE_TARGETS = {"installed": [90, 80], GPU_TRITON: [90]}
+# Issue #18's target for the lent GPUs' Triton: every sm_90 wgmma conv (the 3-channel stems aside)
+# issues at most 1.25× the instructions per tensor-core instruction of the tutorial-style GEMM
+# anchor compiled at its tile. Under the installed 3.8, B0's flat stem2b conv is at 1.29×
+# (bench/results/specializations-2026-11-30.md), so it is not gated there.
+GATE_LOOP_RATIO = {"installed": [], GPU_TRITON: ["--max-loop-ratio", "1.25"]}
 
 
 # Launches with a known, open problem under Triton 3.6.0 only: none now. The test fails if any
@@ -78,7 +83,7 @@ def test_every_launch_compiles_for_sm90_and_sm80_without_spills_and_with_wgmma(w
     report = tmp_path / "aot.json"
     targets = GATE_TARGETS[which]
     done = subprocess.run([sys.executable, "-m", "hgnet_kernels", "aot", "--check", *GATE, "--json", str(report),
-                           "--target", ",".join(map(str, targets))],
+                           "--target", ",".join(map(str, targets)), *GATE_LOOP_RATIO[which]],
                           env=_env(triton_path), capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert report.exists(), done.stdout[-6000:] + done.stderr[-3000:]
     data = json.loads(report.read_text())
@@ -88,6 +93,8 @@ def test_every_launch_compiles_for_sm90_and_sm80_without_spills_and_with_wgmma(w
     known = KNOWN_ON_GPU_TRITON if which == GPU_TRITON else set()
     assert set(problems) == known, (problems, done.stdout[-3000:])
     assert all(p.startswith("spills") for found in problems.values() for p in found), problems
+    if GATE_LOOP_RATIO[which]:  # the ratios were read, against compiled anchors
+        assert any(k["loop_ratio"] for k in kernels if k["target"] == 90)
     assert done.returncode == (1 if known else 0), done.stderr[-3000:]
     if which == GPU_TRITON:
         assert data["triton"] == GPU_TRITON
