@@ -6,7 +6,7 @@ import os
 # instead of 50 ms on a loaded box. Set before torch or numpy is imported; an explicit setting wins.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_pool, str(max(1, len(os.sched_getaffinity(0)) // _workers)))
+    os.environ.setdefault(_pool, str(max(1, (os.cpu_count() or 1) // _workers)))
 
 # Without a GPU, Triton kernels run through Triton's interpreter (chosen before any @triton.jit
 # function is defined) and CUDA kernels through the CPU emulator. HGNET_TEST_GPU=1 (set by

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import fcntl
 import functools
 import os
 import shutil
@@ -68,7 +67,7 @@ def _build(path: str) -> None:
                 raise RuntimeError("building the CUDA emulator failed:\n" + " ".join(cmd) + "\n" + result.stderr[-4000:])
         objects = [os.path.join(work, f"{i}.o") for i in range(len(sources))]
         compiles = [[compiler(), *flags, "-x", "c++", "-c", src, "-o", obj] for src, obj in zip(sources, objects)]
-        with concurrent.futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             list(pool.map(run, compiles))
         tmp = os.path.join(work, "emulator.so")
         run([compiler(), "-shared", *objects, "-o", tmp])
@@ -82,6 +81,7 @@ def library() -> ctypes.CDLL:
         os.makedirs(cuda_build.cache_dir(), exist_ok=True)
         # One build per machine: other processes (pytest-xdist workers) wait for it instead of
         # compiling the same library at the same time.
+        import fcntl  # POSIX, as the g++ build is; importing the family needs neither
         with open(path + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not os.path.exists(path):
