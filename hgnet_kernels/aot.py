@@ -42,6 +42,7 @@ import importlib
 import json
 import math
 import os
+import random
 import re
 import subprocess
 import sys
@@ -392,17 +393,40 @@ def blocks_per_sm(arch: int, regs: int, shared: int, warps: int) -> Tuple[int, s
     return by[limiter], limiter
 
 
-def _compile(kernel: str, signature, constants, attrs, options, arch: int):
-    import triton
-    from triton.backends.compiler import GPUTarget
+def _source(kernel: str, signature, constants, attrs):
     from triton.compiler import ASTSource
 
     module, name = kernel.split(":")
     fn = getattr(importlib.import_module(module), name)
     names = list(signature)
-    src = ASTSource(fn, dict(signature), {(names.index(k),): v for k, v in constants.items()},
-                    {(i,): v for i, v in attrs})
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(options))
+    return ASTSource(fn, dict(signature), {(names.index(k),): v for k, v in constants.items()},
+                     {(i,): v for i, v in attrs})
+
+
+def _compile(kernel: str, signature, constants, attrs, options, arch: int):
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    return triton.compile(_source(kernel, signature, constants, attrs), target=GPUTarget("cuda", arch, 32),
+                          options=dict(options))
+
+
+def compile_key(kernel: str, signature, constants, attrs, options, arch: int) -> str:
+    """The hash ``triton.compile`` files this specialization's ``sm_<arch>`` compile under in its
+    cache, computed as it does without compiling: it covers the Triton build (its compiler sources
+    and ``libtriton``), the kernel's source and every ``@triton.jit`` function and constexpr global it
+    uses, signature, constants, attributes, options, target, ptxas version and Triton's
+    cache-invalidating environment variables. Same key, same compiled code."""
+    from triton._C.libtriton import get_cache_invalidating_env_vars
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.cache import get_cache_key
+
+    src = _source(kernel, signature, constants, attrs)
+    backend = make_backend(GPUTarget("cuda", arch, 32))
+    parsed = backend.parse_options(dict(options, **src.parse_options()))
+    key = get_cache_key(src, backend, parsed, env_vars=get_cache_invalidating_env_vars())
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _dot_of(ttir: str) -> Optional[dict]:
@@ -441,8 +465,9 @@ def analyse(kernel: str, signature, constants, attrs, options, arch: int) -> dic
 _ANCHOR_DTYPES = {"f16": "*fp16", "bf16": "*bf16", "f32": "*fp32"}
 
 
-def anchor(dot: dict, warps: int, stages: int, arch: int) -> dict:
-    """The anchor GEMM compiled at this dot tile, dtype, warps and stages for ``sm_<arch>``, read."""
+def anchor_args(dot: dict, warps: int, stages: int) -> tuple:
+    """The anchor GEMM's specialization at this dot tile, dtype, warps and stages (``analyse``'s
+    arguments but the target)."""
     pointer = _ANCHOR_DTYPES[dot["dtype"]]
     scalars = ("M", "N", "K", "stride_am", "stride_bk", "stride_cm")
     signature = {"a_ptr": pointer, "b_ptr": pointer, "c_ptr": pointer, **{s: "i32" for s in scalars},
@@ -450,7 +475,7 @@ def anchor(dot: dict, warps: int, stages: int, arch: int) -> dict:
     constants = dict(BLOCK_M=dot["m"], BLOCK_N=dot["n"], BLOCK_K=dot["k"], GROUP_M=8)
     attrs = [(i, [["tt.divisibility", 16]]) for i in range(9)]  # pointers and sizes multiples of 16, as a tuned GEMM
     options = dict(num_warps=warps, num_ctas=1, num_stages=stages, enable_fp_fusion=True)
-    return analyse("hgnet_kernels.aot_anchor:matmul", signature, constants, attrs, options, arch)
+    return "hgnet_kernels.aot_anchor:matmul", signature, constants, attrs, options
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -506,35 +531,116 @@ def _is_stem(launch: Launch) -> bool:
     return launch.reads_input
 
 
-def run_analysis(work: Sequence[Tuple[Launch, int]], jobs: int, progress=None) -> List[Finding]:
-    """Compile each (launch, target) (and the anchors of the dot kernels), ``jobs`` at a time."""
+class Ledger:
+    """What earlier runs found for each compile, by ``compile_key`` (one file per Triton version
+    under ``directory``). A specialization whose key is recorded is read from it instead of compiled:
+    the same key is the same compile, so the same code. ``verify`` of the recorded ones, chosen at
+    random, are compiled again anyway and must read exactly as recorded; ``save`` writes what this
+    run compiled or read (``--update-ledger``), so the file holds exactly one run's compiles."""
+
+    def __init__(self, directory: str):
+        import triton
+
+        self.version = triton.__version__
+        self.build = _triton_build()
+        self.path = os.path.join(directory, f"triton-{self.version}.json")
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            data = {}
+        self.entries: Dict[str, dict] = data.get("entries", {})
+        self.same_build = data.get("triton_build") == self.build  # else no key can match: all compile
+        self.used: Dict[str, dict] = {}
+
+    def save(self, command: str) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "w") as f:
+            json.dump(dict(triton=self.version, triton_build=self.build, recorded_by=command,
+                           entries={k: self.used[k] for k in sorted(self.used)}), f, indent=0, sort_keys=True)
+            f.write("\n")
+
+
+def _triton_build() -> str:
+    """A digest of the Triton build's own part of every compile key (its version, compiler sources
+    and ``libtriton``)."""
+    from triton.runtime.cache import triton_key
+    return hashlib.sha256(triton_key().encode("utf-8")).hexdigest()
+
+
+def _recordable(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "seconds"}  # the one field that is not the code's
+
+
+def run_analysis(work: Sequence[Tuple[Launch, int]], jobs: int, progress=None, ledger: Optional[Ledger] = None,
+                 verify: int = 0) -> Tuple[List[Finding], List[str]]:
+    """Compile each (launch, target) (and the anchors of the dot kernels), ``jobs`` at a time, or read
+    it from ``ledger``; returns the findings and how any of ``verify`` recompiled ledger entries
+    differed from what the ledger says."""
     findings: List[Finding] = []
+    recorded: List[Tuple[str, tuple, int]] = []  # (key, analyse's arguments but the target, target) of ledger reads
+    total = len(work) * 2
+
+    def read(args: tuple, arch: int) -> Tuple[Optional[str], Optional[dict]]:
+        if ledger is None:
+            return None, None
+        key = compile_key(*args, arch)
+        entry = ledger.entries.get(key)
+        if entry is not None:
+            recorded.append((key, args, arch))
+            return key, dict(entry, seconds=0.0, from_ledger=True)
+        return key, None
+
+    def keep(key: Optional[str], result: dict) -> dict:
+        if ledger is not None and key is not None:
+            ledger.used[key] = _recordable({k: v for k, v in result.items() if k != "from_ledger"})
+        return result
+
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
-        futures = {pool.submit(analyse, *launch.compile_args(), arch): (launch, arch) for launch, arch in work}
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            launch, arch = futures[future]
-            findings.append(Finding(launch, arch, future.result()))
+        futures = {}
+        for launch, arch in work:
+            key, result = read(launch.compile_args(), arch)
+            if result is not None:
+                findings.append(Finding(launch, arch, keep(key, result)))
+            else:
+                futures[pool.submit(analyse, *launch.compile_args(), arch)] = (launch, arch, key)
+        for future in concurrent.futures.as_completed(futures):
+            launch, arch, key = futures[future]
+            findings.append(Finding(launch, arch, keep(key, future.result())))
             if progress:
-                progress(done, len(work) * 2)
-        anchors: Dict[tuple, concurrent.futures.Future] = {}
+                progress(len(findings), total)
+        anchors: Dict[tuple, object] = {}  # a recorded result, or the future compiling it
+        anchor_keys: Dict[tuple, Optional[str]] = {}
         for f in findings:
             dot, r = f.result.get("dot"), f.result
             if r["ok"] and dot and r.get("main_loop"):
                 key = (dot["m"], dot["n"], dot["k"], dot["dtype"], r["warps"], r["stages"], f.arch)
                 if key not in anchors:
-                    anchors[key] = pool.submit(anchor, dot, r["warps"], r["stages"], f.arch)
-        for done, (key, future) in enumerate(anchors.items(), 1):
-            result = future.result()
+                    args = anchor_args(dot, r["warps"], r["stages"])
+                    anchor_keys[key], result = read(args, f.arch)
+                    anchors[key] = result if result is not None else pool.submit(analyse, *args, f.arch)
+        for done, (key, anchor) in enumerate(anchors.items(), 1):
+            result = keep(anchor_keys[key], anchor.result() if isinstance(anchor, concurrent.futures.Future) else anchor)
             for f in findings:
                 dot, r = f.result.get("dot"), f.result
                 if r["ok"] and dot and (dot["m"], dot["n"], dot["k"], dot["dtype"], r.get("warps"), r.get("stages"),
                                         f.arch) == key:
                     f.anchor = result
             if progress:
-                progress(len(work) + done * len(work) // max(len(anchors), 1), len(work) * 2)
+                progress(len(work) + done * len(work) // max(len(anchors), 1), total)
+        chosen = random.Random().sample(recorded, min(verify, len(recorded)))  # a fresh choice each run
+        checks = [(key, arch, args, pool.submit(analyse, *args, arch)) for key, args, arch in chosen]
+        differences = []
+        for key, arch, args, future in checks:
+            compiled, entry = _recordable(future.result()), ledger.entries[key]
+            changed = sorted(k for k in set(compiled) | set(entry) if compiled.get(k) != entry.get(k))
+            state = f"differs in {', '.join(changed)}" if changed else "matches"
+            print(f"ledger entry {key[:12]} ({args[0].split(':')[-1]}, sm_{arch}) recompiled: {state}")
+            if changed:
+                differences.append(f"{args[0].split(':')[-1]} for sm_{arch} (ledger key {key}): {', '.join(changed)}")
     order = {(id(launch), arch): i for i, (launch, arch) in enumerate(work)}
     findings.sort(key=lambda f: order[(id(f.launch), f.arch)])
-    return findings
+    return findings, differences
 
 
 def _worker_init() -> None:
@@ -568,7 +674,8 @@ def summary(findings: Sequence[Finding], max_loop_ratio: Optional[float]) -> dic
     by_arch: Dict[int, dict] = {}
     for f in findings:
         s = by_arch.setdefault(f.arch, dict(distinct=0, launches=0, distinct_per_dtype=collections.Counter(),
-                                            compiled=0, errors=0, spilling=0, dots=0, dots_without_wgmma=0,
+                                            compiled=0, from_ledger=0, errors=0, spilling=0, dots=0,
+                                            dots_without_wgmma=0,
                                             loop_ratios=[], seconds=0.0, problems=0))
         s["distinct"] += 1
         s["launches"] += len(f.launch.grids)
@@ -580,6 +687,7 @@ def summary(findings: Sequence[Finding], max_loop_ratio: Optional[float]) -> dic
             s["problems"] += 1
             continue
         s["compiled"] += 1
+        s["from_ledger"] += bool(r.get("from_ledger"))
         s["spilling"] += bool(r["spill_stores"] or r["spill_loads"])
         if r.get("dot") and r["dot"]["dtype"] in ("f16", "bf16"):
             s["dots"] += 1
@@ -631,7 +739,8 @@ def print_report(findings: Sequence[Finding], info: dict, max_loop_ratio, file=s
     for arch, t in info["summary"]["per_target"].items():
         per_dtype = ", ".join(f"{k} {v}" for k, v in sorted(t["distinct_per_dtype"].items()))
         print(f"sm_{arch}: {t['distinct']} distinct specializations from {t['launches']} launches ({per_dtype}); "
-              f"{t['compiled']} compiled, {t['errors']} errors, {t['spilling']} spilling, "
+              f"{t['compiled']} compiled" + (f" ({t['from_ledger']} read from the ledger)" if t["from_ledger"] else "")
+              + f", {t['errors']} errors, {t['spilling']} spilling, "
               + (f"{t['dots_without_wgmma']} of {t['dots']} fp16/bf16 dots without wgmma" if arch == 90 else
                  f"{t['dots']} fp16/bf16 dots")
               + (f", wgmma conv main loop × anchor: median {t['loop_ratio_median']:.2f}, worst "
@@ -667,6 +776,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-only", action="store_true",
                         help="only count the distinct specializations the cases launch; compile nothing")
     parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    parser.add_argument("--ledger", metavar="DIR",
+                        help="read each compile whose Triton cache key (Triton build, kernel sources, "
+                             "specialization, options, target) is recorded in DIR/triton-<version>.json instead "
+                             "of compiling it; compile the rest")
+    parser.add_argument("--verify", type=cli.at_least(0), default=0, metavar="N",
+                        help="with --ledger: compile N of the recorded compiles (chosen at random) anyway and exit 1 "
+                             "if any reads differently from its record")
+    parser.add_argument("--update-ledger", action="store_true",
+                        help="with --ledger: rewrite the version's file with exactly this run's compiles")
 
 
 def _targets(text: str) -> List[int]:
@@ -695,8 +813,11 @@ def _gpu_for(target: int, named: str) -> Tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     import triton
 
-    _check_not_interpreting()
     targets = _targets(args.target)
+    if (args.verify or args.update_ledger) and not args.ledger:
+        raise cli.UserError("--verify and --update-ledger need --ledger DIR (where the recorded compiles are)")
+    _check_not_interpreting()
+    ledger = Ledger(args.ledger) if args.ledger and not args.list_only else None
     cold = tempfile.TemporaryDirectory(prefix="hgk-aot-cache-") if args.cold else None
     if cold:
         os.environ["TRITON_CACHE_DIR"] = cold.name
@@ -721,7 +842,7 @@ def run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(f"\rcompiling {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    findings = run_analysis(work, args.jobs, progress)
+    findings, differences = run_analysis(work, args.jobs, progress, ledger, args.verify)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     elapsed = time.perf_counter() - started
@@ -732,6 +853,15 @@ def run(args: argparse.Namespace) -> int:
     print_report(findings, info, args.max_loop_ratio)
     print(f"collected in {collected:.1f} s; wall time {elapsed:.1f} s with {args.jobs} jobs"
           + (" (cold cache)" if cold else ""))
+    if ledger is not None:
+        read = sum(bool(f.result.get("from_ledger")) for f in findings)
+        print(f"ledger {ledger.path}: {read} of {len(findings)} kernels read from it, {len(findings) - read} compiled; "
+              f"{min(args.verify, read)} recorded ones compiled again to verify it")
+        info["ledger"] = dict(path=ledger.path, same_build=ledger.same_build, read=read, compiled=len(findings) - read,
+                              verified=min(args.verify, read), differences=differences)
+        if args.update_ledger:
+            ledger.save("python -m hgnet_kernels aot " + " ".join(sys.argv[1:]))
+            print(f"ledger {ledger.path} rewritten: {len(ledger.used)} compiles")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(info, collect_seconds=collected, wall_seconds=elapsed, jobs=args.jobs, cold=bool(cold),
@@ -740,6 +870,11 @@ def run(args: argparse.Namespace) -> int:
                                     for x in findings]), f, indent=1, default=str)
     if cold:
         cold.cleanup()
+    if differences:
+        print("the ledger does not hold what these compiles produce (a wrong record, or a compile that is not "
+              "deterministic); rewrite it with --update-ledger after finding out why:\n  " + "\n  ".join(differences),
+              file=sys.stderr)
+        return 1
     failed = [f for f in findings if f.problems(args.max_loop_ratio)]
     if args.check and failed:
         print(f"AOT check failed: {len(failed)} kernel(s) with problems (see the last column)", file=sys.stderr)

@@ -6,11 +6,13 @@ what the launchers issue; a new input size compiles nothing new; its SASS readin
 Compiling needs real (not interpreted) Triton, so those parts run in a subprocess without
 TRITON_INTERPRET. Compiled, not run: no GPU is involved.
 """
+import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -67,6 +69,19 @@ GATE_TARGETS = {"installed": [90, 80], GPU_TRITON: [90]}
 # anchor compiled at its tile. Under the installed 3.8, B0's flat stem2b conv is at 1.29×
 # (bench/results/specializations-2026-11-30.md), so it is not gated there.
 GATE_LOOP_RATIO = {"installed": [], GPU_TRITON: ["--max-loop-ratio", "1.25"]}
+# What the gate's compiles read as, recorded per Triton version under Triton's own cache key of each
+# compile (it covers the Triton build, the kernel's source and callees, the specialization, options
+# and target: the same key is the same code). The gate reads recorded compiles instead of compiling
+# them — a kernel edit or another Triton build changes the key, and that compile runs — and compiles
+# VERIFY recorded ones again, chosen at random each run, failing if one reads differently. Compiling
+# the whole matrix from an empty cache costs ~500 s of CPU, most of CI's time on a 2-core machine.
+LEDGER = ROOT / "tests" / "data" / "aot-ledger"
+VERIFY = 3
+
+
+def _gate_command(which: str) -> List[str]:
+    return ["python", "-m", "hgnet_kernels", "aot", "--check", *GATE, "--target", ",".join(map(str, GATE_TARGETS[which])),
+            *GATE_LOOP_RATIO[which], "--ledger", str(LEDGER.relative_to(ROOT))]
 
 
 # Launches with a known, open problem under Triton 3.6.0 only: none now. The test fails if any
@@ -82,11 +97,23 @@ def test_every_launch_compiles_for_sm90_and_sm80_without_spills_and_with_wgmma(w
     triton_path = request.getfixturevalue("gpu_triton") if which == GPU_TRITON else None
     report = tmp_path / "aot.json"
     targets = GATE_TARGETS[which]
-    done = subprocess.run([sys.executable, "-m", "hgnet_kernels", "aot", "--check", *GATE, "--json", str(report),
-                           "--target", ",".join(map(str, targets)), *GATE_LOOP_RATIO[which]],
+    command = _gate_command(which)
+    done = subprocess.run([sys.executable, *command[1:], "--verify", str(VERIFY), "--json", str(report)],
                           env=_env(triton_path), capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert report.exists(), done.stdout[-6000:] + done.stderr[-3000:]
     data = json.loads(report.read_text())
+    ledger = data["ledger"]
+    assert not ledger["differences"], done.stderr[-3000:]
+    assert ledger["verified"] == min(VERIFY, ledger["read"])
+    # Recorded for this Triton build, the ledger must hold every compile of the gate, so that CI
+    # compiles only VERIFY of them; after a kernel change the gate above compiled and checked the
+    # new code, and the ledger is rewritten with the command below.
+    refresh = " ".join(command + ["--update-ledger"])
+    if which == GPU_TRITON:
+        refresh = f"PYTHONPATH={triton_path}:$PWD {refresh}"
+    assert not ledger["same_build"] or ledger["compiled"] == 0, (
+        f"{ledger['compiled']} of the gate's compiles are not in {ledger['path']}: the gate compiled and checked "
+        f"them; record them (TRITON_INTERPRET unset) with\n  {refresh}")
     kernels = data["kernels"]
     problems = {(k["kernel"].split(":")[-1], k["target"], dtype): k["problems"]
                 for k in kernels if k["problems"] for dtype in k["dtypes"]}
@@ -164,15 +191,53 @@ def test_a_new_input_size_or_batch_compiles_nothing_new():
     assert not repeated, f"specializations that differ only in non-constexpr arguments: {repeated}"
 
 
+# ---- the ledger ---------------------------------------------------------------------------------
+
+_LEDGER = """
+import json, sys
+import triton
+from hgnet_kernels import aot
+args = aot.anchor_args(dict(m=64, n=64, k=32, dtype="f16"), 4, 2)
+launch = aot.Launch(*args, key="anchor")
+key = aot.compile_key(*args, 90)
+compiled = aot._compile(*args, 90)
+assert compiled.hash == key, "the key is not Triton's cache key of the compile"
+
+ledger = aot.Ledger(sys.argv[1])
+assert ledger.entries == {} and not ledger.same_build
+findings, differences = aot.run_analysis([(launch, 90)], 1, ledger=ledger)
+assert not differences and not findings[0].result.get("from_ledger") and list(ledger.used) == [key]
+ledger.save("test")
+
+again = aot.Ledger(sys.argv[1])
+assert again.same_build and list(again.entries) == [key]
+findings, differences = aot.run_analysis([(launch, 90)], 1, ledger=again, verify=1)
+assert findings[0].result["from_ledger"] and not differences, differences
+assert findings[0].result["hgmma"] > 0 and findings[0].result["regs"] == again.entries[key]["regs"]
+
+again.entries[key]["regs"] += 1  # a record that lies
+findings, differences = aot.run_analysis([(launch, 90)], 1, ledger=again, verify=1)
+assert len(differences) == 1 and differences[0].endswith(": regs"), differences
+print("ok")
+"""
+
+
+def test_the_ledger_reads_recorded_compiles_by_tritons_cache_key_and_catches_a_wrong_record(tmp_path):
+    """A recorded compile is read, not compiled, under the key Triton itself files the compile
+    under; a verified record that differs from its compile is reported, naming the field."""
+    out = _python(_LEDGER.replace("sys.argv[1]", repr(str(tmp_path)))).splitlines()
+    assert out[-1] == "ok" and out[-2].endswith("(matmul, sm_90) recompiled: differs in regs"), out
+
+
 # ---- reading the compiled code ------------------------------------------------------------------
 
 _READ_TWICE = """
 import subprocess
 from hgnet_kernels import aot
 dot = dict(m=64, n=64, k=32, dtype="f16")
-first = aot.anchor(dot, 4, 3, 90)
+first = aot.analyse(*aot.anchor_args(dot, 4, 3), 90)
 subprocess.run = lambda *a, **k: (_ for _ in ()).throw(AssertionError("disassembled again"))
-again = aot.anchor(dot, 4, 3, 90)
+again = aot.analyse(*aot.anchor_args(dot, 4, 3), 90)
 first.pop("seconds"), again.pop("seconds")
 assert first == again and first["hgmma"] > 0, (first, again)
 """
@@ -242,11 +307,14 @@ def test_occupancy_follows_registers_shared_memory_and_threads():
     assert aot.blocks_per_sm(80, 255, 0, 8) == (1, "registers")           # 256 regs a thread (rounded up)
 
 
-def test_bad_targets_are_user_errors():
+def test_bad_targets_and_a_ledger_option_without_a_ledger_are_user_errors():
     with pytest.raises(UserError, match="unknown compute capability"):
         aot._targets("70")
     with pytest.raises(UserError, match="like 90,80"):
         aot._targets("sm90")
+    for option in (dict(verify=3, update_ledger=False), dict(verify=0, update_ledger=True)):
+        with pytest.raises(UserError, match="need --ledger DIR"):
+            aot.run(argparse.Namespace(target="90", ledger=None, **option))
 
 
 def test_refuses_to_run_under_the_interpreter():
