@@ -33,7 +33,7 @@ def test_sm80_conv_kernel_compiles_without_spills_on_every_target(arch):
     """The sm_80+ conv kernel (conv_mma.cuh) on the other archs of the default build: no spills, and
     the 16-byte-copy instantiations within the 128 registers their launch bounds allow (2 blocks of
     256 or 4 of 128 threads per SM)."""
-    report = cuda_build.ptxas_report(arch, sources=cuda_build.MMA_SOURCES)
+    report = cuda_build.ptxas_report(arch, sources=cuda_build.MMA_SOURCES, archs=cuda_build.SM80_ARCHS)
     kernels = cuda_build.spills(report)
     assert len(kernels) >= 2 * 10 + 2, sorted(kernels)
     spilling = {k: v for k, v in kernels.items() if v != (0, 0)}
@@ -43,12 +43,39 @@ def test_sm80_conv_kernel_compiles_without_spills_on_every_target(arch):
     assert fast and max(fast.values()) <= 128, fast
 
 
+def test_no_preprocessor_branch_tells_sm80_sm86_sm89_apart():
+    """The spill checks above compile sm_80, sm_86 and sm_89 from one front end (compute_80's PTX):
+    that is the build's code only while no ``__CUDA_ARCH__`` comparison in csrc/ differs between them."""
+    import operator
+    import re
+    from pathlib import Path
+
+    ops = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq,
+           "!=": operator.ne}
+    comparisons = []
+    for path in sorted(Path(cuda_build.csrc_dir()).rglob("*")):
+        if path.suffix in (".cu", ".cuh", ".h", ".cpp"):
+            text = path.read_text()
+            assert "__CUDA_ARCH_SPECIFIC__" not in text and "__CUDA_ARCH_FAMILY_SPECIFIC__" not in text, path
+            comparisons += [(path.name, op, int(value))
+                            for op, value in re.findall(r"__CUDA_ARCH__\s*(>=|<=|==|!=|>|<)\s*(\d+)", text)]
+    assert comparisons  # the >= 800 branches of the sm_80+ conv kernel and the PTX wrappers
+    assert len(comparisons) == sum(len(re.findall(r"__CUDA_ARCH__\s*[<>=!]", p.read_text()))
+                                   for p in Path(cuda_build.csrc_dir()).rglob("*") if p.is_file())
+    nums = [int(arch.replace(".", "")) * 10 for arch in cuda_build.SM80_ARCHS]
+    differing = [c for c in comparisons if len({ops[c[1]](num, c[2]) for num in nums}) > 1]
+    assert not differing, f"these branches tell {cuda_build.SM80_ARCHS} apart: compile each from its own PTX {differing}"
+
+
 @needs_nvcc
-@pytest.mark.parametrize("arch,sources", [("9.0", cuda_build.KERNEL_SOURCES), ("8.0", cuda_build.MMA_SOURCES)])
-def test_sm80_conv_kernel_main_loop_issues_hmma(arch, sources):
+@pytest.mark.parametrize("arch", ["9.0", "8.0"])
+def test_sm80_conv_kernel_main_loop_issues_hmma(arch):
     """Every instantiation of the sm_80+ conv kernel has HMMA (mma.sync) in its main loop, read from
     the SASS of the compile the spill checks above made."""
-    loops = cuda_sass.mma_main_loops(arch, sources=sources)
+    if arch == "9.0":
+        loops = cuda_sass.mma_main_loops(arch, sources=cuda_build.KERNEL_SOURCES)
+    else:
+        loops = cuda_sass.mma_main_loops(arch, sources=cuda_build.MMA_SOURCES, archs=cuda_build.SM80_ARCHS)
     # f16 and bf16: 4 tiles each, f32 (3×TF32): 1; each with 16-byte cp.async and scalar loads
     assert len(loops) == 2 * (4 + 4 + 1), sorted(loops)
     missing = [label for label, loop in loops.items() if loop is None or loop["mix"].get("HMMA", 0) == 0]

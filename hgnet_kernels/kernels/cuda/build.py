@@ -4,6 +4,7 @@ extra headers are those the pip ``nvidia`` packages ship.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import hashlib
@@ -11,7 +12,7 @@ import os
 import re
 import shutil
 import subprocess
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
                     "csrc")
@@ -23,7 +24,7 @@ CACHE_ENV = "HGNET_KERNELS_CACHE"
 
 
 def cache_dir() -> str:
-    """Where the JIT extension, the emulator and the cubins are built (``$HGNET_KERNELS_CACHE``)."""
+    """Where the JIT extension, the emulator and the device-code compiles go (``$HGNET_KERNELS_CACHE``)."""
     return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "hgnet_kernels")
 
 
@@ -131,18 +132,36 @@ def can_build_extension() -> Optional[str]:
 # The sources of the sm_80+ conv kernel: CI checks them for spills on every sm_80+ arch it targets
 # (the other sources only for sm_90, their code being the same on each).
 MMA_SOURCES = ["conv_mma_f16.cu", "conv_mma_bf16.cu", "conv_mma_f32.cu"]
+# The sm_80+ archs of the default build below sm_90. No preprocessor branch of csrc/ tells them apart
+# (tests/test_cuda_build.py checks every __CUDA_ARCH__ comparison), so one front end (cicc) serves
+# all three: the PTX for compute_80 is, but for its .target line, what the build's compute_86 and
+# compute_89 passes emit, and ptxas assembles it for each.
+SM80_ARCHS = ["8.0", "8.6", "8.9"]
 
 
-def compile_cubins(arch: str = "9.0", cache: Optional[str] = None, sources: Optional[List[str]] = None) -> str:
-    """Compile the kernel sources (default: all) for one arch with ``-Xptxas -v`` into
-    ``<cache>/nvcc-sm<arch>-<hash>/``: ``<source>.cubin`` each and ``ptxas.txt``, ptxas's resource
-    report (written last: its presence means the directory is complete). Cached per source hash;
-    returns the directory. Device code only (``-cubin``): the host pass adds nothing to either."""
+@contextlib.contextmanager
+def exclusive(path: str):
+    """Hold an exclusive lock on ``path`` (created): other processes building the same output
+    (pytest-xdist workers) wait for it instead of compiling it at the same time."""
+    import fcntl  # POSIX, as the builds are; importing the CUDA family needs neither
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def compile_device_code(archs: Sequence[str] = ("9.0",), cache: Optional[str] = None,
+                        sources: Optional[List[str]] = None) -> str:
+    """Compile the kernel sources (default: all) for ``archs`` with ``-Xptxas -v`` into
+    ``<cache>/nvcc-sm<arch>[-sm<arch>…]-<hash>/``: ``<source>.fatbin`` each (a cubin per arch) and
+    ``ptxas.txt``, ptxas's resource report (written last: its presence means the directory is
+    complete). One nvcc per source: cicc emits the PTX once, for the lowest arch, and ptxas assembles
+    it for every arch. Cached per source hash; returns the directory. Device code only
+    (``-fatbin``): the host pass adds nothing to either."""
     cache = cache or cache_dir()
     sources = list(sources or KERNEL_SOURCES)
-    num = arch.replace(".", "")
-    tag = arch if sources == KERNEL_SOURCES else arch + ":" + ",".join(sources)
-    out_dir = os.path.join(cache, f"nvcc-sm{num}-{source_hash(tag)}")
+    nums = sorted((arch.replace(".", "") for arch in archs), key=int)
+    tag = ",".join(nums) if sources == KERNEL_SOURCES else ",".join(nums) + ":" + ",".join(sources)
+    out_dir = os.path.join(cache, "nvcc-" + "-".join(f"sm{num}" for num in nums) + f"-{source_hash(tag)}")
     report_path = os.path.join(out_dir, "ptxas.txt")
     if os.path.exists(report_path):
         return out_dir
@@ -150,24 +169,47 @@ def compile_cubins(arch: str = "9.0", cache: Optional[str] = None, sources: Opti
     if nvcc is None:
         raise RuntimeError("nvcc is not on the PATH")
     os.makedirs(out_dir, exist_ok=True)
-    report = []
-    for source in sources:
-        cmd = [nvcc, *NVCC_FLAGS, f"-gencode=arch=compute_{num},code=sm_{num}", "-I", csrc_dir(), "-cubin",
-               os.path.join(csrc_dir(), source), "-o", os.path.join(out_dir, source + ".cubin")]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"nvcc failed on {source}:\n{result.stderr[-4000:]}")
-        report.append(f"# {source}\n{result.stderr}")
-    with open(report_path + ".tmp", "w") as f:
-        f.write("\n".join(report))
-    os.replace(report_path + ".tmp", report_path)
+    with exclusive(report_path + ".lock"):
+        if os.path.exists(report_path):
+            return out_dir
+        gencode = f"-gencode=arch=compute_{nums[0]},code=[{','.join(f'sm_{num}' for num in nums)}]"
+        report = []
+        for source in sources:
+            cmd = [nvcc, *NVCC_FLAGS, gencode, "-I", csrc_dir(), "-fatbin", os.path.join(csrc_dir(), source),
+                   "-o", os.path.join(out_dir, source + ".fatbin")]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"nvcc failed on {source}:\n{result.stderr[-4000:]}")
+            report.append(f"# {source}\n{result.stderr}")
+        with open(report_path + ".tmp", "w") as f:
+            f.write("\n".join(report))
+        os.replace(report_path + ".tmp", report_path)
     return out_dir
 
 
-def ptxas_report(arch: str = "9.0", cache: Optional[str] = None, sources: Optional[List[str]] = None) -> str:
-    """ptxas's resource report (``-Xptxas -v``) of the kernel sources (default: all) for one arch."""
-    with open(os.path.join(compile_cubins(arch, cache, sources), "ptxas.txt")) as f:
-        return f.read()
+def ptxas_report(arch: str = "9.0", cache: Optional[str] = None, sources: Optional[List[str]] = None,
+                 archs: Optional[Sequence[str]] = None) -> str:
+    """ptxas's resource report (``-Xptxas -v``) of the kernel sources (default: all) for one arch,
+    from the compile for ``archs`` (default: that arch alone), which must include it."""
+    archs = list(archs or [arch])
+    if arch not in archs:
+        raise ValueError(f"arch {arch} is not among the compiled archs {archs}")
+    with open(os.path.join(compile_device_code(archs, cache, sources), "ptxas.txt")) as f:
+        return for_arch(f.read(), arch)
+
+
+def for_arch(report: str, arch: str) -> str:
+    """The lines of a ptxas -v report of several archs that are about one arch's kernels (each
+    kernel's "Compiling entry function" line names its arch; the lines after it belong to it)."""
+    target = f"'sm_{arch.replace('.', '')}'"
+    lines, keep = [], True
+    for line in report.splitlines():
+        entry = re.search(r"Compiling entry function '[^']+' for ('sm_\d+')", line)
+        if entry:
+            keep = entry.group(1) == target
+        if keep:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def _per_kernel(report: str, pattern: str, value) -> dict:

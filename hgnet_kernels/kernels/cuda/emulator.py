@@ -79,11 +79,7 @@ def library() -> ctypes.CDLL:
     path = os.path.join(cuda_build.cache_dir(), f"cuda-emulator-{cuda_build.source_hash('emulator')}.so")
     if not os.path.exists(path):
         os.makedirs(cuda_build.cache_dir(), exist_ok=True)
-        # One build per machine: other processes (pytest-xdist workers) wait for it instead of
-        # compiling the same library at the same time.
-        import fcntl  # POSIX, as the g++ build is; importing the family needs neither
-        with open(path + ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with cuda_build.exclusive(path + ".lock"):  # one build per machine
             if not os.path.exists(path):
                 _build(path)
     lib = ctypes.CDLL(path)

@@ -38,9 +38,10 @@ def cuobjdump() -> str:
     raise RuntimeError("no cuobjdump: install the CUDA toolkit's cuobjdump or the triton wheel, which ships one")
 
 
-def function_sass(cubin: str) -> Dict[str, str]:
-    """``{mangled kernel name: its SASS}`` of a cubin."""
-    text = subprocess.run([cuobjdump(), "-sass", cubin], capture_output=True, text=True, check=True).stdout
+def function_sass(binary: str, arch: str) -> Dict[str, str]:
+    """``{mangled kernel name: its SASS}`` of the ``arch`` cubin in a cubin or fatbin."""
+    text = subprocess.run([cuobjdump(), "-sass", "-arch", f"sm_{arch.replace('.', '')}", binary],
+                          capture_output=True, text=True, check=True).stdout
     parts = _FUNCTION.split(text)
     return dict(zip(parts[1::2], parts[2::2]))
 
@@ -55,18 +56,23 @@ def instantiation(mangled: str) -> Optional[str]:
     return f"{_DTYPES.get(dtype, dtype)} {bm}x{bn} warps {wm}x{wn} stages {stages} {loads}"
 
 
-def mma_main_loops(arch: str = "9.0", cache: Optional[str] = None,
-                   sources: Optional[List[str]] = None) -> Dict[str, Optional[dict]]:
+def mma_main_loops(arch: str = "9.0", cache: Optional[str] = None, sources: Optional[List[str]] = None,
+                   archs: Optional[List[str]] = None) -> Dict[str, Optional[dict]]:
     """``{instantiation: aot.main_loop(...) or None}`` for every conv_mma_kernel compiled for ``arch``.
-    ``sources`` (default: the sm_80+ ones) picks which cached compile to read, so that a caller
-    can share the one its spill check made."""
+    ``sources`` (default: the sm_80+ ones) and ``archs`` (default: ``arch`` alone) pick which cached
+    compile to read, so that a caller can share the one its spill check made."""
     sources = list(sources or cuda_build.MMA_SOURCES)
-    out_dir = cuda_build.compile_cubins(arch, cache, sources)
+    out_dir = cuda_build.compile_device_code(archs or [arch], cache, sources)
+    return main_loops_of([os.path.join(out_dir, source + ".fatbin") for source in sources
+                          if source in cuda_build.MMA_SOURCES], arch)
+
+
+def main_loops_of(binaries: List[str], arch: str) -> Dict[str, Optional[dict]]:
+    """``{instantiation: aot.main_loop(...) or None}`` for every conv_mma_kernel in the ``arch`` code of
+    ``binaries`` (cubins, fatbins or the objects holding them)."""
     loops = {}
-    for source in sources:
-        if source not in cuda_build.MMA_SOURCES:
-            continue
-        for name, text in function_sass(os.path.join(out_dir, source + ".cubin")).items():
+    for binary in binaries:
+        for name, text in function_sass(binary, arch).items():
             label = instantiation(name)
             if label is not None:
                 loops[label] = aot.main_loop(aot.parse_sass(text))
