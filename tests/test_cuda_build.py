@@ -15,10 +15,27 @@ from hgnet_kernels.kernels.cuda import sass as cuda_sass
 needs_nvcc = pytest.mark.skipif(cuda_build.find_nvcc() is None, reason="nvcc is not installed (CUDA toolkit)")
 
 
+# The sm_90 compile these checks read: the JIT extension's own where one can be built (its objects
+# and build log: torch's nvcc flags, and no second compile of the same sources), else a device-only
+# nvcc compile of the same sources (a CPU-only torch).
+EXTENSION_BUILDS = cuda_build.can_build_extension() is None
+
+
+def sm90_report() -> str:
+    if EXTENSION_BUILDS:
+        return cuda_build.for_arch(cuda_ext.ptxas_report("9.0"), "9.0")
+    return cuda_build.ptxas_report("9.0")
+
+
+def sm90_mma_main_loops() -> dict:
+    if EXTENSION_BUILDS:
+        return cuda_sass.main_loops_of([cuda_ext.object_path(s, "9.0") for s in cuda_build.MMA_SOURCES], "9.0")
+    return cuda_sass.mma_main_loops("9.0", sources=cuda_build.KERNEL_SOURCES)
+
+
 @needs_nvcc
 def test_kernels_compile_for_sm90_without_spills():
-    report = cuda_build.ptxas_report("9.0")
-    kernels = cuda_build.spills(report)
+    kernels = cuda_build.spills(sm90_report())
     # 6 SIMT (fp32: 4 load paths) + 4 WMMA conv kernels, (4 fp16/bf16 tiles + 1 fp32) × 2 load paths +
     # split-K reductions, 3 dtypes × (2 kernel sizes × 4 (vector width, index type) depthwise and pool,
     # gate), 3 × 2 × 4 scale, the PTX probes
@@ -73,7 +90,7 @@ def test_sm80_conv_kernel_main_loop_issues_hmma(arch):
     """Every instantiation of the sm_80+ conv kernel has HMMA (mma.sync) in its main loop, read from
     the SASS of the compile the spill checks above made."""
     if arch == "9.0":
-        loops = cuda_sass.mma_main_loops(arch, sources=cuda_build.KERNEL_SOURCES)
+        loops = sm90_mma_main_loops()
     else:
         loops = cuda_sass.mma_main_loops(arch, sources=cuda_build.MMA_SOURCES, archs=cuda_build.SM80_ARCHS)
     # f16 and bf16: 4 tiles each, f32 (3×TF32): 1; each with 16-byte cp.async and scalar loads
@@ -103,6 +120,34 @@ def test_torch_extension_builds_and_checks_arguments():
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(RuntimeError, match="x must be a CUDA tensor"):
         ext.conv_bn_act(x, torch.randn(3, 3, 3, 4), torch.randn(4), 1, True, torch.empty(1, 4, 8, 8), None, 90)
+
+
+def test_jit_build_keeps_ninja_output_in_its_log(monkeypatch, tmp_path, capfd):
+    """What torch's verbose build writes to file descriptor 1 (ninja's output, ptxas's report in it,
+    which test_kernels_compile_for_sm90_without_spills reads) goes to the build directory's log, and
+    into the error when the build fails; file descriptor 1 is given back after."""
+    import os
+    from pathlib import Path
+
+    import torch.utils.cpp_extension as cpp_extension
+
+    for name, value in ((cuda_build.CACHE_ENV, str(tmp_path)), ("CUDA_HOME", str(tmp_path)),
+                        ("TORCH_CUDA_ARCH_LIST", "")):
+        monkeypatch.setenv(name, value)  # jit_build sets the last two; undone after the test
+    monkeypatch.setattr(cuda_build, "can_build_extension", lambda: None)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", cpp_extension.CUDA_HOME)
+
+    def failing_build(**kwargs):
+        assert kwargs["verbose"] and kwargs["build_directory"] == cuda_ext.build_directory("9.0")
+        os.write(1, b"ptxas info    : Used 32 registers\n")
+        raise RuntimeError("Error building extension")
+    monkeypatch.setattr(cpp_extension, "load", failing_build)
+    with pytest.raises(RuntimeError, match="(?s)Error building extension.*Used 32 registers"):
+        cuda_ext.jit_build(archs="9.0")
+    assert (Path(cuda_ext.build_directory("9.0")) / cuda_ext.BUILD_LOG).read_text() == \
+        "ptxas info    : Used 32 registers\n"
+    os.write(1, b"after the build\n")
+    assert capfd.readouterr().out == "after the build\n"
 
 
 def test_spill_parser_reads_ptxas_reports():
