@@ -4,9 +4,16 @@ import os
 # OpenBLAS (the Triton interpreter's dots): with two workers of two threads each on two cores the
 # threads spin-wait on each other, and a narrow PP-HGNet forward on the torch backend took 1.2 s
 # instead of 50 ms on a loaded box. Set before torch or numpy is imported; an explicit setting wins.
+# The xdist controller imports this file before it knows of any worker, and its workers inherit its
+# environment: a worker replaces the controller's defaults (named in HGNET_TEST_DEFAULT_POOLS) with
+# its own share, or every worker ran with every core's threads.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_defaults = set(filter(None, os.environ.get("HGNET_TEST_DEFAULT_POOLS", "").split(",")))
 for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_pool, str(max(1, (os.cpu_count() or 1) // _workers)))
+    if _pool not in os.environ or _pool in _defaults:
+        os.environ[_pool] = str(max(1, (os.cpu_count() or 1) // _workers))
+        _defaults.add(_pool)
+os.environ["HGNET_TEST_DEFAULT_POOLS"] = ",".join(sorted(_defaults))
 
 # Without a GPU, Triton kernels run through Triton's interpreter (chosen before any @triton.jit
 # function is defined) and CUDA kernels through the CPU emulator. HGNET_TEST_GPU=1 (set by
