@@ -12,6 +12,7 @@ import torch
 from hgnet_kernels import configs
 from hgnet_kernels.kernels import triton as fam
 from hgnet_kernels.plan_report import report
+from hgnet_kernels.shapes import conv_shapes
 
 from helpers import DEVICE
 
@@ -164,19 +165,17 @@ def test_gpu_convs_share_one_k_step(dtype):
     does not divide C_in, but the flat-K loop of convs whose C_in is not a multiple of 16 (stems)."""
     steps = set()
     for model in ("tiny", "small", "base", "b0", "b4"):
-        for batch, gpu in ((1, "H100"), (256, "H100"), (1, "A100")):
-            for r in report(model, batch, 224, dtype, gpu):
-                if r.kind.startswith(("conv", "aggregation")):
-                    c_in = int(r.input.split(" ")[0].split("×")[1])
-                    c_out, ho, wo = map(int, r.output.split(" ")[0].split("×")[1:])
-                    kernel = int(r.kind.split(" ")[1][0])
-                    peaks = configs.known_gpus()[gpu]
-                    cfg = configs.conv_config(ho * wo, c_in, c_out, kernel, 1, dtype, peaks["arch"], batch=batch,
-                                              sms=int(peaks["sms"]))
-                    assert cfg["FLAT_K"] == (kernel > 1 and c_in % 16 != 0), (model, r.name, cfg)
-                    if not cfg["FLAT_K"]:
-                        assert cfg["BLOCK_K"] == (configs.CONV_BLOCK_K if c_in % configs.CONV_BLOCK_K == 0 else 16)
-                        steps.add(cfg["BLOCK_K"])
+        # The plan's distinct conv shapes (the configs' inputs), built once per model: a plan
+        # report per (batch, GPU) built the model twice each, most of this test's time.
+        for shape in conv_shapes(model, 224, kinds=("conv", "aggregation")):
+            for batch, gpu in ((1, "H100"), (256, "H100"), (1, "A100")):
+                peaks = configs.known_gpus()[gpu]
+                cfg = configs.conv_config(shape.h_out * shape.w_out, shape.c_in, shape.c_out, shape.kernel, 1, dtype,
+                                          peaks["arch"], batch=batch, sms=int(peaks["sms"]))
+                assert cfg["FLAT_K"] == (shape.kernel > 1 and shape.c_in % 16 != 0), (model, shape.label(), cfg)
+                if not cfg["FLAT_K"]:
+                    assert cfg["BLOCK_K"] == (configs.CONV_BLOCK_K if shape.c_in % configs.CONV_BLOCK_K == 0 else 16)
+                    steps.add(cfg["BLOCK_K"])
     assert steps == {configs.CONV_BLOCK_K, 16}
 
 
