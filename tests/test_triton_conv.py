@@ -68,13 +68,14 @@ def run_into_slices(x64, w64, b64, r64, stride, relu, dtype, config=None, paddin
 
 
 ODD_CASES = [  # id, n, c_in, c_out, k, stride, h, w, config
-    # 97×129 through stage 1's 3×3 (96→96, here 24→40): 12,513 rows over 98 row tiles
-    ("97x129", 1, 24, 40, 3, 1, 97, 129, None),
+    # 37×53 through stage 1's 3×3 (96→96, here 24→40): 1,961 rows, odd in both sizes, over many
+    # row tiles and a partial last one
+    ("37x53", 1, 24, 40, 3, 1, 37, 53, None),
     # N = 3 of 7×7 maps (stage 4's size) with 64-row tiles: every tile but the first straddles two images
     ("n3_7x7_cross", 3, 24, 40, 3, 1, 7, 7, cfg(64, 32, 16)),
     ("n3_7x7_cross_split", 3, 24, 40, 3, 1, 7, 7, cfg(64, 32, 16, split=3)),
     ("n1_7x7_split_flat", 1, 24, 40, 3, 1, 7, 7, cfg(32, 32, 32, split=4, flat=True)),
-    ("n3_stride2_odd", 3, 17, 33, 3, 2, 13, 11, cfg(16, 32, 16, split=2)),
+    ("n3_stride2_odd", 3, 17, 33, 3, 2, 9, 7, cfg(16, 32, 16, split=2)),
     # The transposed tile (Yᵀ = Wᵀ·Xᵀ, sm_90's few-pixel layers): tiles across images, split-K,
     # partial channel blocks per tap (24 channels in blocks of 16)
     ("n3_7x7_swap_split", 3, 24, 40, 3, 1, 7, 7, cfg(16, 64, 16, split=3, swap=True)),
@@ -97,7 +98,7 @@ def test_odd_sizes_fp32_into_slices(case):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_split_k_low_precision_with_residual_and_affine(dtype):
     """Split-K's epilogue (bias, ReLU, a·y + c, + residual, rounding) runs once, after the fp32 sum."""
-    x64, w64, b64, r64, _ = problem(3, 24, 40, 3, 7, 9, seed=7, residual=True)
+    x64, w64, b64, r64, _ = problem(3, 24, 40, 3, 5, 5, seed=7, residual=True)  # 32-row tiles across images
     for swap in (False, True):
         out, exact, x, packed, bias, res = run_into_slices(x64, w64, b64, r64, 1, True, dtype,
                                                            cfg(32, 32, 16, split=3, swap=swap), affine=(-0.75, 0.5))
@@ -115,13 +116,15 @@ def test_same_2x2_padding_tiles_across_images():
 
 
 def test_tap_blocked_flat_and_split_agree_with_float64_and_are_deterministic():
-    x64, w64, b64, _, _ = problem(2, 40, 24, 3, 9, 7, seed=5)
+    x64, w64, b64, _, _ = problem(2, 40, 24, 3, 5, 7, seed=5)
     results = []
     for config in (cfg(64, 32, 16), cfg(64, 32, 32, flat=True), cfg(16, 32, 16, split=5), cfg(16, 32, 16, split=16)):
         out, exact, x, packed, bias, _ = run_into_slices(x64, w64, b64, None, 1, False, torch.float32, config)
         assert relative_error(out, exact) <= FP32_REL_TOL, config
-        again = fam.conv_bn_act(x, packed, bias, 1, False, config=config)
-        assert torch.equal(again, out), f"not bitwise deterministic: {config}"
+        if config["SPLIT_K"] > 1:  # the fixed-order reduction of the workspace; the one-pass forms'
+            # determinism: test_partial_sums_per_tile_and_image, test_guarantees.py's bitwise test
+            again = fam.conv_bn_act(x, packed, bias, 1, False, config=config)
+            assert torch.equal(again, out), f"not bitwise deterministic: {config}"
         results.append(out.clone())
     # Different split points sum in a different order: close, not necessarily equal bits.
     assert relative_error(results[2], results[0]) <= FP32_REL_TOL
@@ -218,7 +221,7 @@ def test_int64_offsets_give_the_same_bits(monkeypatch):
     """Tensors past 2^31 elements take the int64-offset variant; forced here on small tensors, it
     computes the same bits as the int32 one in every loop form (taps, flat K, 1×1 with ESE sums,
     transposed split-K)."""
-    x64, w64, b64, r64, _ = problem(2, 24, 40, 3, 7, 9, seed=17, residual=True)
+    x64, w64, b64, r64, _ = problem(2, 24, 40, 3, 5, 5, seed=17, residual=True)
     x1, w1, b1, _, _ = problem(2, 40, 24, 1, 5, 7, seed=19)
     xs = x1.float().contiguous(memory_format=torch.channels_last)
     packed1 = pack_conv_weight(w1.float())
