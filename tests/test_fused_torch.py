@@ -7,10 +7,11 @@ import hgnet_kernels as hk
 from helpers import float64_reference, randomize, rel_err
 
 
+# Each model's widths once with several images, and one image at odd sizes (97×129) on tiny: the
+# torch backend runs the same executor and oneDNN calls at any batch, so the cases dropped (tiny
+# 1×64×64, small 1×97×129, base 1×64×64) checked nothing these do not.
 @pytest.mark.parametrize("size,shape", [
-    ("tiny", (1, 3, 64, 64)), ("tiny", (4, 3, 64, 64)), ("tiny", (1, 3, 97, 129)),
-    ("small", (1, 3, 97, 129)), ("small", (4, 3, 32, 48)),
-    ("base", (1, 3, 64, 64)), ("base", (4, 3, 33, 65)),
+    ("tiny", (4, 3, 64, 64)), ("tiny", (1, 3, 97, 129)), ("small", (4, 3, 32, 48)), ("base", (4, 3, 33, 65)),
 ])
 def test_matches_float64_eager(size, shape):
     model = randomize(hk.PPHGNet(size), seed=sum(shape))

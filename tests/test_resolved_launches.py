@@ -120,7 +120,7 @@ def test_a_resolved_conv_launch_replays_on_new_tensors_of_its_shape(family, conf
     if family == "cuda":
         config = _cuda_tile(config)
     g = torch.Generator().manual_seed(5)
-    n, c_in, c_out, h, w = 2, 24, 40, 7, 9
+    n, c_in, c_out, h, w = 2, 24, 40, 5, 7
     weight = pack_conv_weight(torch.randn(c_out, c_in, 3, 3, generator=g) / 15).to(DEVICE)
     bias = torch.randn(c_out, generator=g).to(DEVICE)
     buf, out = poisoned_slice(n, c_out, h, w, 8, 16, torch.float32)
