@@ -73,3 +73,19 @@ def expected_partial_sums(y: torch.Tensor, block_rows: int) -> torch.Tensor:
     out = torch.zeros(n, psum_tiles(n, hw, block_rows), c, dtype=y.dtype)
     out.index_put_((image, j), rows, accumulate=True)
     return out
+
+
+def assert_same_model(got: nn.Module, want: nn.Module) -> None:
+    """That two models compute the same function, without running either: the same tree of module
+    classes with the same settings (strides, paddings, BN eps, pooling modes…) and every parameter
+    and buffer bitwise equal, in the same dtype. For checking that several sources of one checkpoint
+    load as the same model once one of them has been compared with a forward (a float64 forward of a
+    full-width network costs seconds)."""
+    def settings(model):
+        return [(name, type(m), {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"})
+                for name, m in model.named_modules()]
+    assert settings(got) == settings(want)
+    a, b = got.state_dict(), want.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key

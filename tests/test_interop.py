@@ -25,7 +25,7 @@ import hgnet_kernels as hk
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error, tolerance
 from hgnet_kernels.checkpoints import CheckpointError
 
-from helpers import randomize
+from helpers import assert_same_model, randomize
 
 # transformers' HGNetV2Config for PaddleClas's PPHGNetV2_B0 (LAB, light blocks in stages 3-4).
 HF_B0 = dict(stem_channels=[3, 16, 16], stage_in_channels=[16, 64, 256, 512], stage_mid_channels=[16, 32, 64, 128],
@@ -81,10 +81,10 @@ def test_hf_classifier_has_no_head_conv_and_loads_from_its_folder(tmp_path):
     assert relative_error(fused(x), want) <= FP32_REL_TOL
     theirs.save_pretrained(tmp_path / "hf")
     assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors"]
-    for source in (tmp_path / "hf", tmp_path / "hf" / "model.safetensors"):
-        model = hk.load_model(source)
-        with torch.no_grad():
-            assert relative_error(model.double()(x.double()), want) <= 1e-12
+    model = hk.load_model(tmp_path / "hf")
+    assert_same_model(hk.load_model(tmp_path / "hf" / "model.safetensors"), model)  # before .double()
+    with torch.no_grad():
+        assert relative_error(model.double()(x.double()), want) <= 1e-12
     assert relative_error(hk.FusedPPHGNet.from_checkpoint(tmp_path / "hf", backend="torch")(x), want) <= FP32_REL_TOL
 
 
@@ -120,11 +120,13 @@ def test_hf_dfine_whole_model_folder_state_dict_and_frozen_bn_module(tmp_path):
     want = _hf_maps(inner, x)
     detector.save_pretrained(tmp_path / "dfine")
     torch.save(detector.state_dict(), tmp_path / "dfine.pth")
-    for source in (tmp_path / "dfine", tmp_path / "dfine.pth", inner):
-        model = hk.load_model(source)
-        assert model.config.name == "b0" and model.fc is None and model.stem_pool_padding == "zero"
-        with torch.no_grad():
-            _assert_maps(model.double().forward_features(x.double())[1:], want, 1e-12)
+    # One source checked with a float64 forward; the others load as that same model.
+    model = hk.load_model(tmp_path / "dfine")
+    for source in (tmp_path / "dfine.pth", inner):
+        assert_same_model(hk.load_model(source), model)
+    assert model.config.name == "b0" and model.fc is None and model.stem_pool_padding == "zero"
+    with torch.no_grad():
+        _assert_maps(model.double().forward_features(x.double())[1:], want, 1e-12)
     fused = hk.FusedPPHGNet(inner, backend="torch", out_indices=(1, 2, 3))
     _assert_maps(fused.forward_features(x), want, FP32_REL_TOL)
 
@@ -167,11 +169,13 @@ def test_hf_ppocrv5_server_rec_module_folder_and_state_dict(tmp_path):
     assert [tuple(m.shape[2:]) for m in want] == [(12, 36), (12, 18), (6, 18), (3, 18)]
     rec.save_pretrained(tmp_path / "rec")
     torch.save(rec.state_dict(), tmp_path / "rec.pth")
-    for source in (tmp_path / "rec", tmp_path / "rec.pth", rec, backbone):
-        model = hk.load_model(source)
-        assert model.config.name == "b4" and model.text_rec and model.fc is None and model.stem_pool_padding == "zero"
-        with torch.no_grad():
-            _assert_maps(model.double().forward_features(x.double()), want, 1e-12)
+    # One source checked with a float64 forward (~2 s at B4's widths); the others load as that same model.
+    model = hk.load_model(tmp_path / "rec")
+    for source in (tmp_path / "rec.pth", rec, backbone):
+        assert_same_model(hk.load_model(source), model)
+    assert model.config.name == "b4" and model.text_rec and model.fc is None and model.stem_pool_padding == "zero"
+    with torch.no_grad():
+        _assert_maps(model.double().forward_features(x.double()), want, 1e-12)
     _assert_maps(hk.FusedPPHGNet(rec, backend="torch").forward_features(x), want, FP32_REL_TOL)
     config = json.loads((tmp_path / "rec" / "config.json").read_text())
     config["backbone_config"]["stage_downsample_strides"] = [[2, 1], [2, 1], [2, 1], [2, 1]]
@@ -265,10 +269,10 @@ def test_ultralytics_pre_fused_model_loads_exactly(rtdetr_l, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     want = _ultralytics_maps(model, x, L_STAGES)
     torch.save(model.state_dict(), tmp_path / "fused.pt")
-    for source in (model, tmp_path / "fused.pt"):
-        ours = hk.load_model(source)
-        with torch.no_grad():
-            _assert_maps(ours.double().forward_features(x.double()), want, 1e-12)
+    ours = hk.load_model(model)
+    assert_same_model(hk.load_model(tmp_path / "fused.pt"), ours)  # the file loads as the module does
+    with torch.no_grad():
+        _assert_maps(ours.double().forward_features(x.double()), want, 1e-12)
 
 
 def test_ultralytics_half_precision_is_refused(rtdetr_l, tmp_path):
@@ -297,10 +301,16 @@ def test_ultralytics_rtdetr_x_wrapper_is_b5():
     _assert_maps(fused.forward_features(x), want, FP32_REL_TOL)
 
 
+@pytest.fixture(scope="module")
+def rtdetr_l_input_and_float64_stage4(rtdetr_l):
+    """An input and RT-DETR l's float64 last stage map, shared by both low-precision dtypes."""
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(71))
+    return x, _ultralytics_maps(rtdetr_l, x, L_STAGES)[-1]
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_ultralytics_low_precision_within_twice_eagers_error(rtdetr_l, dtype):
-    x = torch.randn(1, 3, 64, 64)
-    exact = _ultralytics_maps(rtdetr_l, x, L_STAGES)[-1]
+def test_ultralytics_low_precision_within_twice_eagers_error(rtdetr_l, rtdetr_l_input_and_float64_stage4, dtype):
+    x, exact = rtdetr_l_input_and_float64_stage4
     eager = _ultralytics_maps_in(rtdetr_l, x, dtype)
     fused = hk.FusedPPHGNet(rtdetr_l, backend="torch", dtype=dtype)
     assert relative_error(fused.forward_features(x)[-1], exact) <= tolerance(dtype, relative_error(eager, exact))
