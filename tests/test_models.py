@@ -16,8 +16,9 @@ BUILDERS = {"tiny": hk.pphgnet_tiny, "small": hk.pphgnet_small, "base": hk.pphgn
 
 @pytest.mark.parametrize("size", SIZES)
 def test_parameters_and_shapes_match_timm(size):
-    ours = hk.PPHGNet(size)
-    theirs = timm.create_model(f"hgnet_{size}", pretrained=False)
+    with torch.device("meta"):  # shapes and names only: no weights initialised
+        ours = hk.PPHGNet(size)
+        theirs = timm.create_model(f"hgnet_{size}", pretrained=False)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     mapped = to_hgnet_kernels_keys(theirs.state_dict(), ours.config.dropout_prob)
     ours_sd = ours.state_dict()
@@ -26,7 +27,11 @@ def test_parameters_and_shapes_match_timm(size):
         assert value.shape == mapped[key].shape, key
 
 
-@pytest.mark.parametrize("size", SIZES)
+# small is left out: the timm key mapping is the same name rules for every size, checked here on
+# tiny and base (the most blocks and layers); small's every key and shape is
+# test_parameters_and_shapes_match_timm[small]'s, and its timm weights landing in the same places
+# from a file and a module test_weights.py::test_timm_state_dict_file_and_module's.
+@pytest.mark.parametrize("size", ["tiny", "base"])
 def test_logits_match_timm_with_its_random_weights(size):
     theirs = randomize(timm.create_model(f"hgnet_{size}", pretrained=False), seed=1)
     ours = hk.load_weights(hk.PPHGNet(size), theirs).eval()
@@ -40,10 +45,11 @@ def test_logits_match_timm_with_its_random_weights(size):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_forward_features_strides(size):
-    model = BUILDERS[size]()
+    with torch.device("meta"):  # PyTorch's own shape rules, without computing a value
+        model = BUILDERS[size]()
     cfg = hk.CONFIGS[size]
     with torch.no_grad():
-        feats = model.forward_features(torch.randn(1, 3, 96, 64))
+        feats = model.forward_features(torch.empty(1, 3, 96, 64, device="meta"))
     assert [tuple(f.shape) for f in feats] == [
         (1, s.out_channels, 96 // stride, 64 // stride) for s, stride in zip(cfg.stages, (4, 8, 16, 32))]
 
@@ -78,7 +84,7 @@ TIMM_VARIANTS = [dict(global_pool="max"), dict(global_pool="avgmax"), dict(globa
 def test_timm_variants_are_converted_exactly(kwargs):
     theirs = randomize(timm.create_model("hgnet_tiny", pretrained=False, **kwargs), seed=31)
     fused = hk.FusedPPHGNet(theirs, backend="torch")
-    x = torch.randn(2, kwargs.get("in_chans", 3), 64, 96)
+    x = torch.randn(1, kwargs.get("in_chans", 3), 64, 96)  # the options act per image
     with torch.no_grad():
         expected = theirs.double()(x.double())
     got = fused(x)
