@@ -7,6 +7,7 @@ import torch
 
 import hgnet_kernels as hk
 from hgnet_kernels.checkpoints import CheckpointError
+from hgnet_kernels.models import PPHGNetConfig, StageConfig
 from hgnet_kernels.weights import read_checkpoint
 
 from helpers import randomize, rel_err
@@ -53,11 +54,21 @@ def test_paddle_layout_matches_real_paddle_key_list():
     assert written == expected
 
 
-@pytest.mark.parametrize("size", ["tiny", "base"])
+# base's form (stages of 2 and 3 blocks, 7 layers a block) and its dropout of 0.2, whose (1 - p)
+# Paddle's eval logits carry, at narrow widths: a full-width base costs ~6 s of initialising and
+# pickling 280 MB. Paddle's names follow the same rules at every size and width (tiny's are checked
+# against real Paddle's key list above).
+NARROW_BASE = PPHGNetConfig("narrow_base", (8, 8, 16), (
+    StageConfig(16, 8, 24, 1, False), StageConfig(24, 12, 40, 2, True), StageConfig(40, 12, 48, 3, True),
+    StageConfig(48, 16, 56, 2, True)), layer_num=7, dropout_prob=0.2)
+
+
+@pytest.mark.parametrize("size", ["tiny", NARROW_BASE], ids=["tiny", "narrow_base"])
 def test_pdparams_round_trip(tmp_path, size):
     source = randomize(hk.PPHGNet(size), seed=2)
     path = tmp_path / "model.pdparams"
-    write_pdparams(path, paddle_state_dict(source))
+    paddle = paddle_state_dict(source)
+    write_pdparams(path, paddle)
     loaded = hk.PPHGNet(size)
     hk.load_weights(loaded, path)
     assert_same_weights(loaded.eval(), source, rtol=1e-6)
@@ -66,7 +77,7 @@ def test_pdparams_round_trip(tmp_path, size):
     with torch.no_grad():
         feats = source.forward_features(x)[-1]
         hidden = torch.relu(source.last_conv(feats.mean((2, 3), keepdim=True))).flatten(1)
-        paddle_fc = torch.from_numpy(paddle_state_dict(source)["fc.weight"])
+        paddle_fc = torch.from_numpy(paddle["fc.weight"])
         paddle_logits = (1 - source.config.dropout_prob) * hidden @ paddle_fc + source.fc.bias
         assert rel_err(loaded(x), paddle_logits) <= 1e-5
 
