@@ -45,7 +45,9 @@ def _dfine(anchors):
 
 @pytest.mark.parametrize("backend,h,w", [("torch", 64, 96), ("triton", 32, 64), ("cuda", 32, 64)])
 def test_hf_dfine_whole_model_equals_eager(backend, h, w):
-    """Smaller images through Triton's interpreter and the CUDA emulator (slow on the CPU)."""
+    """Smaller images through Triton's interpreter and the CUDA emulator (slow on the CPU). The
+    triton case is this file's one run of Triton's interpreter (the reduced rec model below takes
+    the CUDA emulator)."""
     detector = _dfine(anchors=(h // 8) * (w // 8) + (h // 16) * (w // 16) + (h // 32) * (w // 32))
     x = torch.randn(1, 3, h, w)
     with torch.no_grad():
@@ -92,18 +94,29 @@ def test_hf_ppocrv5_server_rec_whole_model_equals_eager():
     x = torch.randn(1, 3, 48, 100)
     with torch.no_grad():
         reference = copy.deepcopy(rec).double()
-        want_maps = reference.model.backbone(x.double()).feature_maps
-        want = reference(x.double()).last_hidden_state
+        want_maps, want = _backbone_maps_and_output(reference, x.double())
     assert hk.accelerate(rec, backend="torch") is rec
     assert isinstance(rec.model.backbone, FusedHFBackbone) and rec.model.backbone.fused.out_indices == (0, 1, 2, 3)
     with torch.no_grad():
-        maps = rec.model.backbone(x).feature_maps
-        got = rec(x).last_hidden_state
+        maps, got = _backbone_maps_and_output(rec, x)
         got_tuple = rec(x, return_dict=False)[0]
     assert isinstance(maps, tuple) and [m.shape for m in maps] == [m.shape for m in want_maps]
     assert all(m.dtype == torch.float32 and relative_error(m, w) <= FP32_REL_TOL for m, w in zip(maps, want_maps))
     assert got.shape == want.shape == (1, 12, 50)
     assert relative_error(got, want) <= FP32_REL_TOL and relative_error(got_tuple, want) <= FP32_REL_TOL
+
+
+def _backbone_maps_and_output(rec, x):
+    """The feature maps ``rec.model.backbone`` hands the rec model, and the model's output, from one
+    pass of the whole model (not an extra pass of its backbone)."""
+    seen = []
+    hook = rec.model.backbone.register_forward_hook(lambda module, args, output: seen.append(output.feature_maps))
+    try:
+        output = rec(x).last_hidden_state
+    finally:
+        hook.remove()
+    assert len(seen) == 1
+    return seen[0], output
 
 
 def _reduced_rec_config(stage_downsample_strides=((2, 1), (1, 2), (2, 1), (2, 1))):
@@ -116,12 +129,15 @@ def _reduced_rec_config(stage_downsample_strides=((2, 1), (1, 2), (2, 1), (2, 1)
                                   head_out_channels=11)
 
 
-def test_hf_ppocrv5_server_rec_model_through_triton_equals_eager():
+def test_hf_ppocrv5_server_rec_model_through_a_kernel_backend_equals_eager():
+    """Through the CUDA emulator, not Triton's interpreter (~13 s of CPU there): the rec layout's
+    strides through Triton's kernels are test_text_rec.py's test_forward_features_on_ocr_crops
+    [triton-*], and accelerate(backend="triton") on a transformers model is the D-FINE test's."""
     model = randomize(PPOCRV5ServerRecModel(_reduced_rec_config()).eval(), seed=90)
     x = torch.randn(1, 3, 48, 41)
     with torch.no_grad():
         want = copy.deepcopy(model).double()(x.double()).last_hidden_state
-    assert hk.accelerate(model, backend="triton") is model
+    assert hk.accelerate(model, backend="cuda") is model
     assert isinstance(model.backbone, FusedHFBackbone)
     with torch.no_grad():
         got = model(x).last_hidden_state
@@ -239,10 +255,11 @@ def test_torch_port_hgnetv2_inside_a_detector_equals_eager(port, name, return_id
     assert isinstance(detector.backbone, FusedTorchPortHGNetv2)
     assert detector.backbone.fused.out_indices == tuple(return_idx)
     assert detector.backbone.fused.net.stem_pool_zero  # both ports pad the stem pool with zeros
+    maps = []  # what the swapped backbone hands the detector, seen during its one forward
+    detector.backbone.register_forward_hook(lambda module, args, output: maps.append(output))
     with torch.no_grad():
         got = detector(x)
-        maps = detector.backbone(x)
-    assert isinstance(maps, list) and len(got) == len(want) == len(return_idx)
+    assert len(maps) == 1 and isinstance(maps[0], list) and len(got) == len(want) == len(return_idx)
     for g, w in zip(got, want):
         assert g.dtype == torch.float32 and relative_error(g, w) <= FP32_REL_TOL
 
