@@ -27,11 +27,21 @@ def _cpu_timer(fn):
 
 @pytest.mark.parametrize("family", ["triton", "cuda"])
 def test_dry_run_lists_every_layer_of_every_model_and_writes_nothing(family, tmp_path, monkeypatch, capsys):
+    # The layers expected are conv_shapes' answers to the dry run's own calls, recorded as it makes
+    # them, not computed a second time by the same function (building every model's plan costs ~6 s
+    # of CPU): that it asks for every model at 224 with the family's kinds is asserted.
+    answers = {}
+
+    def recording(model, size, kinds):
+        answers[model, size, kinds] = conv_shapes(model, size, kinds)
+        return answers[model, size, kinds]
+    monkeypatch.setattr(tune, "conv_shapes", recording)
     monkeypatch.setenv("OUT", str(tmp_path))
     assert main(["tune", "--family", family, "--dry-run"]) == 0
     listed = capsys.readouterr().out
+    assert sorted(answers) == sorted((model, 224, tune.TUNED_KINDS[family]) for model in MODEL_NAMES)
     for model in MODEL_NAMES:  # v1 and v2: PP-HGNetV2 could not be tuned before (issue #20)
-        for shape in conv_shapes(model, 224, tune.TUNED_KINDS[family]):
+        for shape in answers[model, 224, tune.TUNED_KINDS[family]]:
             if shape.kind not in ("conv", "aggregation"):
                 continue
             hw = shape.h_out * shape.w_out
