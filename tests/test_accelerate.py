@@ -131,8 +131,9 @@ def _reduced_rec_config(stage_downsample_strides=((2, 1), (1, 2), (2, 1), (2, 1)
 
 def test_hf_ppocrv5_server_rec_model_through_a_kernel_backend_equals_eager():
     """Through the CUDA emulator, not Triton's interpreter (~13 s of CPU there): the rec layout's
-    strides through Triton's kernels are test_text_rec.py's test_forward_features_on_ocr_crops
-    [triton-*], and accelerate(backend="triton") on a transformers model is the D-FINE test's."""
+    strides through Triton's kernels are test_text_rec.py's test_fused_equals_paddleocr[*-triton]
+    (the v4 and v5 rec layouts), and accelerate(backend="triton") on a transformers model is the
+    D-FINE test's."""
     model = randomize(PPOCRV5ServerRecModel(_reduced_rec_config()).eval(), seed=90)
     x = torch.randn(1, 3, 48, 41)
     with torch.no_grad():
