@@ -53,7 +53,8 @@ def test_module_entry_point_and_cheap_import():
     run as ``python -m hgnet_kernels`` runs it (``runpy.run_module`` as ``__main__``, argv[0] set)."""
     code = ("import runpy, sys, hgnet_kernels; "
             "assert 'triton' not in sys.modules and 'timm' not in sys.modules, sorted(sys.modules); "
-            "sys.argv[1:] = ['verify', '--help']; runpy.run_module('hgnet_kernels', run_name='__main__', alter_sys=True)")
+            "sys.argv[1:] = ['verify', '--help']; "
+            "runpy.run_module('hgnet_kernels', run_name='__main__', alter_sys=True)")
     help_text = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert "--backend" in help_text and "--weights" in help_text
 
