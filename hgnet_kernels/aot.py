@@ -552,6 +552,13 @@ class Ledger:
         self.entries: Dict[str, dict] = data.get("entries", {})
         self.same_build = data.get("triton_build") == self.build  # else no key can match: all compile
         self.used: Dict[str, dict] = {}
+        # (key, kernel, target, the fields its compile read differently) of each record compiled again
+        self.checked: List[Tuple[str, str, int, List[str]]] = []
+
+    @property
+    def differences(self) -> List[str]:
+        return [f"{kernel} for sm_{arch} (ledger key {key}): {', '.join(changed)}"
+                for key, kernel, arch, changed in self.checked if changed]
 
     def save(self, command: str) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
@@ -569,14 +576,14 @@ def _triton_build() -> str:
 
 
 def _recordable(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "seconds"}  # the one field that is not the code's
+    """What a compile read, as the ledger records it: not its time, nor where it came from."""
+    return {k: v for k, v in result.items() if k not in ("seconds", "from_ledger")}
 
 
 def run_analysis(work: Sequence[Tuple[Launch, int]], jobs: int, progress=None, ledger: Optional[Ledger] = None,
-                 verify: int = 0) -> Tuple[List[Finding], List[str]]:
+                 verify: int = 0) -> List[Finding]:
     """Compile each (launch, target) (and the anchors of the dot kernels), ``jobs`` at a time, or read
-    it from ``ledger``; returns the findings and how any of ``verify`` recompiled ledger entries
-    differed from what the ledger says."""
+    it from ``ledger``, and compile ``verify`` of those read again (``ledger.checked``)."""
     findings: List[Finding] = []
     recorded: List[Tuple[str, tuple, int]] = []  # (key, analyse's arguments but the target, target) of ledger reads
     total = len(work) * 2
@@ -593,7 +600,7 @@ def run_analysis(work: Sequence[Tuple[Launch, int]], jobs: int, progress=None, l
 
     def keep(key: Optional[str], result: dict) -> dict:
         if ledger is not None and key is not None:
-            ledger.used[key] = _recordable({k: v for k, v in result.items() if k != "from_ledger"})
+            ledger.used[key] = _recordable(result)
         return result
 
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
@@ -630,17 +637,13 @@ def run_analysis(work: Sequence[Tuple[Launch, int]], jobs: int, progress=None, l
                 progress(len(work) + done * len(work) // max(len(anchors), 1), total)
         chosen = random.Random().sample(recorded, min(verify, len(recorded)))  # a fresh choice each run
         checks = [(key, arch, args, pool.submit(analyse, *args, arch)) for key, args, arch in chosen]
-        differences = []
         for key, arch, args, future in checks:
             compiled, entry = _recordable(future.result()), ledger.entries[key]
             changed = sorted(k for k in set(compiled) | set(entry) if compiled.get(k) != entry.get(k))
-            state = f"differs in {', '.join(changed)}" if changed else "matches"
-            print(f"ledger entry {key[:12]} ({args[0].split(':')[-1]}, sm_{arch}) recompiled: {state}")
-            if changed:
-                differences.append(f"{args[0].split(':')[-1]} for sm_{arch} (ledger key {key}): {', '.join(changed)}")
+            ledger.checked.append((key, args[0].split(":")[-1], arch, changed))
     order = {(id(launch), arch): i for i, (launch, arch) in enumerate(work)}
     findings.sort(key=lambda f: order[(id(f.launch), f.arch)])
-    return findings, differences
+    return findings
 
 
 def _worker_init() -> None:
@@ -842,7 +845,7 @@ def run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(f"\rcompiling {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    findings, differences = run_analysis(work, args.jobs, progress, ledger, args.verify)
+    findings = run_analysis(work, args.jobs, progress, ledger, args.verify)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     elapsed = time.perf_counter() - started
@@ -853,12 +856,16 @@ def run(args: argparse.Namespace) -> int:
     print_report(findings, info, args.max_loop_ratio)
     print(f"collected in {collected:.1f} s; wall time {elapsed:.1f} s with {args.jobs} jobs"
           + (" (cold cache)" if cold else ""))
+    differences = ledger.differences if ledger is not None else []
     if ledger is not None:
+        for key, kernel, arch, changed in ledger.checked:
+            state = f"differs in {', '.join(changed)}" if changed else "matches"
+            print(f"ledger entry {key[:12]} ({kernel}, sm_{arch}) compiled again: {state}")
         read = sum(bool(f.result.get("from_ledger")) for f in findings)
         print(f"ledger {ledger.path}: {read} of {len(findings)} kernels read from it, {len(findings) - read} compiled; "
-              f"{min(args.verify, read)} recorded ones compiled again to verify it")
+              f"{len(ledger.checked)} recorded compiles (kernels and anchors) compiled again to verify it")
         info["ledger"] = dict(path=ledger.path, same_build=ledger.same_build, read=read, compiled=len(findings) - read,
-                              verified=min(args.verify, read), differences=differences)
+                              verified=len(ledger.checked), differences=differences)
         if args.update_ledger:
             ledger.save("python -m hgnet_kernels aot " + " ".join(sys.argv[1:]))
             print(f"ledger {ledger.path} rewritten: {len(ledger.used)} compiles")

@@ -104,7 +104,7 @@ def test_every_launch_compiles_for_sm90_and_sm80_without_spills_and_with_wgmma(w
     data = json.loads(report.read_text())
     ledger = data["ledger"]
     assert not ledger["differences"], done.stderr[-3000:]
-    assert ledger["verified"] == min(VERIFY, ledger["read"])
+    assert min(VERIFY, ledger["read"]) <= ledger["verified"] <= VERIFY  # records read: kernels and anchors
     # Recorded for this Triton build, the ledger must hold every compile of the gate, so that CI
     # compiles only VERIFY of them; after a kernel change the gate above compiled and checked the
     # new code, and the ledger is rewritten with the command below.
@@ -205,19 +205,20 @@ assert compiled.hash == key, "the key is not Triton's cache key of the compile"
 
 ledger = aot.Ledger(sys.argv[1])
 assert ledger.entries == {} and not ledger.same_build
-findings, differences = aot.run_analysis([(launch, 90)], 1, ledger=ledger)
-assert not differences and not findings[0].result.get("from_ledger") and list(ledger.used) == [key]
+findings = aot.run_analysis([(launch, 90)], 1, ledger=ledger)
+assert not ledger.checked and not findings[0].result.get("from_ledger") and list(ledger.used) == [key]
 ledger.save("test")
 
 again = aot.Ledger(sys.argv[1])
 assert again.same_build and list(again.entries) == [key]
-findings, differences = aot.run_analysis([(launch, 90)], 1, ledger=again, verify=1)
-assert findings[0].result["from_ledger"] and not differences, differences
+findings = aot.run_analysis([(launch, 90)], 1, ledger=again, verify=1)
+assert findings[0].result["from_ledger"] and again.checked == [(key, "matmul", 90, [])], again.checked
 assert findings[0].result["hgmma"] > 0 and findings[0].result["regs"] == again.entries[key]["regs"]
 
 again.entries[key]["regs"] += 1  # a record that lies
-findings, differences = aot.run_analysis([(launch, 90)], 1, ledger=again, verify=1)
-assert len(differences) == 1 and differences[0].endswith(": regs"), differences
+again.checked = []
+aot.run_analysis([(launch, 90)], 1, ledger=again, verify=1)
+assert again.differences == [f"matmul for sm_90 (ledger key {key}): regs"], again.differences
 print("ok")
 """
 
@@ -225,8 +226,7 @@ print("ok")
 def test_the_ledger_reads_recorded_compiles_by_tritons_cache_key_and_catches_a_wrong_record(tmp_path):
     """A recorded compile is read, not compiled, under the key Triton itself files the compile
     under; a verified record that differs from its compile is reported, naming the field."""
-    out = _python(_LEDGER.replace("sys.argv[1]", repr(str(tmp_path)))).splitlines()
-    assert out[-1] == "ok" and out[-2].endswith("(matmul, sm_90) recompiled: differs in regs"), out
+    assert _python(_LEDGER.replace("sys.argv[1]", repr(str(tmp_path)))).strip() == "ok"
 
 
 # ---- reading the compiled code ------------------------------------------------------------------
