@@ -7,10 +7,13 @@ Compiling needs real (not interpreted) Triton, so those parts run in a subproces
 TRITON_INTERPRET. Compiled, not run: no GPU is involved.
 """
 import argparse
+import atexit
 import json
 import os
+import select
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import List
 
@@ -29,9 +32,80 @@ def _env(triton_path=None) -> dict:
     return env
 
 
+# A Python without the interpreter that has imported torch, Triton and hgnet_kernels once and forks
+# a child for each run: each compile check here would otherwise start a Python and import them again
+# (~5 s of CPU). One per Triton directory (first on sys.path) and pytest-xdist worker. A child gets
+# the run's environment, folder and argv, and its stdout and stderr go to files; what the server
+# imported is all it shares with the earlier runs (nothing of a run comes back into the server).
+_FORK_SERVER = r"""
+import json, os, runpy, sys, traceback
+import torch, triton, hgnet_kernels.aot
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.chdir(job["cwd"])
+            os.environ.clear()
+            os.environ.update(job["env"])
+            for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+                os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv = list(job["argv"])
+            if job["module"]:
+                runpy.run_module(job["module"], run_name="__main__", alter_sys=True)
+            else:
+                exec(compile(job["code"], "<string>", "exec"), {"__name__": "__main__"})
+            status = 0
+        except SystemExit as e:
+            status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(wait_status), flush=True)
+"""
+_servers = {}
+
+# With test_tf32x3_bound's compile test, on one pytest-xdist worker (pytest.ini): one fork server
+# per Triton serves them all.
+pytestmark = pytest.mark.xdist_group("triton_compiles")
+
+
+def _run_forked(triton_path=None, code=None, module=None, args=(), timeout=900) -> subprocess.CompletedProcess:
+    """Run ``code`` (like ``python -c``) or ``module`` with ``args`` (like ``python -m``) in a child
+    of the fork server for ``triton_path``, in ROOT with _env(triton_path)."""
+    server = _servers.get(triton_path)
+    if server is None or server.poll() is not None:
+        server = _servers[triton_path] = subprocess.Popen(
+            [sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=_env(triton_path), cwd=ROOT)
+    with tempfile.TemporaryDirectory() as tmp:
+        job = dict(code=code, module=module, argv=[module or "-c", *args], cwd=str(ROOT), env=_env(triton_path),
+                   stdout=os.path.join(tmp, "stdout"), stderr=os.path.join(tmp, "stderr"))
+        server.stdin.write(json.dumps(job) + "\n")
+        server.stdin.flush()
+        if not select.select([server.stdout], [], [], timeout)[0]:
+            server.kill()
+            raise subprocess.TimeoutExpired(module or "python -c", timeout)
+        returncode = server.stdout.readline()
+        assert returncode, f"the fork server for {triton_path or 'the installed Triton'} exited"
+        return subprocess.CompletedProcess(job["argv"], int(returncode), Path(job["stdout"]).read_text(),
+                                           Path(job["stderr"]).read_text())
+
+
+@atexit.register
+def _stop_fork_servers():
+    for server in _servers.values():
+        server.stdin.close()  # its loop ends
+        server.wait(timeout=60)
+
+
 def _python(code: str, triton_path=None, timeout=900) -> str:
-    done = subprocess.run([sys.executable, "-c", code], env=_env(triton_path), capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    done = _run_forked(triton_path, code=code, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -98,8 +172,9 @@ def test_every_launch_compiles_for_sm90_and_sm80_without_spills_and_with_wgmma(w
     report = tmp_path / "aot.json"
     targets = GATE_TARGETS[which]
     command = _gate_command(which)
-    done = subprocess.run([sys.executable, *command[1:], "--verify", str(VERIFY), "--json", str(report)],
-                          env=_env(triton_path), capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    assert command[:2] == ["python", "-m"]
+    done = _run_forked(triton_path, module=command[2], timeout=1500,
+                       args=[*command[3:], "--verify", str(VERIFY), "--json", str(report)])
     assert report.exists(), done.stdout[-6000:] + done.stderr[-3000:]
     data = json.loads(report.read_text())
     ledger = data["ledger"]

@@ -170,10 +170,11 @@ json.dump(found, sys.stdout)
 """
 
 
+@pytest.mark.xdist_group("triton_compiles")  # test_aot.py's worker: its fork server compiles this too
 def test_triton_tf32x3_compiles_to_the_three_tf32_products():
     """Triton's side of the split, compiled for sm_90 (not run): a 3×3 fp32 conv of the plan issues
     three times the TF32 wgmma of plain TF32 with tf32x3, and none in IEEE (FFMA)."""
-    from test_aot import _python  # compiling needs Triton without its interpreter: a subprocess
+    from test_aot import _python  # compiling needs Triton without its interpreter: another process
 
     found = json.loads(_python(_COMPILE_CONV_AT_EACH_PRECISION))
     assert found["ieee"]["hgmma"] == 0 and found["ieee"]["ffma"] > 0
