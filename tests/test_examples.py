@@ -8,7 +8,9 @@ as ``__main__``, its argv and its folder on sys.path) and every snippet in a nam
 each from an empty folder of its own: a name a snippet uses without importing or defining it fails
 it as it would in a fresh interpreter. What a shared process cannot show, a snippet leaning on a
 module-level side effect of an earlier one (none of them sets global state), is the one thing given
-up, and each snippet's traceback is reported under its own number."""
+up, and each snippet's traceback is reported under its own number. The examples and the snippets
+share that interpreter too (its imports of torch, transformers and timm cost ~8 s of CPU), run once
+for both tests of this file, which the xdist_group mark keeps on one pytest-xdist worker."""
 import json
 import os
 import re
@@ -19,6 +21,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.xdist_group("examples_and_readme_snippets")  # one shared interpreter run
 
 RUNNER = r"""
 import contextlib, io, json, os, runpy, sys, traceback
@@ -80,27 +84,34 @@ EXAMPLES = [
 ]
 
 
-def test_the_examples_run(tmp_path):
-    pytest.importorskip("timm")
+README_SNIPPETS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every example and every README snippet, run in one fresh interpreter."""
     jobs = [dict(name=script, script=str(ROOT / "python" / script), args=args) for script, args, _ in EXAMPLES]
-    results = run_in_one_interpreter(jobs, tmp_path)
+    jobs += [dict(name=f"README snippet {i}", code=code) for i, code in enumerate(README_SNIPPETS)]
+    return run_in_one_interpreter(jobs, tmp_path_factory.mktemp("examples"))
+
+
+def test_the_examples_run(request):
+    pytest.importorskip("timm")
+    results = request.getfixturevalue("results")
     failed = {script: results[script]["error"] or f"unexpected output:\n{results[script]['stdout']}"
               for script, _, expected in EXAMPLES
               if results[script]["error"] or not expected(results[script]["stdout"])}
     assert not failed, "\n\n".join(f"python/{script}: {why[-3000:]}" for script, why in failed.items())
 
 
-README_SNIPPETS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
-
-
-def test_readme_snippets_run_as_pasted(tmp_path):
+def test_readme_snippets_run_as_pasted(request):
     """Each snippet as pasted, in a namespace and an empty folder of its own: nothing it uses may be
     defined elsewhere. Their cost is what they show: the D-FINE one builds the default D-FINE and
     runs it at 640×640, the export one traces PP-HGNet tiny for ONNX (~20 s of CPU)."""
     pytest.importorskip("onnxruntime")
-    jobs = [dict(name=f"README snippet {i}", code=code) for i, code in enumerate(README_SNIPPETS)]
-    results = run_in_one_interpreter(jobs, tmp_path)
-    failed = [(job["code"], results[job["name"]]["error"]) for job in jobs if results[job["name"]]["error"]]
+    results = request.getfixturevalue("results")
+    failed = [(code, results[f"README snippet {i}"]["error"]) for i, code in enumerate(README_SNIPPETS)
+              if results[f"README snippet {i}"]["error"]]
     assert not failed, "\n\n".join(f"{code}\n{error[-3000:]}" for code, error in failed)
 
 
