@@ -3,8 +3,8 @@ sm_90 and sm_80 without a GPU — with the installed Triton and with Triton 3.6.
 H100/H200 machines run — without spills, fp16/bf16 dots on wgmma on sm_90; what it records is
 what the launchers issue; a new input size compiles nothing new; its SASS reading is right.
 
-Compiling needs real (not interpreted) Triton, so those parts run in a subprocess without
-TRITON_INTERPRET. Compiled, not run: no GPU is involved.
+Compiling needs real (not interpreted) Triton, so those parts run in another process without
+TRITON_INTERPRET (a child of the fork server below). Compiled, not run: no GPU is involved.
 """
 import argparse
 import atexit
