@@ -87,7 +87,7 @@ setup(
     # Pinned to the versions verified: onnx / onnxscript / onnxruntime for export_onnx and its tests;
     # transformers and ultralytics, the real frameworks test_interop.py checks against.
     extras_require={
-        "dev": ["pytest", "pytest-xdist", "pytest-benchmark", "ninja", "pybind11", "timm", "safetensors", "rich",
+        "dev": ["pytest", "pytest-xdist>=2.5", "pytest-benchmark", "ninja", "pybind11", "timm", "safetensors", "rich",
                 "matplotlib", "tqdm", "transformers==5.24.0", "ultralytics==8.4.190", "onnx==1.23.2",
                 "onnxscript==0.7.2", "onnxruntime==1.32.0"],
     },
