@@ -1,16 +1,16 @@
 """The runnable examples in python/ work on the CPU (smoke tests, small sizes), and so does every
 Python snippet of the README, as pasted.
 
-Each group runs in one fresh interpreter (``RUNNER``), not one per script or snippet: a Python
-process that imports torch costs ~5 s of CPU before it does anything, twelve of them were half of
-this file's time. Inside it every script runs as ``python script.py ARGS`` would run it (``runpy``
-as ``__main__``, its argv and its folder on sys.path) and every snippet in a namespace of its own,
+The examples and the snippets all run in one fresh interpreter (``RUNNER``), once for both tests
+of this file (an xdist_group mark keeps them on one pytest-xdist worker), not one per script or
+snippet: a Python process that imports torch, transformers and timm costs ~8 s of CPU before it
+does anything, twelve of them were half of this file's time. Inside it every script runs as
+``python script.py ARGS`` would run it (``runpy`` as ``__main__``, its argv and its folder on
+sys.path) and every snippet in a namespace of its own,
 each from an empty folder of its own: a name a snippet uses without importing or defining it fails
 it as it would in a fresh interpreter. What a shared process cannot show, a snippet leaning on a
 module-level side effect of an earlier one (none of them sets global state), is the one thing given
-up, and each snippet's traceback is reported under its own number. The examples and the snippets
-share that interpreter too (its imports of torch, transformers and timm cost ~8 s of CPU), run once
-for both tests of this file, which the xdist_group mark keeps on one pytest-xdist worker."""
+up, and each snippet's traceback is reported under its own number."""
 import json
 import os
 import re
