@@ -8,15 +8,14 @@ from typing import Optional
 import torch.nn as nn
 
 from .models import PPHGNet, PPHGNetV2
-from .weights import load_weights
+from .weights import load_weights, model_to_load
 
 
 def build(cls, name: str, weights: Optional[str], num_classes: int) -> nn.Module:
     """``cls(name, num_classes)`` in eval mode, with ``weights`` (a path) loaded when given."""
-    model = cls(name, num_classes=num_classes)
-    if weights is not None:
-        load_weights(model, weights)
-    return model.eval()
+    if weights is None:
+        return cls(name, num_classes=num_classes).eval()
+    return load_weights(model_to_load(lambda: cls(name, num_classes=num_classes)), weights).eval()
 
 
 def pphgnet_tiny(weights: Optional[str] = None, num_classes: int = 1000) -> PPHGNet:

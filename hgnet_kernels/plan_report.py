@@ -130,7 +130,8 @@ def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str],
 def _param_shapes(model: str, text_rec: bool) -> Dict[str, tuple]:
     from .folding import fold_model
     from .models import build_model
-    net = fold_model(build_model(model, text_rec=text_rec))
+    with torch.device("meta"):  # shapes only
+        net = fold_model(build_model(model, text_rec=text_rec))
     return {name: tuple(t.shape) for name, t in net.named_buffers()}
 
 

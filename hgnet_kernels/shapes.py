@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import List, Tuple
 
+import torch
+
 from .folding import fold_model
 from .models import build_model
 from .plan import Plan, build_plan
@@ -43,9 +45,12 @@ class ConvShape:
 
 
 def model_plan(model: str, text_rec: bool = False) -> Plan:
-    """The plan of a model by short name (random weights: only the structure matters here);
-    ``text_rec``: PaddleOCR's text-recognition layout of it."""
-    return build_plan(fold_model(build_model(model, text_rec=text_rec)))
+    """The plan of a model by short name, structure only: built on the meta device (its weights are
+    meta tensors, so nothing is initialised or allocated); ``text_rec``: PaddleOCR's text-recognition
+    layout of it."""
+    with torch.device("meta"):
+        net = build_model(model, text_rec=text_rec)
+    return build_plan(fold_model(net))
 
 
 def conv_shapes(model: str = "tiny", size: int = 224, kinds: Tuple[str, ...] = CONV_KINDS) -> "Counter[ConvShape]":

@@ -6,11 +6,10 @@ import torch
 
 import hgnet_kernels as hk
 from hgnet_kernels import backends
-from hgnet_kernels.folding import fold_model
 from hgnet_kernels.kernels import spec
-from hgnet_kernels.models import build_model
 from hgnet_kernels.numerics import FP32_REL_TOL, relative_error
-from hgnet_kernels.plan import Buffer, Op, Plan, Ref, build_plan, stride_pair
+from hgnet_kernels.plan import Buffer, Op, Plan, Ref, stride_pair
+from hgnet_kernels.shapes import model_plan
 
 FAMILIES = ["torch", "triton", "cuda"]
 COMPILED = ["triton", "cuda"]
@@ -73,7 +72,7 @@ def test_the_executor_refuses_up_front_naming_the_op(name):
 @pytest.mark.parametrize("name", COMPILED)
 @pytest.mark.parametrize("model", ["tiny", "b0", "b4"])
 def test_every_op_of_v1_and_v2_plans_is_claimed(name, model):
-    plan = build_plan(fold_model(build_model(model)))
+    plan = model_plan(model)
     table = backends.family(name).SUPPORTS
     assert [(op.name, spec.not_supported_reasons(op, table)) for op in plan.ops
             if spec.not_supported_reasons(op, table)] == []

@@ -15,16 +15,33 @@ from hgnet_kernels.folding import fold_model
 from hgnet_kernels.kernels import pytorch as torch_family
 from hgnet_kernels.kernels import spec
 from hgnet_kernels.kernels.cuda import ops as cuda_ops
+from hgnet_kernels.models import build_model, randomize_statistics
 from hgnet_kernels.plan import OP_KINDS, build_plan
 from hgnet_kernels.plan_report import report
+from hgnet_kernels.shapes import model_plan
 
 # PaddleClas's published figures at 224×224 (its PP-HGNet documentation), in GMACs ("FLOPs" there).
 PUBLISHED_GMACS = {"tiny": 4.54, "small": 8.53, "base": 25.14}
 
 
 def _plan(size):
-    net = fold_model(hk.PPHGNet(size).eval())
+    """The folded net (its parameters' shapes) and plan of a model, structure only (meta device)."""
+    with torch.device("meta"):
+        net = fold_model(hk.PPHGNet(size).eval())
     return net, build_plan(net)
+
+
+@pytest.mark.parametrize("model, text_rec", [("tiny", False), ("b0", False), ("b4", True)])
+def test_a_plan_of_the_meta_model_is_the_plan_of_the_model(model, text_rec):
+    """``model_plan`` and the ``plan`` command build on the meta device, without values: the plan
+    (every op, buffer and shape) is the one of a real model, a LAB's scale of either sign included."""
+    real = randomize_statistics(build_model(model, text_rec=text_rec), seed=3)
+    labs = [m for m in real.modules() if type(m).__name__ == "LearnableAffineBlock"]
+    signs = {lab.scale.item() > 0 for lab in labs}
+    assert signs == ({True, False} if model == "b0" else set())  # b4 text_rec is built without LAB
+    plan, meta = build_plan(fold_model(real)), model_plan(model, text_rec)
+    assert repr(plan.ops) == repr(meta.ops) and plan.buffers == meta.buffers
+    assert plan.spatial(97, 65) == meta.spatial(97, 65) and plan.feature_shapes(2, 97, 65) == meta.feature_shapes(2, 97, 65)
 
 
 @pytest.mark.parametrize("size", sorted(PUBLISHED_GMACS))

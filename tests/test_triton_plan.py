@@ -165,8 +165,7 @@ def test_gpu_convs_share_one_k_step(dtype):
     does not divide C_in, but the flat-K loop of convs whose C_in is not a multiple of 16 (stems)."""
     steps = set()
     for model in ("tiny", "small", "base", "b0", "b4"):
-        # The plan's distinct conv shapes (the configs' inputs), built once per model: a plan
-        # report per (batch, GPU) built the model twice each, most of this test's time.
+        # The plan's distinct conv shapes (the configs' inputs), read once per model.
         for shape in conv_shapes(model, 224, kinds=("conv", "aggregation")):
             for batch, gpu in ((1, "H100"), (256, "H100"), (1, "A100")):
                 peaks = configs.known_gpus()[gpu]

@@ -8,7 +8,7 @@ import torch
 import hgnet_kernels as hk
 from hgnet_kernels.checkpoints import CheckpointError
 from hgnet_kernels.models import PPHGNetConfig, StageConfig
-from hgnet_kernels.weights import read_checkpoint
+from hgnet_kernels.weights import model_to_load, read_checkpoint
 
 from helpers import randomize, rel_err
 
@@ -127,6 +127,21 @@ def test_load_model_infers_size_and_classes(tmp_path):
     model = hk.load_model(tmp_path / "s.pdparams")
     assert model.config.name == "small" and model.num_classes == 7
     assert_same_weights(model, source, rtol=1e-6)
+
+
+def test_loading_builds_without_random_initialisation(tmp_path):
+    """load_model and the builders given weights skip the random initialisation that the load
+    overwrites (most of the cost of building a model): the global RNG is not drawn from, and a
+    model to load starts as NaN (BN step counters at 0), so an entry a load missed would show."""
+    source = randomize(hk.PPHGNetV2("b0", num_classes=5), seed=7)
+    torch.save(source.state_dict(), tmp_path / "b0.pth")
+    rng = torch.get_rng_state()
+    loaded = [hk.load_model(tmp_path / "b0.pth"), hk.pphgnetv2_b0(weights=tmp_path / "b0.pth", num_classes=5)]
+    assert torch.equal(torch.get_rng_state(), rng)
+    for model in loaded:
+        assert_same_weights(model, source)
+    for key, value in model_to_load(lambda: hk.PPHGNet("tiny")).state_dict().items():
+        assert (value.isnan() if value.is_floating_point() else value == 0).all(), key
 
 
 def snapshot(model):
