@@ -49,8 +49,36 @@ def _skip_unasserted_overflow_checks() -> None:
         builder.options = dataclasses.replace(options, sanitize_overflow=False)
 
 
+# Triton's interpreter wraps every builtin of triton.language for itself at each launch and again at
+# each call of a @triton.jit helper inside a kernel, listing them with inspect.getmembers every time:
+# a fifth of the conv kernel's interpreted time in a profile of the suite. A module's builtins do
+# not change, so each list is taken once, here, before any kernel runs (the wrapping stays Triton's);
+# a module not listed here keeps Triton's own function. tests/test_harness.py compares the lists
+# with fresh ones after a kernel has called a helper.
+def _list_the_interpreters_builtins_once() -> None:
+    import inspect
+    import triton.language as tl
+    from triton.runtime import interpreter
+    patch_attr, patch_builtin = getattr(interpreter, "_patch_attr", None), getattr(interpreter, "_patch_builtin", None)
+    if patch_attr is None or patch_builtin is None or \
+            list(inspect.signature(patch_builtin).parameters) != ["pkg", "builder", "scope"]:
+        return
+    builtin_lists = {pkg: [(name, member) for name, member in inspect.getmembers(pkg) if tl.core.is_builtin(member)]
+                     for pkg in (tl, tl.core, tl.tensor, tl.math, tl.core.tensor_descriptor_base)}
+
+    def listed_once(pkg, builder, scope):
+        if pkg not in builtin_lists:
+            return patch_builtin(pkg, builder, scope)
+        for name, member in builtin_lists[pkg]:
+            patch_attr(pkg, name, member, builder, scope)
+
+    listed_once.builtin_lists = builtin_lists
+    interpreter._patch_builtin = listed_once
+
+
 if os.environ.get("TRITON_INTERPRET") == "1":
     _skip_unasserted_overflow_checks()
+    _list_the_interpreters_builtins_once()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,8 @@
 """The test harness's own settings (conftest.py) lose nothing: under Triton's interpreter the int32
-overflow checks it skips building are checks the interpreter would not assert."""
+overflow checks it skips building are checks the interpreter would not assert, and the builtins it
+lists once are the ones Triton would list at every call."""
 import dataclasses
+import inspect
 import os
 
 import pytest
@@ -33,3 +35,36 @@ def test_the_skipped_int32_overflow_checks_are_ones_the_interpreter_does_not_ass
     monkeypatch.setattr(builder, "options", dataclasses.replace(builder.options, sanitize_overflow=True))
     assert _times(1 << 20, 1 << 12) == 0, (
         "this Triton's interpreter asserts int32 overflow: conftest.py must stop switching its check off")
+
+
+@triton.jit
+def _scaled(x, FACTOR: tl.constexpr):
+    return x * FACTOR
+
+
+@triton.jit
+def _helper_kernel(x_ptr, y_ptr, N: tl.constexpr, FACTOR: tl.constexpr):
+    offsets = tl.arange(0, N)
+    tl.store(y_ptr + offsets, _scaled(tl.load(x_ptr + offsets), FACTOR) + tl.sum(tl.load(x_ptr + offsets)))
+
+
+def _unwrapped(value):
+    """A builtin behind Triton's interpreter wrapper (``lambda *args, member=builtin, **kwargs``)."""
+    return (getattr(value, "__kwdefaults__", None) or {}).get("member", value)
+
+
+def test_the_builtins_listed_once_are_the_ones_triton_lists_at_each_call():
+    """Every builtin a module holds now, seen through the wrappers Triton leaves behind (a helper's,
+    e.g. ``tl.sum``'s, are never removed), is in conftest's list of that module, as the same object."""
+    from triton.runtime import interpreter
+    lists = getattr(interpreter._patch_builtin, "builtin_lists", None)
+    assert lists, ("conftest.py's lists are not in use: this Triton's interpreter changed _patch_builtin; "
+                   "adapt or drop _list_the_interpreters_builtins_once")
+    x, y = torch.arange(8, dtype=torch.float32), torch.full((8,), float("nan"))
+    _helper_kernel[(1,)](x, y, N=8, FACTOR=3.0)  # a launch, and @triton.jit helpers called inside it
+    assert torch.equal(y, x * 3 + x.sum())
+    assert {tl, tl.core, tl.tensor, tl.math} <= set(lists)
+    for pkg, builtins in lists.items():
+        now = {name: _unwrapped(value) for name, value in inspect.getmembers(pkg)}
+        assert builtins and {(name, member) for name, member in now.items() if tl.core.is_builtin(member)} <= \
+            set(builtins), pkg
