@@ -1,4 +1,5 @@
 import dataclasses
+import gc
 import os
 
 # Each pytest-xdist worker gets its share of the cores for the thread pools of torch (oneDNN) and
@@ -79,6 +80,13 @@ def _list_the_interpreters_builtins_once() -> None:
 if os.environ.get("TRITON_INTERPRET") == "1":
     _skip_unasserted_overflow_checks()
     _list_the_interpreters_builtins_once()
+
+
+# What is alive once the tests are collected (torch, transformers, timm, the test modules: most of a
+# worker's objects) stays alive to the end; frozen, Python's full collections stop walking it every
+# time (the workers' full collections: 27 s of CPU in a run of the suite, 19 s frozen).
+def pytest_collection_finish(session):
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config, items):
