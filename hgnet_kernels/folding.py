@@ -188,7 +188,7 @@ class FoldedNet(nn.Module):
 def _fold_lab(weight: torch.Tensor, bias: Optional[torch.Tensor], lab, fold_dtype):
     """A LAB after a ReLU: a positive scale moves into the weights (a·relu(z) = relu(a·z)); the
     shift, and a scale ≤ 0, stay for the epilogue as an fp32 (scale, shift). A model on the meta
-    device (structure only: ``shapes.model_plan``) has no sign to read; both ways give the same shapes."""
+    device (structure only: ``shapes.folded_structure``) has no sign to read; both ways give the same shapes."""
     a, c = lab.scale.to(fold_dtype).reshape(()), lab.bias.to(fold_dtype).reshape(())
     if not a.is_meta and a > 0:
         weight, bias, a = weight * a, None if bias is None else bias * a, torch.ones_like(a)

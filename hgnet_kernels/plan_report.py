@@ -16,14 +16,14 @@ import functools
 import json
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 
 from . import cli, configs
 from .models import MODEL_NAMES
-from .plan import OpCost, stride_label
-from .shapes import model_plan
+from .plan import OpCost, build_plan, stride_label
+from .shapes import folded_structure, model_plan
 from .verify import DTYPES
 
 # Ops whose kernels the Triton family launches with a configs grid (the head is a few cuBLAS GEMVs).
@@ -96,8 +96,9 @@ def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str],
     """The rows of ``model``'s plan (``text_rec``: its text-recognition layout) on a batch × C × H × W
     input (``size``: an int or (H, W))."""
     h, w = (size, size) if isinstance(size, int) else size
-    plan = model_plan(model, text_rec)
-    net_shapes = _param_shapes(model, text_rec)
+    net = folded_structure(model, text_rec)
+    plan = build_plan(net)
+    net_shapes = {name: tuple(t.shape) for name, t in net.named_buffers()}
     element = torch.empty((), dtype=dtype).element_size()
     peaks = configs.known_gpus().get(gpu) if gpu else None
     from .kernels import triton as triton_family
@@ -125,14 +126,6 @@ def report(model: str, batch: int, size, dtype: torch.dtype, gpu: Optional[str],
                     row.mma_efficiency = cost.macs / grid["padded_macs"]
         rows.append(row)
     return rows
-
-
-def _param_shapes(model: str, text_rec: bool) -> Dict[str, tuple]:
-    from .folding import fold_model
-    from .models import build_model
-    with torch.device("meta"):  # shapes only
-        net = fold_model(build_model(model, text_rec=text_rec))
-    return {name: tuple(t.shape) for name, t in net.named_buffers()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from typing import List, Tuple
 
 import torch
 
-from .folding import fold_model
+from .folding import FoldedNet, fold_model
 from .models import build_model
 from .plan import Plan, build_plan
 
@@ -44,13 +44,17 @@ class ConvShape:
                 f"@{self.h}x{self.w}")
 
 
-def model_plan(model: str, text_rec: bool = False) -> Plan:
-    """The plan of a model by short name, structure only: built on the meta device (its weights are
-    meta tensors, so nothing is initialised or allocated); ``text_rec``: PaddleOCR's text-recognition
-    layout of it."""
+def folded_structure(model: str, text_rec: bool = False) -> FoldedNet:
+    """The folded network of a model by short name, structure only: built on the meta device (its
+    weights are meta tensors, so nothing is initialised or allocated); ``text_rec``: PaddleOCR's
+    text-recognition layout of it."""
     with torch.device("meta"):
-        net = build_model(model, text_rec=text_rec)
-    return build_plan(fold_model(net))
+        return fold_model(build_model(model, text_rec=text_rec))
+
+
+def model_plan(model: str, text_rec: bool = False) -> Plan:
+    """The plan of a model by short name (``folded_structure``'s: structure only)."""
+    return build_plan(folded_structure(model, text_rec))
 
 
 def conv_shapes(model: str = "tiny", size: int = 224, kinds: Tuple[str, ...] = CONV_KINDS) -> "Counter[ConvShape]":
