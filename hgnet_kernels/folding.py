@@ -190,7 +190,9 @@ def _fold_lab(weight: torch.Tensor, bias: Optional[torch.Tensor], lab, fold_dtyp
     shift, and a scale ≤ 0, stay for the epilogue as an fp32 (scale, shift). A model on the meta
     device (structure only: ``shapes.folded_structure``) has no sign to read; both ways give the same shapes."""
     a, c = lab.scale.to(fold_dtype).reshape(()), lab.bias.to(fold_dtype).reshape(())
-    if not a.is_meta and a > 0:
+    if a.is_meta:
+        return weight, bias, a.new_empty(2, dtype=torch.float32)
+    if a > 0:
         weight, bias, a = weight * a, None if bias is None else bias * a, torch.ones_like(a)
     return weight, bias, torch.stack([a, c]).float()
 
@@ -202,9 +204,13 @@ def _fold_conv_bn(module: ConvBNAct, dtype: torch.dtype, padding=None) -> Folded
                          "folded; load trained weights or build the model with running statistics")
     fold_dtype = torch.float64 if module.conv.weight.dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        scale = bn.weight.to(fold_dtype) / torch.sqrt(bn.running_var.to(fold_dtype) + bn.eps)
-        weight = module.conv.weight.to(fold_dtype) * scale.view(-1, 1, 1, 1)
-        bias = bn.bias.to(fold_dtype) - bn.running_mean.to(fold_dtype) * scale
+        weight, bias = module.conv.weight.to(fold_dtype), bn.bias.to(fold_dtype)
+        # A meta model (structure only) has no values to fold, only shapes; arithmetic on meta
+        # tensors runs Python references whose first use imports torch._dynamo (~2.5 s of CPU).
+        if not weight.is_meta:
+            scale = bn.weight.to(fold_dtype) / torch.sqrt(bn.running_var.to(fold_dtype) + bn.eps)
+            weight = weight * scale.view(-1, 1, 1, 1)
+            bias = bias - bn.running_mean.to(fold_dtype) * scale
         affine = None
         if getattr(module, "lab", None) is not None:
             weight, bias, affine = _fold_lab(weight, bias, module.lab, fold_dtype)

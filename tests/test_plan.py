@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import hgnet_kernels as hk
 from hgnet_kernels import configs
@@ -24,6 +25,18 @@ from hgnet_kernels.shapes import folded_structure, model_plan
 PUBLISHED_GMACS = {"tiny": 4.54, "small": 8.53, "base": 25.14}
 
 
+class DispatchedOps(TorchDispatchMode):
+    """The names of the aten ops dispatched inside its ``with`` block."""
+
+    def __enter__(self):
+        self.names = set()
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
 def _plan(size):
     """The folded net (its parameters' shapes) and plan of a model, structure only (meta device)."""
     net = folded_structure(size)
@@ -33,12 +46,18 @@ def _plan(size):
 @pytest.mark.parametrize("model, text_rec", [("tiny", False), ("b0", False), ("b4", True)])
 def test_a_plan_of_the_meta_model_is_the_plan_of_the_model(model, text_rec):
     """``model_plan`` and the ``plan`` command build on the meta device, without values: the plan
-    (every op, buffer and shape) is the one of a real model, a LAB's scale of either sign included."""
+    (every op, buffer and shape) is the one of a real model, a LAB's scale of either sign included.
+    Nothing is computed on the way: torch's arithmetic on meta tensors runs Python references whose
+    first use imports torch._dynamo (~2.5 s of CPU in every process that plans)."""
     real = randomize_statistics(build_model(model, text_rec=text_rec), seed=3)
     labs = [m for m in real.modules() if type(m).__name__ == "LearnableAffineBlock"]
     signs = {lab.scale.item() > 0 for lab in labs}
     assert signs == ({True, False} if model == "b0" else set())  # b4 text_rec is built without LAB
-    plan, meta = build_plan(fold_model(real)), model_plan(model, text_rec)
+    with DispatchedOps() as dispatched:
+        meta = model_plan(model, text_rec)
+    computed = dispatched.names & {"add", "sub", "mul", "div", "sqrt", "rsqrt", "stack", "cat", "normal_"}
+    assert {"empty", "view"} <= dispatched.names and not computed, computed  # folding (and LAB) ran
+    plan = build_plan(fold_model(real))
     assert repr(plan.ops) == repr(meta.ops) and plan.buffers == meta.buffers
     assert plan.spatial(97, 65) == meta.spatial(97, 65) and plan.feature_shapes(2, 97, 65) == meta.feature_shapes(2, 97, 65)
 
