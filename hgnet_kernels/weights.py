@@ -61,7 +61,9 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
                             f"{tuple(expected[key].shape)}")
         elif not value.is_floating_point():
             problems.append(f"{key}: dtype {value.dtype}, expected a floating-point tensor")
-        elif not torch.isfinite(value).all():
+        elif value.numel() and not torch.isfinite(torch.stack(torch.aminmax(value))).all():
+            # min and max are NaN where any value is, and an Inf is one of them: one pass and no
+            # mask (isfinite(value).all() takes 5× as long, ~0.26 s of CPU for B6's 75 M values)
             problems.append(f"{key}: contains NaN or Inf")
     if missing or unexpected or problems:
         lines = [f"cannot load {source} into {type(model).__name__} (model left unchanged):"]
