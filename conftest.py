@@ -77,9 +77,47 @@ def _list_the_interpreters_builtins_once() -> None:
     interpreter._patch_builtin = listed_once
 
 
+# Each call of a @triton.jit helper inside a kernel makes Triton's interpreter wrap triton.language
+# again (every builtin: a new lambda and a recorded attribute, ~200 per call), with the same wrappers
+# of the same builtins as its launch already installed: ~15 % of test_triton_conv.py's CPU time. During
+# a launch, a helper whose language modules that launch has patched patches nothing; one that sees
+# another module (tl.sum's code sees tl.core, a kernel tl) patches it as Triton does. Outside a launch,
+# and after it (Triton's restore), everything is Triton's own. tests/test_harness.py checks both.
+def _patch_the_language_once_per_launch() -> None:
+    import inspect
+    import triton.language as tl
+    from triton.runtime import interpreter
+    patch_lang, executor = getattr(interpreter, "_patch_lang", None), getattr(interpreter, "GridExecutor", None)
+    if patch_lang is None or executor is None or list(inspect.signature(patch_lang).parameters) != ["fn"]:
+        return
+    launch = executor.__call__
+    patched = []  # per running launch: the ids of the language modules it has patched
+
+    def once_per_launch(fn):
+        if not patched:
+            return patch_lang(fn)
+        langs = {id(v) for v in fn.__globals__.values() if v is tl or v is tl.core}
+        if langs <= patched[-1]:
+            return interpreter._LangPatchScope()  # nothing changed, nothing to restore
+        patched[-1] |= langs
+        return patch_lang(fn)
+
+    def tracked_launch(self, *args, **kwargs):
+        patched.append(set())
+        try:
+            return launch(self, *args, **kwargs)
+        finally:
+            patched.pop()
+
+    once_per_launch.patched = patched
+    interpreter._patch_lang = once_per_launch
+    executor.__call__ = tracked_launch
+
+
 if os.environ.get("TRITON_INTERPRET") == "1":
     _skip_unasserted_overflow_checks()
     _list_the_interpreters_builtins_once()
+    _patch_the_language_once_per_launch()
 
 
 # What is alive once the tests are collected (torch, transformers, timm, the test modules: most of a

@@ -1,6 +1,7 @@
 """The test harness's own settings (conftest.py) lose nothing: under Triton's interpreter the int32
-overflow checks it skips building are checks the interpreter would not assert, and the builtins it
-lists once are the ones Triton would list at every call."""
+overflow checks it skips building are checks the interpreter would not assert, the builtins it
+lists once are the ones Triton would list at every call, and a launch's helpers find the language
+patched as Triton would patch it again."""
 import dataclasses
 import inspect
 import os
@@ -68,3 +69,26 @@ def test_the_builtins_listed_once_are_the_ones_triton_lists_at_each_call():
         now = {name: _unwrapped(value) for name, value in inspect.getmembers(pkg)}
         assert builtins and {(name, member) for name, member in now.items() if tl.core.is_builtin(member)} <= \
             set(builtins), pkg
+
+
+def test_a_launch_patches_each_language_module_once(monkeypatch):
+    """conftest's once-per-launch patching: in a launch of ``_helper_kernel`` (its module sees tl),
+    ``_scaled`` (the same module) patches nothing and ``tl.sum`` (its code sees tl.core) patches:
+    two patches, where Triton makes three (one per launch and helper call). The result is the
+    kernel's, and after the launch nothing is held as patched."""
+    from triton.runtime import interpreter
+    once = interpreter._patch_lang
+    assert hasattr(once, "patched"), ("conftest.py's once-per-launch patch is not in use: this Triton's "
+                                      "interpreter changed _patch_lang; adapt or drop _patch_the_language_once_per_launch")
+    patches = []
+    patch_builtin = interpreter._patch_builtin
+
+    def counted(pkg, builder, scope):
+        if pkg is tl.core.tensor_descriptor_base:  # patched once by every _patch_lang, last
+            patches.append(pkg)
+        return patch_builtin(pkg, builder, scope)
+    monkeypatch.setattr(interpreter, "_patch_builtin", counted)
+    x, y = torch.arange(8, dtype=torch.float32), torch.full((8,), float("nan"))
+    _helper_kernel[(1,)](x, y, N=8, FACTOR=3.0)
+    assert torch.equal(y, x * 3 + x.sum())
+    assert len(patches) == 2 and once.patched == []
