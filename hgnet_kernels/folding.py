@@ -206,7 +206,7 @@ def _fold_conv_bn(module: ConvBNAct, dtype: torch.dtype, padding=None) -> Folded
     with torch.no_grad():
         weight, bias = module.conv.weight.to(fold_dtype), bn.bias.to(fold_dtype)
         # A meta model (structure only) has no values to fold, only shapes; arithmetic on meta
-        # tensors runs Python references whose first use imports torch._dynamo (~2.5 s of CPU).
+        # tensors runs Python references whose first use imports torch._dynamo (~2.3 s of CPU).
         if not weight.is_meta:
             scale = bn.weight.to(fold_dtype) / torch.sqrt(bn.running_var.to(fold_dtype) + bn.eps)
             weight = weight * scale.view(-1, 1, 1, 1)

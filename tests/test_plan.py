@@ -48,7 +48,7 @@ def test_a_plan_of_the_meta_model_is_the_plan_of_the_model(model, text_rec):
     """``model_plan`` and the ``plan`` command build on the meta device, without values: the plan
     (every op, buffer and shape) is the one of a real model, a LAB's scale of either sign included.
     Nothing is computed on the way: torch's arithmetic on meta tensors runs Python references whose
-    first use imports torch._dynamo (~2.5 s of CPU in every process that plans)."""
+    first use imports torch._dynamo (~2.3 s of CPU in every process that plans)."""
     real = randomize_statistics(build_model(model, text_rec=text_rec), seed=3)
     labs = [m for m in real.modules() if type(m).__name__ == "LearnableAffineBlock"]
     signs = {lab.scale.item() > 0 for lab in labs}

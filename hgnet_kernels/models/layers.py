@@ -79,7 +79,7 @@ class Backbone(nn.Module):
 def init_paddle(model: nn.Module) -> None:
     """PaddleClas's initialisation: KaimingNormal (fan_in) for every conv, BN to identity, zero
     linear biases. A model built on the meta device has no values to initialise; torch's meta
-    ``normal_`` is a Python reference whose first call imports ``torch._dynamo`` (~2.5 s of CPU a
+    ``normal_`` is a Python reference whose first call imports ``torch._dynamo`` (~2.3 s of CPU a
     process), so it is skipped there."""
     if any(p.is_meta for p in model.parameters()):
         return
